@@ -1,0 +1,87 @@
+"""`POST /webhooks/{name}`: verify, parse, enqueue, and answer fast.
+
+Order of checks, each before any parsing of what follows: body size (413 above
+`BOT_MAX_BODY_BYTES`, enforced by the server while reading), signature over the raw bytes (401),
+JSON (400), shape (400). A repeated `id` is acknowledged with 200 and not processed again.
+With Redis down the answer is 503 with Retry-After, so the caller retries rather than losing
+the message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from adapters.verification import verify_sha256_signature
+from adapters.webhook.normalize import normalize
+from adapters.webhook.send import reply_body
+from bot.errors import PayloadError
+from bot.inbox import Inbox
+from bot.log import get_logger
+from bot.rendezvous import ReplyRendezvous
+
+log = get_logger("adapters.webhook")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class WebhookAdapter:
+    """The generic webhook's HTTP ingress.
+
+    Args:
+        secret: the HMAC key (`WEBHOOK_SECRET`); requests must carry
+            `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+        wait_timeout_s: the longest `?wait=true` waits for the reply before answering 202.
+    """
+
+    def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
+                 wait_timeout_s: float) -> None:
+        self._inbox = inbox
+        self._rendezvous = rendezvous
+        self._secret = secret
+        self._wait_timeout_s = wait_timeout_s
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/webhooks/{name}", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if not _NAME.match(name):
+            return _error(404, "unknown webhook")
+        body = await request.read()  # raises 413 past the server's client_max_size
+        if not verify_sha256_signature(self._secret, body, request.headers.get("X-Signature")):
+            return _error(401, "invalid signature")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "body is not valid JSON")
+        try:
+            message = normalize(name, payload)
+        except PayloadError as exc:
+            return _error(400, str(exc))
+        wait = request.query.get("wait", "").lower() in ("1", "true", "yes")
+        try:
+            if wait:
+                await self._rendezvous.expect(message.id, self._wait_timeout_s)
+            entry = await self._inbox.enqueue(message)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            log.error("inbox unavailable; asked the caller to retry", message_id=message.id)
+            return _error(503, "temporarily unavailable", **{"Retry-After": "5"})
+        public_id = message.meta["id"]
+        if entry is None:
+            return web.json_response({"id": public_id, "status": "duplicate"}, status=200)
+        if wait:
+            try:
+                reply = await self._rendezvous.wait(message.id, self._wait_timeout_s)
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                reply = None  # stored already: the reply goes to the callback URL
+            if reply is not None:
+                return web.json_response(reply_body(reply), status=200)
+        return web.json_response({"id": public_id, "status": "accepted"}, status=202)

@@ -1,0 +1,40 @@
+"""Webhook JSON body -> `Message`.
+
+Body: `{"id": str, "user": str, "conversation": str, "text": str}`; ids are 1-200 characters,
+text 1-32,000 characters. The message id is `webhook:<name>:<id>`, so a repeated `id` on the
+same webhook is recognized as a duplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import PayloadError
+from bot.messages import Conversation, Message
+
+
+class WebhookEnvelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    user: str = Field(min_length=1, max_length=200)
+    conversation: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1, max_length=32_000)
+
+
+def normalize(name: str, payload: Any) -> Message:
+    """Raises: PayloadError naming the first bad field."""
+    if not isinstance(payload, dict):
+        raise PayloadError("body must be a JSON object")
+    try:
+        env = WebhookEnvelope.model_validate(payload, strict=True)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise PayloadError(f"{field}: {err['msg']}") from None
+    return Message(id=f"webhook:{name}:{env.id}",
+                   conversation=Conversation(platform="webhook", workspace=name,
+                                             channel=env.conversation),
+                   user=env.user, text=env.text, meta={"webhook": name, "id": env.id})

@@ -1,0 +1,75 @@
+"""`Reply` -> the waiting HTTP caller, or a signed POST to the callback URL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from adapters.verification import sha256_signature
+from bot.log import get_logger
+from bot.messages import Reply
+from bot.rendezvous import ReplyRendezvous
+
+log = get_logger("adapters.webhook")
+
+
+class CallbackError(Exception):
+    """The callback URL answered with a retryable status."""
+
+
+def reply_body(reply: Reply) -> dict[str, Any]:
+    """The JSON shape of a reply, in responses and callbacks."""
+    return {"id": reply.meta.get("id", reply.message_id),
+            "conversation": reply.conversation.channel,
+            "answer": reply.text,
+            "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
+
+
+class WebhookSender:
+    """Delivers to a `?wait=true` caller if one still waits, else POSTs to `callback_url`
+    (3 attempts, exponential backoff with jitter, on connection errors and 5xx/429).
+
+    Raises (from `send`): CallbackError or aiohttp.ClientError when every attempt failed, so
+    the message stays pending and is retried by the engine.
+    """
+
+    def __init__(self, rendezvous: ReplyRendezvous, session: aiohttp.ClientSession, *,
+                 secret: str | None, callback_url: str | None, timeout_s: float) -> None:
+        self._rendezvous = rendezvous
+        self._session = session
+        self._secret = secret
+        self._callback_url = callback_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def send(self, reply: Reply) -> None:
+        if await self._rendezvous.deliver(reply):
+            return
+        if not self._callback_url:
+            log.warning("webhook reply dropped: no caller waits and WEBHOOK_CALLBACK_URL is "
+                        "unset", message_id=reply.message_id)
+            return
+        body = json.dumps(reply_body(reply), ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json"}
+        if self._secret:
+            headers["X-Signature"] = sha256_signature(self._secret, body)
+        async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.5, max=5),
+                retry=retry_if_exception_type((aiohttp.ClientError, CallbackError, TimeoutError)),
+                reraise=True):
+            with attempt:
+                async with self._session.post(self._callback_url, data=body, headers=headers,
+                                              timeout=self._timeout) as response:
+                    if response.status == 429 or response.status >= 500:
+                        raise CallbackError(f"callback answered {response.status}")
+                    if response.status >= 400:
+                        log.error("callback rejected the reply", status=response.status,
+                                  message_id=reply.message_id)
+        log.debug("callback delivered", message_id=reply.message_id)

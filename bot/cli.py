@@ -1,0 +1,269 @@
+"""The `bot` command line (typer). Every command reads settings from the environment and `.env`
+and, when `DATABASE_URL` / `REDIS_URL` are unset, runs on the embedded servers.
+
+Exit codes: 0 success, 1 a command-level failure (no answer, a source that failed to ingest),
+2 a configuration error or an unreachable service (one line on stderr naming the cause).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bot.config import RetrievalMode, Settings, load_settings
+from bot.errors import BotError, ConfigError, ServiceUnavailable
+from bot.log import configure_logging
+from bot.messages import Reply
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Switchboard: a chat bot that answers from your knowledge base.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure the bot.")
+app.add_typer(eval_app, name="eval")
+out = Console()
+err = Console(stderr=True)
+
+
+def _error(line: str) -> None:
+    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
+    sys.stderr.write(line.rstrip() + "\n")
+
+
+def _settings(quiet: bool = True) -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        _error(f"error: {exc}")
+        raise typer.Exit(2) from None
+    level = settings.bot_log_level
+    if quiet and "BOT_LOG_LEVEL" not in os.environ:
+        level = "WARNING"
+    configure_logging(level, settings.bot_log_format, settings.secret_values())
+    return settings
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> None:
+    try:
+        code = asyncio.run(coro)
+    except (ConfigError, ServiceUnavailable) as exc:
+        _error(f"error: {exc}")
+        raise typer.Exit(2) from None
+    except BotError as exc:
+        _error(f"error: {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise typer.Exit(code)
+
+
+def _reply_json(reply: Reply) -> dict[str, Any]:
+    return {"answer": reply.text,
+            "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
+
+
+@app.command()
+def ingest(sources: Annotated[list[str], typer.Argument(
+        help="Files, folders (recursive) and http(s) URLs of .md .txt .html .pdf .docx")]) -> None:
+    """Load, chunk, embed and store documents; unchanged ones are skipped."""
+    settings = _settings()
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+        from knowledge.loaders import expand_sources
+
+        expanded = expand_sources(sources)
+        async with Runtime(settings) as rt:
+            with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), TextColumn("{task.description}"),
+                          console=err, transient=False) as progress:
+                task = progress.add_task("", total=len(expanded))
+
+                def advance(source: str) -> None:
+                    progress.update(task, advance=1, description=Path(source).name)
+
+                report = await rt.ingestor().ingest(expanded, advance)
+        for _source, problem in report.failures:
+            _error(f"failed: {problem}")
+        if report.wrote_nothing and not report.failures:
+            out.print(f"nothing changed: {report.documents} documents up to date, "
+                      f"{report.chunks_unchanged} chunks unchanged ({report.seconds:.1f} s)")
+        else:
+            out.print(f"documents: {report.documents} ({report.documents_changed} changed); "
+                      f"chunks: {report.chunks_added} added, {report.chunks_unchanged} "
+                      f"unchanged, {report.chunks_removed} removed; {report.seconds:.1f} s")
+        return 1 if report.failures else 0
+
+    _run(main())
+
+
+@app.command()
+def ask(question: str,
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        conversation: Annotated[str | None, typer.Option(
+            help="Continue this conversation (its memory); default: a new one.")] = None,
+        timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 120.0,
+        ) -> None:
+    """Ask one question and print the answer with numbered sources."""
+    settings = _settings()
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        async with Runtime(settings) as rt:
+            rt.start_workers(1)
+            reply = await rt.console.ask(question, conversation or f"ask-{uuid.uuid4().hex}",
+                                         timeout_s)
+        if reply is None:
+            _error(f"error: no answer within {timeout_s:g} s")
+            return 1
+        if as_json:
+            sys.stdout.write(json.dumps(_reply_json(reply), ensure_ascii=False) + "\n")
+        else:
+            out.print(reply.render(), markup=False, highlight=False)
+        return 0
+
+    _run(main())
+
+
+@app.command()
+def chat(conversation: Annotated[str | None, typer.Option(
+        help="Resume this conversation; default: a new one.")] = None) -> None:
+    """Talk to the bot in the terminal; it remembers earlier turns. Ctrl-D or 'exit' ends."""
+    settings = _settings()
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        conv = conversation or f"chat-{uuid.uuid4().hex[:8]}"
+        async with Runtime(settings) as rt:
+            rt.start_workers(1)
+            err.print(f"conversation {conv}; Ctrl-D or 'exit' to leave", markup=False)
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, "you> ")
+                except EOFError:
+                    break
+                if line.strip().lower() in {"exit", "quit"}:
+                    break
+                if not line.strip():
+                    continue
+                reply = await rt.console.ask(line, conv, 120.0)
+                out.print("bot> " + (reply.render() if reply else "(no answer in time)"),
+                          markup=False, highlight=False)
+        return 0
+
+    _run(main())
+
+
+@app.command()
+def run(workers: Annotated[int | None, typer.Option(
+            help="Engine workers in this process (default BOT_WORKERS; 0 = ingress only).")] = None,
+        host: Annotated[str | None, typer.Option(help="Default BOT_HTTP_HOST.")] = None,
+        port: Annotated[int | None, typer.Option(help="Default BOT_HTTP_PORT.")] = None) -> None:
+    """Serve the webhook adapter and health endpoints, with engine workers."""
+    settings = _settings(quiet=False)
+    from bot.server import serve
+
+    _run(serve(settings, workers=settings.bot_workers if workers is None else workers,
+               host=host or settings.bot_http_host,
+               port=settings.bot_http_port if port is None else port, http=True))
+
+
+@app.command()
+def worker(workers: Annotated[int | None, typer.Option(
+        help="Engine workers in this process (default BOT_WORKERS).")] = None) -> None:
+    """Run engine workers only (no HTTP server); scale out by starting more of these."""
+    settings = _settings(quiet=False)
+    from bot.server import serve
+
+    _run(serve(settings, workers=max(1, settings.bot_workers if workers is None else workers),
+               host="", port=0, http=False))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations (start-up does this too)."""
+    settings = _settings()
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        async with Runtime(settings):
+            pass
+        out.print("schema up to date")
+        return 0
+
+    _run(main())
+
+
+@app.command()
+def forget(source: str) -> None:
+    """Soft-delete a source (a path or URL as ingested); retrieval no longer returns it."""
+    from knowledge.loaders import is_url
+
+    settings = _settings()
+    uri = source if is_url(source) else str(Path(source).expanduser().resolve())
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        async with Runtime(settings) as rt:
+            found = await rt.store.forget(uri)
+        if not found:
+            _error(f"error: no ingested source {uri}")
+            return 1
+        out.print(f"forgotten: {uri}", markup=False, highlight=False)
+        return 0
+
+    _run(main())
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+        queries: Annotated[Path, typer.Argument(
+            help='JSON lines: {"query": str, "relevant": [uri, uri suffix or title, ...]}')],
+        mode: Annotated[str, typer.Option(help="dense, lexical, hybrid or all")] = "all",
+        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Report nDCG@10, recall@10 and MRR of retrieval on a labelled query set."""
+    settings = _settings()
+
+    from knowledge.evaluate import evaluate, read_queries
+
+    try:
+        labelled = read_queries(queries.read_text(encoding="utf-8").splitlines())
+        modes = list(RetrievalMode) if mode == "all" else [RetrievalMode(mode)]
+    except (OSError, ValueError) as exc:
+        _error(f"error: {queries}: {exc}")
+        raise typer.Exit(2) from None
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        results = {}
+        async with Runtime(settings) as rt:
+            for m in modes:
+                results[m.value] = await evaluate(rt.knowledge_retriever(m), labelled)
+        if as_json:
+            sys.stdout.write(json.dumps({k: vars(v) for k, v in results.items()}) + "\n")
+        else:
+            out.print(f"{'mode':<8} {'queries':>7} {'nDCG@10':>8} {'recall@10':>9} {'MRR':>6}")
+            for name, r in results.items():
+                out.print(f"{name:<8} {r.queries:>7} {r.ndcg_at_10:>8.3f} {r.recall_at_10:>9.3f} "
+                          f"{r.mrr:>6.3f}")
+        return 0
+
+    _run(main())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,146 @@
+"""Typed settings, read from the environment and `.env`.
+
+Every setting is documented, with its unit and default, in `deploy/env.example`. Field names
+are the environment variable names in lower case (`BOT_HTTP_PORT` -> `bot_http_port`).
+Secrets are `SecretStr`: their repr is `'**********'` and `secret_values()` hands them to
+the log redactor so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import platformdirs
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class RetrievalMode(StrEnum):
+    """How chunks are ranked: by embedding, by full-text search, or a weighted fusion of both."""
+
+    DENSE = "dense"
+    LEXICAL = "lexical"
+    HYBRID = "hybrid"
+
+
+class EmbeddingBackend(StrEnum):
+    """Which embedder computes chunk and query vectors (see docs/adr/0001-default-embedder.md)."""
+
+    ONNX = "onnx"
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    OPENAI = "openai"
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """All of Switchboard's settings. Construct with `load_settings()` for a clear error."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # services; unset means: start the embedded server under BOT_DATA_DIR
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+    bot_data_dir: Path = Path(platformdirs.user_data_dir("switchboard"))
+    bot_key_prefix: str = Field("sb", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+
+    # language model (any OpenAI-compatible chat endpoint); unset means extractive answers
+    llm_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None
+    llm_timeout_s: PositiveFloat = 60.0
+    llm_temperature: float = Field(0.2, ge=0, le=2)
+    llm_max_tokens: PositiveInt = 800
+
+    # embeddings
+    embedding_backend: EmbeddingBackend = EmbeddingBackend.ONNX
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_base_url: str | None = None
+    embedding_dim: PositiveInt = 384
+    embedding_threads: PositiveInt = 1
+    embedding_batch_size: PositiveInt = 32
+
+    # knowledge
+    chunk_tokens: Annotated[int, Field(ge=32, le=250)] = 192
+    chunk_overlap_tokens: Annotated[int, Field(ge=0, le=128)] = 32
+    retrieval_mode: RetrievalMode = RetrievalMode.DENSE
+    retrieval_top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    retrieval_dense_weight: float = Field(0.8, ge=0, le=1)
+    ingest_max_bytes: PositiveInt = 50 * MiB
+    ingest_fetch_timeout_s: PositiveFloat = 30.0
+
+    # engine
+    bot_workers: Annotated[int, Field(ge=0, le=256)] = 2
+    bot_claim_idle_s: PositiveFloat = 30.0
+    bot_max_deliveries: PositiveInt = 5
+    bot_dedupe_ttl_s: PositiveInt = 7 * 24 * 3600
+    memory_turns: Annotated[int, Field(ge=0, le=500)] = 20
+    memory_ttl_s: PositiveInt = 30 * 24 * 3600
+
+    # HTTP server and the generic webhook adapter
+    bot_http_host: str = "127.0.0.1"
+    bot_http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    bot_max_body_bytes: PositiveInt = 1 * MiB
+    webhook_secret: SecretStr | None = None
+    webhook_callback_url: str | None = None
+    webhook_wait_timeout_s: PositiveFloat = 30.0
+    webhook_callback_timeout_s: PositiveFloat = 10.0
+
+    # logging
+    bot_log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    bot_log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
+
+    @field_validator("webhook_secret", "openai_api_key")
+    @classmethod
+    def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty when set")
+        return value
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when a chat endpoint is configured (`LLM_BASE_URL` or `OPENAI_API_KEY`)."""
+        return bool(self.llm_base_url) or self.openai_api_key is not None
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value (and the password inside service URLs), for redaction."""
+        values: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                plain = value.get_secret_value()
+                values.append(plain)
+                values.extend(_url_password(plain))
+        return [v for v in values if len(v) >= 4]
+
+
+def _url_password(url: str) -> list[str]:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password] if password else []
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment and `.env`.
+
+    Raises:
+        ConfigError: one line naming the first bad variable and what is wrong with it.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+        raise ConfigError(f"{name}: {err['msg']}") from None

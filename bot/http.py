@@ -1,0 +1,77 @@
+"""The aiohttp application: adapter routes, health endpoints, and an error boundary.
+
+- `GET /health/live`: 200 while the process serves requests.
+- `GET /health/ready`: 200 when Postgres and Redis answer and no migration is pending, else 503;
+  the body names each check.
+Bodies above `BOT_MAX_BODY_BYTES` are refused with 413 while being read. An unexpected error
+becomes a JSON 500 with a trace id that is also in the log; no traceback reaches the client.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from bot.log import get_logger
+from migrations import runner
+
+log = get_logger("bot.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return web.json_response({"error": "request body too large"}, status=413)
+        raise
+    except Exception:
+        trace_id = uuid.uuid4().hex[:12]
+        log.exception("unhandled error", path=request.path, trace_id=trace_id)
+        return web.json_response({"error": "internal error", "trace_id": trace_id}, status=500)
+
+
+class Health:
+    """Liveness and readiness handlers."""
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis) -> None:
+        self._pool = pool
+        self._redis = redis
+
+    async def live(self, _request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def ready(self, _request: web.Request) -> web.Response:
+        checks: dict[str, str] = {}
+        try:
+            async with self._pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+                pending = await runner.pending(conn)
+            checks["postgres"] = "ok"
+            checks["migrations"] = "ok" if not pending else f"pending: {pending}"
+        except Exception as exc:
+            checks["postgres"] = f"unavailable: {type(exc).__name__}"
+            checks["migrations"] = "unknown"
+        try:
+            await self._redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"unavailable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+def build_app(routes: Sequence[web.RouteDef], health: Health, *, max_body_bytes: int
+              ) -> web.Application:
+    """The server application with adapter `routes` mounted."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[error_boundary])
+    app.add_routes([web.get("/health/live", health.live), web.get("/health/ready", health.ready),
+                    *routes])
+    return app

@@ -1,0 +1,143 @@
+"""The engine's value types: `Conversation` (the reply address), `Message` (one normalized
+inbound message), `Passage` (one retrieved chunk), `Source` and `Reply`.
+
+Adapters build `Message`s at the edge; the engine never sees a platform payload. Messages cross
+process boundaries through the Redis inbox as JSON (`to_json` / `from_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """Where a message came from and where its reply goes.
+
+    Attributes:
+        platform: adapter name: "console", "webhook", "slack", "telegram", "discord".
+        channel: the channel, chat or conversation id within the workspace.
+        workspace: Slack team, Discord guild, webhook name; None where the platform has none.
+        thread: thread id (Slack thread_ts, Telegram message_thread_id); None outside threads.
+        reply_to: the platform's id of the message to reply to, if replies quote it.
+    """
+
+    platform: str
+    channel: str
+    workspace: str | None = None
+    thread: str | None = None
+    reply_to: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable id of the conversation (memory and transcript key); excludes `reply_to`."""
+        return ":".join([self.platform, self.workspace or "-", self.channel, self.thread or "-"])
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One inbound message, normalized.
+
+    Attributes:
+        id: globally unique, stable across platform retries: "<platform>:<scope>:<event id>".
+            It is the dedupe key.
+        conversation: the reply address.
+        user: the platform's user id of the author.
+        text: the message text, as the user wrote it (mentions of the bot removed).
+        received_at: when ingress accepted it, Unix time in seconds.
+        meta: small adapter-specific strings the sender needs (never secrets).
+    """
+
+    id: str
+    conversation: Conversation
+    user: str
+    text: str
+    received_at: float = field(default_factory=time.time)
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Message:
+        """Raises: ValueError (or KeyError/TypeError) for a payload that is not a Message."""
+        data: dict[str, Any] = json.loads(raw)
+        data["conversation"] = Conversation(**data["conversation"])
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """One retrieved chunk with its document's identity.
+
+    Attributes:
+        text: the chunk text.
+        uri: the document's source (absolute file path or http(s) URL).
+        title: the document's title.
+        section: the heading path of the chunk's section ("Install > Linux"), or "".
+        page: 1-based page number for paged formats (PDF), else None.
+        score: relevance, higher is better; cosine similarity in [-1, 1] in dense mode, a
+            full-text rank in lexical mode, a fused reciprocal-rank score in hybrid mode.
+    """
+
+    text: str
+    uri: str
+    title: str
+    section: str
+    page: int | None
+    score: float
+    chunk_id: int = 0
+    document_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A document cited by a reply; numbered in order of first appearance from 1."""
+
+    uri: str
+    title: str
+    score: float
+    section: str = ""
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the engine sends back for one message.
+
+    Attributes:
+        message_id: id of the message answered (also the send idempotency key).
+        conversation: the address to send it to (copied from the message).
+        text: the answer body (Markdown), without the sources list.
+        sources: the cited documents, best first.
+        meta: the inbound message's `meta`, for the sender.
+    """
+
+    message_id: str
+    conversation: Conversation
+    text: str
+    sources: tuple[Source, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """Text plus a numbered sources list, as chat platforms show it."""
+        if not self.sources:
+            return self.text
+        lines = [self.text, "", "Sources:"]
+        for n, src in enumerate(self.sources, 1):
+            where = f" ({src.section})" if src.section else ""
+            lines.append(f"[{n}] {src.title}{where} <{src.uri}>")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Reply:
+        data: dict[str, Any] = json.loads(raw)
+        data["conversation"] = Conversation(**data["conversation"])
+        data["sources"] = tuple(Source(**s) for s in data["sources"])
+        return cls(**data)

@@ -1,0 +1,149 @@
+"""The pipeline: a list of small stages run in order on one message's `Context`.
+
+Default chain (DESIGN.md, "The path of one message"): already-answered check -> memory load
+-> retrieve -> generate -> memory save -> transcript row -> send. A stage stops the chain by
+setting `ctx.done`. Stages are classes with one async method, composed by the runtime.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from bot.llm import number_sources
+from bot.log import get_logger
+from bot.messages import Message, Passage, Reply
+from bot.protocols import Generated, Generator, Memory, Retriever, Sender, Turn
+from bot.transcript import Transcript
+
+log = get_logger("bot.pipeline")
+
+
+@dataclass
+class Context:
+    """Per-message state handed from stage to stage."""
+
+    message: Message
+    started: float = field(default_factory=time.perf_counter)
+    history: list[Turn] = field(default_factory=list)
+    passages: list[Passage] = field(default_factory=list)
+    generated: Generated | None = None
+    reply: Reply | None = None
+    verdicts: list[dict[str, object]] = field(default_factory=list)
+    done: bool = False
+    skipped_reason: str = ""
+
+    @property
+    def latency_ms(self) -> int:
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+class Stage(Protocol):
+    async def __call__(self, ctx: Context) -> None: ...
+
+
+class AlreadyAnswered:
+    """Stops the chain for a message whose reply was already sent (a redelivery after a crash
+    between send and acknowledge). `<p>:answered:<message id>` is set by `SendReply`."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def __call__(self, ctx: Context) -> None:
+        if await self._redis.exists(f"{self._prefix}:answered:{ctx.message.id}"):
+            ctx.done = True
+            ctx.skipped_reason = "already answered"
+
+
+class LoadMemory:
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+
+    async def __call__(self, ctx: Context) -> None:
+        ctx.history = await self._memory.load(ctx.message.conversation.key)
+
+
+class Retrieve:
+    def __init__(self, retriever: Retriever, top_k: int) -> None:
+        self._retriever = retriever
+        self._top_k = top_k
+
+    async def __call__(self, ctx: Context) -> None:
+        ctx.passages = await self._retriever.retrieve(ctx.message.text, self._top_k)
+
+
+class Generate:
+    """Writes the answer and builds the `Reply` with the retrieved documents as its sources."""
+
+    def __init__(self, generator: Generator) -> None:
+        self._generator = generator
+
+    async def __call__(self, ctx: Context) -> None:
+        ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
+                                                       ctx.passages)
+        sources, _ = number_sources(ctx.passages)
+        ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
+                          text=ctx.generated.text, sources=tuple(sources),
+                          meta=dict(ctx.message.meta))
+
+
+class SaveMemory:
+    def __init__(self, memory: Memory) -> None:
+        self._memory = memory
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is not None:
+            await self._memory.append(ctx.message.conversation.key, [
+                Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)])
+
+
+class RecordTranscript:
+    def __init__(self, transcript: Transcript) -> None:
+        self._transcript = transcript
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is not None:
+            await self._transcript.record(ctx.message, ctx.reply, ctx.generated,
+                                          ctx.latency_ms, ctx.verdicts)
+
+
+class SendReply:
+    """Sends through the sender registered for the message's platform, then marks the message
+    answered (for `AlreadyAnswered`) for `ttl_s` seconds."""
+
+    def __init__(self, senders: Mapping[str, Sender], redis: Redis, prefix: str,
+                 ttl_s: int) -> None:
+        self._senders = senders
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is None:
+            return
+        platform = ctx.message.conversation.platform
+        sender = self._senders.get(platform)
+        if sender is None:
+            raise LookupError(f"no sender for platform {platform!r}")
+        await sender.send(ctx.reply)
+        await self._redis.set(f"{self._prefix}:answered:{ctx.message.id}", "1", ex=self._ttl_s)
+
+
+class Pipeline:
+    """Runs stages in order until one sets `ctx.done`; exceptions propagate to the worker."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages = list(stages)
+
+    async def run(self, message: Message) -> Context:
+        ctx = Context(message)
+        for stage in self.stages:
+            await stage(ctx)
+            if ctx.done:
+                break
+        return ctx

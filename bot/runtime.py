@@ -1,0 +1,251 @@
+"""The composition root: builds every component from `Settings`, and owns their lifecycle.
+
+This is the one module of `bot/` that names concrete adapters, the store and the embedder.
+`async with Runtime(settings) as rt:` starts the embedded services when no URL is set,
+connects, migrates, and builds the pipeline; leaving the block stops workers, closes
+connections and leaves the embedded services (stopping them if no other process uses them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+import aiohttp
+import asyncpg
+from pgvector.asyncpg import register_vector
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from adapters.console.adapter import ConsoleAdapter
+from adapters.console.send import ConsoleSender
+from adapters.webhook.adapter import WebhookAdapter
+from adapters.webhook.send import WebhookSender
+from bot.config import EmbeddingBackend, RetrievalMode, Settings
+from bot.errors import ServiceUnavailable
+from bot.inbox import Inbox
+from bot.llm import ChatGenerator, ExtractiveGenerator
+from bot.log import get_logger
+from bot.memory import RedisMemory
+from bot.messages import Passage
+from bot.pipeline import (
+    AlreadyAnswered,
+    Generate,
+    LoadMemory,
+    Pipeline,
+    RecordTranscript,
+    Retrieve,
+    SaveMemory,
+    SendReply,
+)
+from bot.protocols import Generator, Retriever, Sender
+from bot.rendezvous import ReplyRendezvous
+from bot.services import EmbeddedPostgres, EmbeddedValkey
+from bot.transcript import Transcript
+from bot.worker import Worker
+from knowledge.embedders import Embedder, build_embedder
+from knowledge.ingest import Ingestor
+from knowledge.retrieve import KnowledgeRetriever
+from knowledge.store import ChunkStore
+from migrations import runner
+
+log = get_logger("bot.runtime")
+
+
+def embedding_dim(settings: Settings) -> int:
+    """The vector length the configured embedder produces (384 for the local MiniLM)."""
+    if settings.embedding_backend is EmbeddingBackend.OPENAI:
+        return settings.embedding_dim
+    return 384
+
+
+class Runtime:
+    """Everything one process needs. Attributes are valid inside `async with`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pg: EmbeddedPostgres | None = None
+        self._valkey: EmbeddedValkey | None = None
+        self._embedder: Embedder | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._stop_workers = asyncio.Event()
+        self.workers: list[Worker] = []
+
+    # lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._close()
+
+    def _service_urls(self) -> tuple[str, str]:
+        s = self.settings
+        if s.database_url is not None:
+            database_url = s.database_url.get_secret_value()
+        else:
+            self._pg = EmbeddedPostgres(s.bot_data_dir)
+            database_url = self._pg.start()
+        if s.redis_url is not None:
+            redis_url = s.redis_url.get_secret_value()
+        else:
+            self._valkey = EmbeddedValkey(s.bot_data_dir)
+            redis_url = self._valkey.start()
+        return database_url, redis_url
+
+    async def _start(self) -> None:
+        s = self.settings
+        database_url, redis_url = await asyncio.to_thread(self._service_urls)
+        try:
+            conn = await asyncpg.connect(database_url, timeout=10)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ServiceUnavailable(f"DATABASE_URL: cannot connect ({exc})") from None
+        except Exception as exc:  # asyncpg raises varied types for a malformed DSN
+            raise ServiceUnavailable(f"DATABASE_URL: cannot connect ({type(exc).__name__})"
+                                     ) from None
+        try:  # migrate first: the pool's connections need the vector type to exist
+            applied = await runner.migrate(conn, embedding_dim=embedding_dim(s))
+        finally:
+            await conn.close()
+        if applied:
+            log.info("migrations applied", versions=applied)
+        self.pool: asyncpg.Pool = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=10, init=register_vector, timeout=10)
+        self.redis = Redis.from_url(redis_url, socket_connect_timeout=5,
+                                    health_check_interval=30)
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"REDIS_URL: cannot connect ({exc})") from None
+        prefix = s.bot_key_prefix
+        self.http = aiohttp.ClientSession()
+        self.store = ChunkStore(self.pool)
+        self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s)
+        await self.inbox.ensure_group()
+        self.rendezvous = ReplyRendezvous(self.redis, prefix)
+        self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
+        self.generator = self._build_generator()
+        self.retriever: Retriever = _LazyRetriever(self)
+        self.console = ConsoleAdapter(self.inbox, self.rendezvous)
+        secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
+        self.senders: dict[str, Sender] = {
+            "console": ConsoleSender(self.rendezvous),
+            "webhook": WebhookSender(self.rendezvous, self.http, secret=secret,
+                                     callback_url=s.webhook_callback_url,
+                                     timeout_s=s.webhook_callback_timeout_s),
+        }
+        self.pipeline = Pipeline([
+            AlreadyAnswered(self.redis, prefix),
+            LoadMemory(self.memory),
+            Retrieve(self.retriever, s.retrieval_top_k),
+            Generate(self.generator),
+            SaveMemory(self.memory),
+            RecordTranscript(Transcript(self.pool)),
+            SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
+        ])
+
+    def _build_generator(self) -> Generator:
+        s = self.settings
+        if not s.llm_configured:
+            return ExtractiveGenerator()
+        key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
+        return ChatGenerator(base_url=s.llm_base_url, api_key=key, model=s.llm_model,
+                             timeout_s=s.llm_timeout_s, temperature=s.llm_temperature,
+                             max_tokens=s.llm_max_tokens)
+
+    async def _close(self) -> None:
+        await self.stop_workers()
+        for name in ("http",):
+            if hasattr(self, name):
+                await getattr(self, name).close()
+        if isinstance(getattr(self, "generator", None), ChatGenerator):
+            await self.generator.close()  # type: ignore[attr-defined]
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+        if hasattr(self, "pool"):
+            await self.pool.close()
+        if self._embedder is not None:
+            self._embedder.close()
+        await asyncio.to_thread(self._leave_services)
+
+    def _leave_services(self) -> None:
+        if self._valkey is not None:
+            self._valkey.stop()
+        if self._pg is not None:
+            self._pg.stop()
+
+    # lazily built parts -----------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = build_embedder(self.settings)
+        return self._embedder
+
+    def knowledge_retriever(self, mode: RetrievalMode | None = None) -> KnowledgeRetriever:
+        """A retriever over the knowledge base in `mode` (default: `RETRIEVAL_MODE`)."""
+        s = self.settings
+        return KnowledgeRetriever(self.store, self.embedder, mode or s.retrieval_mode,
+                                  s.retrieval_dense_weight)
+
+    def ingestor(self) -> Ingestor:
+        s = self.settings
+        return Ingestor(self.store, self.embedder, chunk_tokens=s.chunk_tokens,
+                        overlap_tokens=s.chunk_overlap_tokens, max_bytes=s.ingest_max_bytes,
+                        fetch_timeout_s=s.ingest_fetch_timeout_s)
+
+    def webhook_adapter(self) -> WebhookAdapter | None:
+        s = self.settings
+        if s.webhook_secret is None:
+            return None
+        return WebhookAdapter(self.inbox, self.rendezvous,
+                              secret=s.webhook_secret.get_secret_value(),
+                              wait_timeout_s=s.webhook_wait_timeout_s)
+
+    # workers ----------------------------------------------------------------------------------
+
+    def start_workers(self, count: int) -> None:
+        """Start `count` worker tasks on this event loop."""
+        s = self.settings
+        self._stop_workers.clear()
+        for index in range(count):
+            worker = Worker(self.inbox, self.pipeline, index=index,
+                            claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries)
+            self.workers.append(worker)
+            self._workers.append(asyncio.create_task(worker.run(self._stop_workers),
+                                                     name=f"worker-{index}"))
+
+    async def stop_workers(self, grace_s: float = 30.0) -> None:
+        """Let workers finish the message in hand (up to `grace_s`), then cancel them."""
+        if not self._workers:
+            return
+        self._stop_workers.set()
+        done, pending = await asyncio.wait(self._workers, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("worker ended with an error", error=repr(task.exception()))
+        self._workers.clear()
+        self.workers.clear()
+
+
+class _LazyRetriever:
+    """Builds the knowledge retriever (and loads the embedding model) on first use, so commands
+    that never retrieve do not pay for loading the model."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._inner: KnowledgeRetriever | None = None
+
+    async def retrieve(self, query: str, top_k: int) -> list[Passage]:
+        if self._inner is None:
+            self._inner = self._runtime.knowledge_retriever()
+        return await self._inner.retrieve(query, top_k)

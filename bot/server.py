@@ -1,0 +1,52 @@
+"""Long-running modes: `bot run` (HTTP server + workers) and `bot worker` (workers only).
+
+SIGTERM or SIGINT stops taking requests, lets workers finish the message in hand, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.http import Health, build_app
+from bot.log import get_logger
+from bot.runtime import Runtime
+
+log = get_logger("bot.server")
+
+
+async def serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code (0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(settings) as rt:
+        site_runner: web.AppRunner | None = None
+        if http:
+            routes: list[web.RouteDef] = []
+            webhook = rt.webhook_adapter()
+            if webhook is None:
+                log.warning("webhook adapter disabled: set WEBHOOK_SECRET to enable it")
+            else:
+                routes.extend(webhook.routes())
+            app = build_app(routes, Health(rt.pool, rt.redis),
+                            max_body_bytes=settings.bot_max_body_bytes)
+            site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await site_runner.setup()
+            site = web.TCPSite(site_runner, host, port)
+            await site.start()
+            log.info("listening", url=f"http://{host}:{port}", workers=workers,
+                     webhook=webhook is not None)
+        rt.start_workers(workers)
+        if not http:
+            log.info("workers started", workers=workers)
+        await stop.wait()
+        log.info("shutting down")
+        if site_runner is not None:
+            await site_runner.cleanup()
+        await rt.stop_workers()
+    return 0

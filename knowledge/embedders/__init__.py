@@ -1,0 +1,86 @@
+"""Embedders: text -> L2-normalized float32 vectors of a fixed `dim`.
+
+`build_embedder(settings)` picks the backend from `EMBEDDING_BACKEND`:
+- `onnx` (default): all-MiniLM-L6-v2 int8 on onnxruntime, 384 dims, about 100 MB installed.
+- `sentence-transformers`: the same model in fp32 on PyTorch (extra `[torch]`), 384 dims.
+- `openai`: any OpenAI-compatible `/v1/embeddings` endpoint (`EMBEDDING_BASE_URL`,
+  `EMBEDDING_MODEL`, `EMBEDDING_DIM`).
+Why ONNX is the default, with figures: docs/adr/0001-default-embedder.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.config import EmbeddingBackend, Settings
+from bot.errors import ConfigError
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Embedder(Protocol):
+    """Async embedder. `embed` returns shape (len(texts), dim), rows L2-normalized."""
+
+    name: str
+    dim: int
+
+    async def embed(self, texts: list[str]) -> Vectors: ...
+
+    def close(self) -> None: ...
+
+
+class SyncModel(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: list[str]) -> Vectors: ...
+
+
+class LocalEmbedder:
+    """Runs a blocking local model on one dedicated thread, off the event loop, so inference
+    never stalls message handling and never runs more model threads than configured."""
+
+    def __init__(self, model: SyncModel) -> None:
+        self._model = model
+        self.name = model.name
+        self.dim = model.dim
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._model.embed, texts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings name.
+
+    Raises:
+        ConfigError: the backend's packages are missing or its settings are incomplete.
+    """
+    backend = settings.embedding_backend
+    if backend is EmbeddingBackend.ONNX:
+        from knowledge.embedders.onnx import OnnxMiniLM
+
+        return LocalEmbedder(OnnxMiniLM(threads=settings.embedding_threads,
+                                        batch_size=settings.embedding_batch_size))
+    if backend is EmbeddingBackend.SENTENCE_TRANSFORMERS:
+        from knowledge.embedders.torch import TorchMiniLM
+
+        return LocalEmbedder(TorchMiniLM(threads=settings.embedding_threads,
+                                         batch_size=settings.embedding_batch_size))
+    from knowledge.embedders.openai_compat import OpenAIEmbedder
+
+    if not settings.embedding_base_url and settings.openai_api_key is None:
+        raise ConfigError("EMBEDDING_BASE_URL: required when EMBEDDING_BACKEND=openai "
+                          "(or set OPENAI_API_KEY for api.openai.com)")
+    return OpenAIEmbedder(settings)

@@ -1,0 +1,319 @@
+"""Load Markdown, text, HTML, PDF and DOCX into a title and a list of sections.
+
+A section is the text under one heading (its title is the heading path, "Install > Linux"),
+or one page of a PDF (titled by the PDF outline entry covering that page, when there is one).
+Sources are files, folders (searched recursively for the supported suffixes) and http(s) URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.errors import KnowledgeError
+
+SUFFIX_MIME = {
+    ".md": "text/markdown", ".markdown": "text/markdown",
+    ".txt": "text/plain", ".text": "text/plain", ".rst": "text/plain",
+    ".html": "text/html", ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+@dataclass
+class Section:
+    """Text under one heading. `page` is 1-based for paged formats, else None."""
+
+    title: str
+    text: str
+    page: int | None = None
+
+
+@dataclass
+class LoadedDocument:
+    """A parsed source. `sha256` is the hex digest of the raw bytes."""
+
+    uri: str
+    title: str
+    mime_type: str
+    sha256: str
+    sections: list[Section] = field(default_factory=list)
+
+
+def is_url(source: str) -> bool:
+    return urlsplit(source).scheme in ("http", "https")
+
+
+def expand_sources(sources: Iterable[str]) -> list[str]:
+    """Turn files, folders and URLs into a sorted list of loadable sources (absolute paths or
+    URLs). Hidden files and folders are skipped.
+
+    Raises:
+        KnowledgeError: a path does not exist or has an unsupported suffix.
+    """
+    out: list[str] = []
+    for source in sources:
+        if is_url(source):
+            out.append(source)
+            continue
+        path = Path(source).expanduser().resolve()
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                rel = child.relative_to(path).parts
+                if child.is_file() and child.suffix.lower() in SUFFIX_MIME and not any(
+                        part.startswith(".") for part in rel):
+                    out.append(str(child))
+        elif path.is_file():
+            if path.suffix.lower() not in SUFFIX_MIME:
+                raise KnowledgeError(f"{path}: unsupported file type {path.suffix!r} "
+                                     f"(supported: {', '.join(sorted(SUFFIX_MIME))})")
+            out.append(str(path))
+        else:
+            raise KnowledgeError(f"{source}: no such file or folder")
+    return list(dict.fromkeys(out))
+
+
+def mime_for(uri: str, content_type: str | None = None) -> str:
+    """The MIME type from an HTTP Content-Type, else from the suffix; text/html for bare URLs."""
+    if content_type:
+        base = content_type.split(";")[0].strip().lower()
+        if base in SUFFIX_MIME.values():
+            return base
+        if base == "application/xhtml+xml":
+            return "text/html"
+    suffix = Path(urlsplit(uri).path).suffix.lower()
+    if suffix in SUFFIX_MIME:
+        return SUFFIX_MIME[suffix]
+    if is_url(uri):
+        return "text/html"
+    raise KnowledgeError(f"{uri}: unsupported type {content_type or suffix!r}")
+
+
+def parse(data: bytes, uri: str, mime_type: str) -> LoadedDocument:
+    """Parse raw bytes of the given type.
+
+    Raises:
+        KnowledgeError: the bytes are not a readable document of that type.
+    """
+    fallback = Path(urlsplit(uri).path).stem or uri
+    try:
+        parser = _PARSERS[mime_type]
+    except KeyError:
+        raise KnowledgeError(f"{uri}: unsupported type {mime_type}") from None
+    try:
+        title, sections = parser(data)
+    except KnowledgeError:
+        raise
+    except Exception as exc:  # parsers raise many types on corrupt input
+        raise KnowledgeError(f"{uri}: cannot read as {mime_type}: {exc}") from exc
+    sections = [s for s in sections if s.text.strip()]
+    return LoadedDocument(uri=uri, title=(title or fallback).strip()[:300], mime_type=mime_type,
+                          sha256=hashlib.sha256(data).hexdigest(), sections=sections)
+
+
+def load_file(path: str) -> LoadedDocument:
+    """Read and parse one file (blocking)."""
+    data = Path(path).read_bytes()
+    return parse(data, path, mime_for(path))
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _join(path: list[str]) -> str:
+    return " > ".join(p for p in path if p)
+
+
+def _parse_markdown(data: bytes) -> tuple[str, list[Section]]:
+    from markdown_it import MarkdownIt
+
+    text = _decode(data)
+    lines = text.splitlines()
+    tokens = MarkdownIt("commonmark").parse(text)
+    headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, title)
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.map:
+            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
+            headings.append((tok.map[0], tok.map[1], int(tok.tag[1]), title))
+    doc_title = next((h[3] for h in headings if h[2] == 1), "")
+    sections: list[Section] = []
+    first = headings[0][0] if headings else len(lines)
+    if first > 0:
+        sections.append(Section("", "\n".join(lines[:first])))
+    stack: list[tuple[int, str]] = []
+    for n, (_start, end, level, title) in enumerate(headings):
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, title))
+        stop = headings[n + 1][0] if n + 1 < len(headings) else len(lines)
+        sections.append(Section(_join([t for _, t in stack]), "\n".join(lines[end:stop])))
+    return doc_title, sections
+
+
+def _parse_text(data: bytes) -> tuple[str, list[Section]]:
+    return "", [Section("", _decode(data))]
+
+
+_HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+_BLOCK_TAGS = {"p", "li", "pre", "blockquote", "dd", "dt", "td", "th", "tr", "div", "section",
+               "article", "table", "ul", "ol", "dl", "br", "figcaption", "caption"}
+
+
+def _parse_html(data: bytes) -> tuple[str, list[Section]]:
+    from bs4 import BeautifulSoup, NavigableString, Tag
+    from bs4.element import PreformattedString
+
+    soup = BeautifulSoup(data, "html.parser")
+    for tag in soup(["script", "style", "noscript", "nav", "footer", "template", "svg"]):
+        tag.decompose()
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    if soup.title:
+        soup.title.decompose()
+    root = soup.body or soup
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        text = "\n".join(line for line in (b.strip() for b in buf) if line)
+        if text:
+            sections.append(Section(_join([t for _, t in stack]), text))
+        buf.clear()
+
+    for node in root.descendants:
+        if isinstance(node, Tag):
+            if node.name in _HEADINGS:
+                flush()
+                level = int(node.name[1])
+                heading = node.get_text(" ", strip=True)
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, heading))
+                if not title and level == 1:
+                    title = heading
+            elif node.name in _BLOCK_TAGS:
+                buf.append("\n")
+        elif (isinstance(node, NavigableString) and not isinstance(node, PreformattedString)
+              and not any(p.name in _HEADINGS for p in node.parents)):
+            buf.append(str(node))
+    flush()
+    return title, _normalize_whitespace(sections)
+
+
+def _normalize_whitespace(sections: list[Section]) -> list[Section]:
+    out = []
+    for s in sections:
+        paragraphs = [" ".join(p.split()) for p in s.text.split("\n")]
+        out.append(Section(s.title, "\n".join(p for p in paragraphs if p), s.page))
+    return out
+
+
+def _parse_pdf(data: bytes) -> tuple[str, list[Section]]:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    # outline entries per page, in outline order: (heading text, heading path)
+    outline: dict[int, list[tuple[str, str]]] = {}
+
+    def walk(items: list[object], path: list[str]) -> None:
+        last: list[str] = path
+        for item in items:
+            if isinstance(item, list):
+                walk(item, last)
+                continue
+            try:
+                page = reader.get_destination_page_number(item)  # type: ignore[arg-type]
+                name = str(item.title)  # type: ignore[attr-defined]
+            except Exception:  # noqa: S112 - a broken outline entry is skipped
+                continue
+            last = [*path, name]
+            if page is not None:
+                outline.setdefault(page, []).append((name.strip(), _join(last)))
+
+    try:
+        walk(list(reader.outline), [])
+    except Exception:  # noqa: S110 - documents without a readable outline have no headings
+        pass
+    sections: list[Section] = []
+    current = ""
+    for index, page in enumerate(reader.pages):
+        # split the page where an outline heading starts a line; text before the first
+        # heading continues the previous section
+        entries = list(outline.get(index, []))
+        buf: list[str] = []
+        for line in (page.extract_text() or "").splitlines():
+            if entries and line.strip() == entries[0][0]:
+                if buf:
+                    sections.append(Section(current, "\n".join(buf), page=index + 1))
+                    buf = []
+                current = entries.pop(0)[1]
+            buf.append(line)
+        for _name, path in entries:  # headings not found in the text still start the page
+            current = path
+        if buf:
+            sections.append(Section(current, "\n".join(buf), page=index + 1))
+    meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    if not meta_title:
+        first = next((s.text for s in sections if s.text.strip()), "")
+        meta_title = first.strip().splitlines()[0] if first.strip() else ""
+    return str(meta_title), _normalize_whitespace(sections)
+
+
+def _parse_docx(data: bytes) -> tuple[str, list[Section]]:
+    import docx
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
+
+    document = docx.Document(io.BytesIO(data))
+    title = document.core_properties.title or ""
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    buf: list[str] = []
+
+    def flush() -> None:
+        if buf:
+            sections.append(Section(_join([t for _, t in stack]), "\n".join(buf)))
+            buf.clear()
+
+    for child in document.element.body.iterchildren():
+        if child.tag.endswith("}p"):
+            para = Paragraph(child, document)
+            style = (para.style.name if para.style is not None else "") or ""
+            text = para.text.strip()
+            if not text:
+                continue
+            if style == "Title" or style.startswith("Heading"):
+                flush()
+                level = 0 if style == "Title" else int("".join(c for c in style if c.isdigit())
+                                                       or 1)
+                if level <= 1 and not title:
+                    title = text
+                while stack and stack[-1][0] >= level:
+                    stack.pop()
+                stack.append((level, text))
+            else:
+                buf.append(text)
+        elif child.tag.endswith("}tbl"):
+            table = Table(child, document)
+            for row in table.rows:
+                buf.append(" | ".join(cell.text.strip() for cell in row.cells))
+    flush()
+    return title, sections
+
+
+_PARSERS = {
+    "text/markdown": _parse_markdown,
+    "text/plain": _parse_text,
+    "text/html": _parse_html,
+    "application/pdf": _parse_pdf,
+    SUFFIX_MIME[".docx"]: _parse_docx,
+}

@@ -1,0 +1,115 @@
+"""The generic webhook adapter over real HTTP on loopback: signatures, bad input, duplicates,
+`?wait=true`, and signed callbacks. The engine runs with real Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.verification import sha256_signature, verify_sha256_signature
+from bot.runtime import Runtime
+from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, envelope
+from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
+
+
+async def _transcript_count(rt: Runtime, message_id: str) -> int:
+    return int(await rt.pool.fetchval(
+        "SELECT count(*) FROM messages WHERE message_id = $1", message_id))
+
+
+async def test_wait_true_returns_the_answer(server_factory: Callable[..., Any],
+                                            fake_llm: FakeOpenAI) -> None:
+    srv = await server_factory(llm_base_url=fake_llm.base_url)
+    async with aiohttp.ClientSession() as session:
+        raw = envelope()
+        async with session.post(srv.url + "/webhooks/support?wait=true", data=raw,
+                                headers={"X-Signature": sha256_signature(
+                                    TEST_WEBHOOK_SECRET, raw)}) as response:
+            status, body = response.status, await response.json()
+    assert status == 200
+    assert body["id"] == "m1" and body["conversation"] == "c1"
+    assert body["answer"] == "ANSWER to: What is zlib's CHUNK? [1]"
+    assert isinstance(body["sources"], list)
+    assert len(fake_llm.requests) == 1
+
+
+async def test_accepted_then_signed_callback(server_factory: Callable[..., Any],
+                                             callback: CallbackRecorder) -> None:
+    srv = await server_factory(webhook_callback_url=callback.url)
+    status, body = await srv.post(envelope(id="cb-1", text="hello there"))
+    assert status == 202 and body == {"id": "cb-1", "status": "accepted"}
+    await callback.wait_for(1)
+    raw, headers = callback.calls[0]
+    assert verify_sha256_signature(TEST_WEBHOOK_SECRET, raw, headers.get("X-Signature"))
+    reply = json.loads(raw)
+    assert reply["id"] == "cb-1" and reply["conversation"] == "c1"
+    assert "No language model is configured" in reply["answer"] or "nothing" in reply["answer"]
+
+
+@pytest.mark.parametrize(("body", "sign", "headers", "status", "error"), [
+    (envelope(), None, {}, 401, "invalid signature"),
+    (envelope(), "wrong-secret", {}, 401, "invalid signature"),
+    (envelope(), TEST_WEBHOOK_SECRET, {"X-Signature": "sha256=00"}, 401, "invalid signature"),
+    (b"{not json", TEST_WEBHOOK_SECRET, {}, 400, "not valid JSON"),
+    (b"\xff\xfe\x00", TEST_WEBHOOK_SECRET, {}, 400, "not valid JSON"),
+    (b"[1, 2]", TEST_WEBHOOK_SECRET, {}, 400, "JSON object"),
+    (json.dumps({"id": "x", "user": "u", "conversation": "c"}).encode(), TEST_WEBHOOK_SECRET, {},
+     400, "text"),
+    (json.dumps({"id": 5, "user": "u", "conversation": "c", "text": "t"}).encode(),
+     TEST_WEBHOOK_SECRET, {}, 400, "id"),
+    (envelope(text=""), TEST_WEBHOOK_SECRET, {}, 400, "text"),
+])
+async def test_bad_requests_get_clear_errors(server_factory: Callable[..., Any], body: bytes,
+                                             sign: str | None, headers: dict[str, str],
+                                             status: int, error: str) -> None:
+    srv = await server_factory(workers=0)
+    got_status, got = await srv.post(body, sign=sign, headers=headers)
+    assert got_status == status
+    assert error in got["error"]
+    assert await srv.rt.inbox.backlog() == 0  # nothing was enqueued
+
+
+async def test_oversize_body_is_413_and_unknown_name_404(server_factory: Callable[..., Any]
+                                                         ) -> None:
+    srv = await server_factory(workers=0, bot_max_body_bytes=2048)
+    big = envelope(text="x" * 4000)
+    status, body = await srv.post(big)
+    assert status == 413 and body == {"error": "request body too large"}
+    status, _ = await srv.post(envelope(), path="/webhooks/bad%20name!")
+    assert status == 404
+    assert await srv.rt.inbox.backlog() == 0
+
+
+async def test_duplicate_id_is_processed_once(server_factory: Callable[..., Any],
+                                              fake_llm: FakeOpenAI,
+                                              callback: CallbackRecorder) -> None:
+    srv = await server_factory(llm_base_url=fake_llm.base_url,
+                               webhook_callback_url=callback.url)
+    first = await srv.post(envelope(id="dup"))
+    second = await srv.post(envelope(id="dup"))
+    assert first == (202, {"id": "dup", "status": "accepted"})
+    assert second == (200, {"id": "dup", "status": "duplicate"})
+    await callback.wait_for(1)
+    await asyncio.sleep(0.5)  # give a wrongly enqueued duplicate time to be answered
+    assert len(callback.calls) == 1
+    assert len(fake_llm.requests) == 1
+    assert await _transcript_count(srv.rt, "webhook:support:dup") == 2  # one in, one out
+    # the same id on another webhook name is another message
+    assert (await srv.post(envelope(id="dup"), path="/webhooks/other"))[0] == 202
+
+
+async def test_health_endpoints(server_factory: Callable[..., Any]) -> None:
+    srv = await server_factory(workers=0)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(srv.url + "/health/live") as r:
+            assert r.status == 200 and (await r.json()) == {"live": True}
+        async with session.get(srv.url + "/health/ready") as r:
+            body = await r.json()
+            assert r.status == 200
+            assert body == {"ready": True, "checks": {"postgres": "ok", "migrations": "ok",
+                                                      "redis": "ok"}}

@@ -1,0 +1,110 @@
+"""The `bot` command as a user runs it: real subprocesses against this test's servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CORPUS, bot_command, subprocess_env
+
+FACTS = [
+    ("How do I get pathlib Path objects instead of strings from platformdirs?",
+     "platformdirs-readme.md"),
+    ("What buffer size does the zlib example define as CHUNK?", "zlib-usage-example.html"),
+    ("When is the finally clause executed if a return statement runs in the try suite?",
+     "python-try-and-with-statements.pdf"),
+    ("In which two steps is the basic import statement executed?",
+     "python-import-statement.docx"),
+]
+
+
+def run(args: list[str], env: dict[str, str], timeout_s: float = 180
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(bot_command(*args), env=env, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+
+
+def test_ingest_then_ask_each_format(env_settings: dict[str, str], tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    env = subprocess_env(env_settings)
+    first = run(["ingest", str(corpus)], env)
+    assert first.returncode == 0, first.stderr
+    assert "documents: 4 (4 changed)" in first.stdout
+    again = run(["ingest", str(corpus)], env)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("nothing changed: 4 documents up to date")
+    assert " 0 added" not in again.stdout  # says so in words, no counts to misread
+
+    for question, document in FACTS:
+        result = run(["ask", "--json", question], env)
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)
+        assert set(answer) == {"answer", "sources"}
+        first_source = answer["sources"][0]
+        assert first_source["uri"] == str(corpus / document), (question, answer["sources"])
+        assert set(first_source) == {"uri", "title", "score"}
+        assert "No language model is configured" in answer["answer"]
+
+    text = run(["ask", FACTS[1][0]], env)
+    assert text.returncode == 0
+    assert "Sources:\n[1] zlib Usage Example" in text.stdout
+    assert "#define CHUNK 16384" in text.stdout or "16384" in text.stdout
+
+
+def test_forget_removes_a_source_from_answers(env_settings: dict[str, str]) -> None:
+    env = subprocess_env(env_settings)
+    html = CORPUS / "zlib-usage-example.html"
+    md = CORPUS / "platformdirs-readme.md"
+    assert run(["ingest", str(html), str(md)], env).returncode == 0
+    forgot = run(["forget", str(html)], env)
+    assert forgot.returncode == 0 and f"forgotten: {html}" in forgot.stdout
+    answer = json.loads(run(["ask", "--json", FACTS[1][0]], env).stdout)
+    assert all(s["uri"] != str(html) for s in answer["sources"])
+    missing = run(["forget", str(html)], env)
+    assert missing.returncode == 1 and "no ingested source" in missing.stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("BOT_HTTP_PORT", "eighty",
+     "BOT_HTTP_PORT: Input should be a valid integer, unable to parse string as an integer"),
+    ("RETRIEVAL_MODE", "magic", "RETRIEVAL_MODE: Input should be 'dense', 'lexical' or 'hybrid'"),
+    ("CHUNK_TOKENS", "5000", "CHUNK_TOKENS: Input should be less than or equal to 250"),
+])
+def test_a_bad_setting_stops_with_one_line_naming_it(env_settings: dict[str, str],
+                                                     variable: str, value: str,
+                                                     message: str) -> None:
+    result = run(["ask", "hello"], subprocess_env(env_settings, **{variable: value}), 60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {message}"
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_one_clear_line(env_settings: dict[str, str]) -> None:
+    env = subprocess_env(env_settings, DATABASE_URL="postgresql://nobody:pw-s3cret@127.0.0.1:1/x")
+    result = run(["migrate"], env, 60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: DATABASE_URL: cannot connect")
+    assert "pw-s3cret" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_retrieval_reports_metrics(env_settings: dict[str, str], tmp_path: Path) -> None:
+    env = subprocess_env(env_settings)
+    assert run(["ingest", str(CORPUS)], env).returncode == 0
+    labels = tmp_path / "queries.jsonl"
+    labels.write_text("\n".join(json.dumps({"query": q, "relevant": [d]}) for q, d in FACTS))
+    result = run(["eval", "retrieval", str(labels), "--json"], env)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert set(scores) == {"dense", "lexical", "hybrid"}
+    assert scores["dense"]["queries"] == 4
+    assert scores["dense"]["mrr"] == 1.0 and scores["dense"]["recall_at_10"] == 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "no labels"}\n')
+    failed = run(["eval", "retrieval", str(bad)], env)
+    assert failed.returncode == 2 and "line 1" in failed.stderr

@@ -1,0 +1,125 @@
+"""A message accepted by the inbox survives the death of the process handling it: real `bot run`
+processes, SIGKILL between XADD and XACK, restart, exactly one answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from adapters.verification import sha256_signature
+from tests.conftest import bot_command, subprocess_env
+from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, envelope
+from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BotProcess:
+    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("ab") as sink:
+            self.proc = subprocess.Popen(
+                bot_command("run", "--host", "127.0.0.1", "--port", str(self.port), *args),
+                env=env, stdout=sink, stderr=sink)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, timeout_s: float = 60) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with aiohttp.ClientSession() as session:
+            while True:
+                assert self.proc.poll() is None, self.log.read_text()
+                try:
+                    async with session.get(self.url + "/health/ready") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, "bot run never got ready"
+                await asyncio.sleep(0.2)
+
+    async def post(self, body: bytes) -> int:
+        async with aiohttp.ClientSession() as session, session.post(
+                self.url + "/webhooks/support", data=body,
+                headers={"X-Signature": sha256_signature(TEST_WEBHOOK_SECRET, body)}) as r:
+            return r.status
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[BotProcess]]:
+    started: list[BotProcess] = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+async def test_sigkill_between_xadd_and_xack_loses_nothing(
+        env_settings: dict[str, str], fake_llm: FakeOpenAI, callback: CallbackRecorder,
+        processes: list[BotProcess], tmp_path: Path) -> None:
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url,
+                         WEBHOOK_CALLBACK_URL=callback.url, BOT_CLAIM_IDLE_S="1")
+    fake_llm.delay_s = 120  # the first worker hangs inside generation
+    first = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
+    processes.append(first)
+    await first.ready()
+    assert await first.post(envelope(id="crash-1", text="survive this")) == 202
+    await asyncio.wait_for(fake_llm.received.wait(), 60)  # read from the inbox, not acked
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    assert callback.calls == []
+
+    fake_llm.delay_s = 0
+    second = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
+    processes.append(second)
+    await second.ready()
+    await callback.wait_for(1, timeout_s=60)
+    await asyncio.sleep(2)  # a second answer would arrive within this time
+    assert len(callback.calls) == 1
+    reply = json.loads(callback.calls[0][0])
+    assert reply["id"] == "crash-1"
+    assert reply["answer"] == "ANSWER to: survive this [1]"
+
+    second.proc.send_signal(signal.SIGTERM)  # graceful: exits 0
+    assert second.proc.wait(30) == 0
+
+
+async def test_ingress_only_process_then_worker_process(
+        env_settings: dict[str, str], callback: CallbackRecorder,
+        processes: list[BotProcess], tmp_path: Path) -> None:
+    env = subprocess_env(env_settings, WEBHOOK_CALLBACK_URL=callback.url)
+    ingress = BotProcess(env, tmp_path / "bot.log", "--workers", "0")
+    processes.append(ingress)
+    await ingress.ready()
+    for i in range(3):
+        assert await ingress.post(envelope(id=f"q-{i}", text=f"question {i}")) == 202
+    await asyncio.sleep(1)
+    assert callback.calls == []  # nobody works in the ingress process
+    ingress.proc.send_signal(signal.SIGKILL)
+    ingress.proc.wait(10)
+
+    worker = subprocess.Popen(bot_command("worker", "--workers", "2"), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        await callback.wait_for(3, timeout_s=60)
+        assert sorted(json.loads(body)["id"] for body, _ in callback.calls) == [
+            "q-0", "q-1", "q-2"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0

@@ -1,0 +1,71 @@
+"""The Redis Stream inbox: atomic dedupe + append, claiming a dead consumer's entries,
+dead-lettering, and a worker that acknowledges only after the pipeline succeeded."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.inbox import Inbox
+from bot.messages import Conversation, Message
+from bot.pipeline import Pipeline
+from bot.runtime import Runtime
+from bot.worker import Worker
+
+
+def message(mid: str) -> Message:
+    return Message(id=mid, conversation=Conversation("webhook", "c1", "w"), user="u", text="hi")
+
+
+async def test_enqueue_dedupes_atomically(runtime: Runtime) -> None:
+    inbox = runtime.inbox
+    results = await asyncio.gather(*[inbox.enqueue(message("same")) for _ in range(20)])
+    assert sum(r is not None for r in results) == 1
+    assert await inbox.backlog() == 1
+    assert await inbox.enqueue(message("other")) is not None
+    assert await inbox.backlog() == 2
+
+
+async def test_a_dead_consumers_entry_is_claimed_and_acked(runtime: Runtime) -> None:
+    inbox = runtime.inbox
+    await inbox.enqueue(message("m1"))
+    taken = await inbox.read("dead-consumer", 1, 100)
+    assert [d.message.id for d in taken if d.message] == ["m1"] and taken[0].attempt == 1
+    assert await inbox.read("other", 1, 50) == []  # pending elsewhere: not handed out again
+    assert await inbox.claim_stale("other", 60_000, 5) == []  # not idle long enough
+    await asyncio.sleep(0.15)
+    claimed = await inbox.claim_stale("other", 100, 5)
+    assert [d.message.id for d in claimed if d.message] == ["m1"] and claimed[0].attempt == 2
+    await inbox.ack(claimed[0].entry_id)
+    assert await inbox.backlog() == 0
+
+
+class Failing:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, ctx: object) -> None:
+        self.calls += 1
+        raise RuntimeError("boom")
+
+
+async def test_failures_stay_pending_then_go_to_the_dead_letter_stream(runtime: Runtime) -> None:
+    inbox: Inbox = runtime.inbox
+    stage = Failing()
+    worker = Worker(inbox, Pipeline([stage]), index=0, claim_idle_s=0.05, max_deliveries=2,
+                    block_ms=20)
+    await inbox.enqueue(message("poison"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        if await runtime.redis.xlen(inbox.dlq):
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert stage.calls == 2  # max_deliveries attempts, then no more
+    entries = await runtime.redis.xrange(inbox.dlq)
+    assert len(entries) == 1
+    fields = entries[0][1]
+    assert fields[b"error"] == b"max deliveries exceeded"
+    assert Message.from_json(fields[b"m"]).id == "poison"
+    assert await inbox.backlog() == 0

@@ -1,0 +1,111 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: `POST /v1/chat/completions`
+records each request body and answers with a completion whose text is produced by `answer`
+(default: "ANSWER to: <last user message> [1]"). `delay_s` slows every answer down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Self
+
+from aiohttp import web
+
+
+def default_answer(request: dict[str, Any]) -> str:
+    last_user = next(m["content"] for m in reversed(request["messages"]) if m["role"] == "user")
+    return f"ANSWER to: {last_user} [1]"
+
+
+class LoopbackServer:
+    """An aiohttp app served on 127.0.0.1 at a free port; subclasses add routes."""
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        app = web.Application()
+        app.add_routes(self.routes())
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class FakeOpenAI(LoopbackServer):
+    def __init__(self, answer: Callable[[dict[str, Any]], str] = default_answer,
+                 delay_s: float = 0.0) -> None:
+        self.answer = answer
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+        self.received = asyncio.Event()
+        self._released = asyncio.Event()
+        super().__init__()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.received.set()
+        if self.delay_s:
+            try:  # stop() releases requests still waiting, so shutdown is quick
+                await asyncio.wait_for(self._released.wait(), self.delay_s)
+            except TimeoutError:
+                pass
+        text = self.answer(body)
+        return web.Response(content_type="application/json", text=json.dumps({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self._chat)]
+
+    async def stop(self) -> None:
+        self._released.set()
+        await super().stop()
+
+
+class CallbackRecorder(LoopbackServer):
+    """A real HTTP server that records webhook callbacks (raw body and headers)."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.calls: list[tuple[bytes, dict[str, str]]] = []
+        self.arrived = asyncio.Condition()
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/callback"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        async with self.arrived:
+            self.calls.append((body, dict(request.headers)))
+            self.arrived.notify_all()
+        return web.Response(status=self.status)
+
+    async def wait_for(self, count: int, timeout_s: float = 30.0) -> None:
+        async with self.arrived:
+            await asyncio.wait_for(self.arrived.wait_for(lambda: len(self.calls) >= count),
+                                   timeout_s)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/callback", self._handle)]
