@@ -38,6 +38,17 @@ def _error(line: str) -> None:
     sys.stderr.write(line.rstrip() + "\n")
 
 
+def _read_line(prompt: str) -> str:
+    """A line from stdin; the prompt is shown only on a terminal (piped input stays clean).
+    Raises EOFError at the end of input."""
+    if sys.stdin.isatty():
+        return input(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
+
+
 def _settings(quiet: bool = True) -> Settings:
     try:
         settings = load_settings()
@@ -149,7 +160,7 @@ def chat(conversation: Annotated[str | None, typer.Option(
             err.print(f"conversation {conv}; Ctrl-D or 'exit' to leave", markup=False)
             while True:
                 try:
-                    line = await asyncio.to_thread(input, "you> ")
+                    line = await asyncio.to_thread(_read_line, "you> ")
                 except EOFError:
                     break
                 if line.strip().lower() in {"exit", "quit"}:

@@ -139,8 +139,21 @@ def load_settings(**overrides: object) -> Settings:
         ConfigError: one line naming the first bad variable and what is wrong with it.
     """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
         name = str(err["loc"][0]).upper() if err["loc"] else "settings"
         raise ConfigError(f"{name}: {err['msg']}") from None
+    _check_combinations(settings)
+    return settings
+
+
+def _check_combinations(s: Settings) -> None:
+    """Settings that are required only together with others."""
+    if s.embedding_backend is EmbeddingBackend.OPENAI and not s.embedding_base_url \
+            and s.openai_api_key is None:
+        raise ConfigError("EMBEDDING_BASE_URL: required when EMBEDDING_BACKEND=openai "
+                          "(or set OPENAI_API_KEY to use api.openai.com)")
+    if s.chunk_overlap_tokens >= s.chunk_tokens:
+        raise ConfigError("CHUNK_OVERLAP_TOKENS: must be smaller than CHUNK_TOKENS "
+                          f"({s.chunk_tokens})")

@@ -14,6 +14,7 @@ Keys (all under the configured prefix): `<p>:inbox` (stream), `<p>:seen:<message
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -77,23 +78,23 @@ class Inbox:
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """New entries for `consumer` (blocks up to `block_ms`; empty list on timeout)."""
-        response = await self._redis.xreadgroup(GROUP, consumer, {self.stream: ">"},
-                                                count=count, block=block_ms)
+        response: Any = await self._redis.xreadgroup(GROUP, consumer, {self.stream: ">"},
+                                                     count=count, block=block_ms)
         entries = response[0][1] if response else []
         return [await self._delivery(entry_id, fields) for entry_id, fields in entries]
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
         """Take over entries pending on any consumer for at least `min_idle_ms`."""
-        result = await self._redis.xautoclaim(self.stream, GROUP, consumer,
+        result: Any = await self._redis.xautoclaim(self.stream, GROUP, consumer,
                                               min_idle_time=min_idle_ms, start_id="0-0",
                                               count=count)
         entries = result[1] if result else []
         return [await self._delivery(entry_id, fields) for entry_id, fields in entries
                 if fields is not None]
 
-    async def _delivery(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Delivery:
+    async def _delivery(self, entry_id: bytes | str, fields: dict[Any, Any]) -> Delivery:
         eid = _text(entry_id)
-        raw = _text(fields.get(b"m", fields.get("m", b"")))  # type: ignore[call-overload]
+        raw = _text(fields.get(b"m") or fields.get("m") or b"")
         attempt = int(await self._redis.hincrby(self._attempts, eid, 1))
         try:
             message: Message | None = Message.from_json(raw)

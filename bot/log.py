@@ -90,4 +90,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A named structlog logger (`bot.worker`, `adapters.webhook`, `knowledge.ingest`...)."""
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -171,7 +171,7 @@ class Runtime:
         if hasattr(self, "pool"):
             await self.pool.close()
         if self._embedder is not None:
-            self._embedder.close()
+            await self._embedder.aclose()
         await asyncio.to_thread(self._leave_services)
 
     def _leave_services(self) -> None:

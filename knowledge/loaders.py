@@ -169,8 +169,8 @@ _BLOCK_TAGS = {"p", "li", "pre", "blockquote", "dd", "dt", "td", "th", "tr", "di
 
 
 def _parse_html(data: bytes) -> tuple[str, list[Section]]:
-    from bs4 import BeautifulSoup, NavigableString, Tag
-    from bs4.element import PreformattedString
+    from bs4 import BeautifulSoup, Tag
+    from bs4.element import NavigableString, PreformattedString
 
     soup = BeautifulSoup(data, "html.parser")
     for tag in soup(["script", "style", "noscript", "nav", "footer", "template", "svg"]):

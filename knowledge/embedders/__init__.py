@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.config import EmbeddingBackend, Settings
-from bot.errors import ConfigError
 
 Vectors = npt.NDArray[np.float32]
 
@@ -31,7 +30,7 @@ class Embedder(Protocol):
 
     async def embed(self, texts: list[str]) -> Vectors: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class SyncModel(Protocol):
@@ -57,15 +56,15 @@ class LocalEmbedder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._model.embed, texts)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def build_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings name.
+    """The embedder the settings name (settings are validated by `load_settings`).
 
     Raises:
-        ConfigError: the backend's packages are missing or its settings are incomplete.
+        ConfigError: the sentence-transformers backend without the [torch] extra installed.
     """
     backend = settings.embedding_backend
     if backend is EmbeddingBackend.ONNX:
@@ -80,7 +79,4 @@ def build_embedder(settings: Settings) -> Embedder:
                                          batch_size=settings.embedding_batch_size))
     from knowledge.embedders.openai_compat import OpenAIEmbedder
 
-    if not settings.embedding_base_url and settings.openai_api_key is None:
-        raise ConfigError("EMBEDDING_BASE_URL: required when EMBEDDING_BACKEND=openai "
-                          "(or set OPENAI_API_KEY for api.openai.com)")
     return OpenAIEmbedder(settings)

@@ -37,5 +37,5 @@ class OpenAIEmbedder:
                 out[start + item.index] = vector / max(float(np.linalg.norm(vector)), 1e-12)
         return out
 
-    def close(self) -> None:
-        pass
+    async def aclose(self) -> None:
+        await self._client.close()

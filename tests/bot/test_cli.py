@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CORPUS, bot_command, subprocess_env
+from tests.fakes.openai_server import FakeOpenAI
 
 FACTS = [
     ("How do I get pathlib Path objects instead of strings from platformdirs?",
@@ -108,3 +110,28 @@ def test_eval_retrieval_reports_metrics(env_settings: dict[str, str], tmp_path: 
     bad.write_text('{"query": "no labels"}\n')
     failed = run(["eval", "retrieval", str(bad)], env)
     assert failed.returncode == 2 and "line 1" in failed.stderr
+
+
+async def test_chat_remembers_earlier_turns(env_settings: dict[str, str],
+                                            fake_llm: FakeOpenAI) -> None:
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url,
+                         OPENAI_API_KEY="sk-chat-test-secret-value", BOT_LOG_LEVEL="DEBUG")
+    proc = await asyncio.create_subprocess_exec(
+        *bot_command("chat"), env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(
+        proc.communicate(b"My favourite library is zlib.\n\nWhich library do I like?\nexit\n"),
+        120)
+    assert proc.returncode == 0, stderr.decode()
+    replies = [line for line in stdout.decode().splitlines() if line.startswith("bot> ")]
+    assert replies[0].startswith("bot> ANSWER to: My favourite library is zlib. [1]")
+    assert replies[1].startswith("bot> ANSWER to: Which library do I like? [1]")
+    assert len(fake_llm.requests) == 2  # the blank line was not sent
+    second = [(m["role"], m["content"]) for m in fake_llm.requests[1]["messages"][2:]]
+    assert second == [("user", "My favourite library is zlib."),
+                      ("assistant", "ANSWER to: My favourite library is zlib. [1]"),
+                      ("user", "Which library do I like?")]
+    logs = stderr.decode()
+    assert "message processed" in logs  # DEBUG-level logs were written ...
+    assert "sk-chat-test-secret-value" not in logs  # ... and hold no secret
+    assert env_settings["WEBHOOK_SECRET"] not in logs

@@ -36,6 +36,18 @@ def test_secret_values_include_passwords_inside_urls(monkeypatch: pytest.MonkeyP
     assert "pg-pass-123" in secrets and "sk-test-abcdef" in secrets
 
 
+def test_settings_required_together_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDING_BACKEND", "openai")
+    with pytest.raises(ConfigError, match=r"^EMBEDDING_BASE_URL: required when "
+                                          r"EMBEDDING_BACKEND=openai"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("EMBEDDING_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("CHUNK_TOKENS", "64")
+    monkeypatch.setenv("CHUNK_OVERLAP_TOKENS", "64")
+    with pytest.raises(ConfigError, match=r"^CHUNK_OVERLAP_TOKENS: must be smaller"):
+        load_settings(_env_file=None)
+
+
 @pytest.mark.parametrize(("name", "value", "expected"), [
     ("BOT_WORKERS", "-1", "BOT_WORKERS: Input should be greater than or equal to 0"),
     ("WEBHOOK_SECRET", "  ", "WEBHOOK_SECRET: Value error, must not be empty when set"),

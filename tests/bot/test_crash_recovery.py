@@ -74,7 +74,8 @@ async def test_sigkill_between_xadd_and_xack_loses_nothing(
         env_settings: dict[str, str], fake_llm: FakeOpenAI, callback: CallbackRecorder,
         processes: list[BotProcess], tmp_path: Path) -> None:
     env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url,
-                         WEBHOOK_CALLBACK_URL=callback.url, BOT_CLAIM_IDLE_S="1")
+                         WEBHOOK_CALLBACK_URL=callback.url, BOT_CLAIM_IDLE_S="1",
+                         OPENAI_API_KEY="sk-crash-test-secret", BOT_LOG_LEVEL="DEBUG")
     fake_llm.delay_s = 120  # the first worker hangs inside generation
     first = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
     processes.append(first)
@@ -98,6 +99,10 @@ async def test_sigkill_between_xadd_and_xack_loses_nothing(
 
     second.proc.send_signal(signal.SIGTERM)  # graceful: exits 0
     assert second.proc.wait(30) == 0
+    logs = (tmp_path / "bot.log").read_text()
+    assert "message processed" in logs and "crash-1" in logs
+    for secret in ("sk-crash-test-secret", TEST_WEBHOOK_SECRET):
+        assert secret not in logs
 
 
 async def test_ingress_only_process_then_worker_process(

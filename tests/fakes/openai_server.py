@@ -5,12 +5,25 @@ records each request body and answers with a completion whose text is produced b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Self
 
 from aiohttp import web
+
+EMBEDDING_DIM = 64
+
+
+def hashed_embedding(text: str) -> list[float]:
+    """A deterministic bag-of-words vector of EMBEDDING_DIM floats (not normalized): texts that
+    share words point the same way."""
+    vector = [0.0] * EMBEDDING_DIM
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % EMBEDDING_DIM] += 1.0
+    return vector
 
 
 def default_answer(request: dict[str, Any]) -> str:
@@ -49,6 +62,7 @@ class FakeOpenAI(LoopbackServer):
         self.answer = answer
         self.delay_s = delay_s
         self.requests: list[dict[str, Any]] = []
+        self.embedding_requests: list[dict[str, Any]] = []
         self.received = asyncio.Event()
         self._released = asyncio.Event()
         super().__init__()
@@ -75,7 +89,18 @@ class FakeOpenAI(LoopbackServer):
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/chat/completions", self._chat)]
+        return [web.post("/v1/chat/completions", self._chat),
+                web.post("/v1/embeddings", self._embeddings)]
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.embedding_requests.append(body)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": hashed_embedding(t)}
+                for i, t in enumerate(texts)]
+        return web.Response(content_type="application/json", text=json.dumps({
+            "object": "list", "data": data, "model": body.get("model", "fake"),
+            "usage": {"prompt_tokens": 1, "total_tokens": 1}}))
 
     async def stop(self) -> None:
         self._released.set()

@@ -1,0 +1,46 @@
+"""Ingestion throughput: chunks/s of `bot ingest` on a corpus, against the embedder alone.
+
+    python bench/ingest.py [SOURCE ...]     (default: docs/ and tests/fixtures/corpus/)
+
+Runs on a fresh embedded Postgres+Valkey (or DATABASE_URL/REDIS_URL when set). Prints: the
+first ingestion (load + chunk + embed + write), a second ingestion of the unchanged corpus
+(nothing to write), and, as the baseline in the same process, embedding the same chunk texts
+with no I/O, so the ratio shows what loading and storing cost on top of the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from bench._common import DEFAULT_CORPUS, isolated_runtime
+from knowledge.loaders import expand_sources
+
+
+async def main(sources: list[str]) -> None:
+    expanded = expand_sources(sources)
+    async with isolated_runtime() as rt:
+        await rt.embedder.embed(["warm-up"])
+        first = await rt.ingestor().ingest(expanded)
+        again = await rt.ingestor().ingest(expanded)
+        texts = [r["t"] for r in await rt.pool.fetch(
+            "SELECT concat_ws(E'\\n', d.title, NULLIF(c.section, ''), c.text) AS t "
+            "FROM chunks c JOIN documents d ON d.id = c.document_id")]
+        started = time.perf_counter()
+        await rt.embedder.embed(texts)
+        embed_s = time.perf_counter() - started
+    rate = first.chunks_added / first.seconds
+    embed_rate = len(texts) / embed_s
+    print(f"embedder: {rt.embedder.name}, threads={rt.settings.embedding_threads}")
+    print(f"corpus: {first.documents} documents, {first.chunks_added} chunks")
+    print(f"first ingest: {first.seconds:.2f} s, {rate:.1f} chunks/s")
+    print(f"unchanged re-ingest: {again.seconds:.2f} s, {again.chunks_added} chunks added")
+    print(f"baseline, embedding alone: {embed_s:.2f} s, {embed_rate:.1f} chunks/s")
+    print(f"ratio ingest/embedding-only throughput: {rate / embed_rate:.2f}")
+    if first.failures:
+        print(f"failures: {first.failures}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:] or DEFAULT_CORPUS))
