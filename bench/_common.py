@@ -10,7 +10,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from bot.config import Settings, load_settings
+from bot.log import configure_logging
 from bot.runtime import Runtime
+
+configure_logging("WARNING", "console")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = [str(ROOT / "docs"), str(ROOT / "tests" / "fixtures" / "corpus")]
