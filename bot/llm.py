@@ -38,11 +38,18 @@ def number_sources(passages: list[Passage]) -> tuple[list[Source], dict[str, int
     return sources, numbers
 
 
+def heading(title: str, section: str) -> str:
+    """"Title > Section", without repeating a title that the section path starts with."""
+    if not section or section == title:
+        return title
+    return section if section.startswith(title + " > ") else f"{title} > {section}"
+
+
 def passages_block(passages: list[Passage]) -> str:
     _, numbers = number_sources(passages)
     parts = []
     for p in passages:
-        where = " > ".join(x for x in (p.title, p.section) if x)
+        where = heading(p.title, p.section)
         page = f" (page {p.page})" if p.page else ""
         parts.append(f"[{numbers[p.uri]}] {where}{page}\n{p.text}")
     return "Passages from the knowledge base:\n\n" + "\n\n".join(parts) if parts else \
@@ -113,6 +120,5 @@ class ExtractiveGenerator:
             text = " ".join(p.text.split())
             if len(text) > self._max_chars:
                 text = text[: self._max_chars].rsplit(" ", 1)[0] + " …"
-            heading = f"{p.title} > {p.section}" if p.section else p.title
-            quotes.append(f"[{numbers[p.uri]}] {heading}:\n> {text}")
+            quotes.append(f"[{numbers[p.uri]}] {heading(p.title, p.section)}:\n> {text}")
         return Generated(text="\n\n".join([*quotes, NO_LLM_NOTE]), model=self.model)

@@ -1,0 +1,40 @@
+"""Prompt building and extractive answers."""
+
+from __future__ import annotations
+
+from bot.llm import NO_LLM_NOTE, ExtractiveGenerator, heading, number_sources, passages_block
+from bot.messages import Passage
+
+
+def passage(uri: str, text: str, score: float, section: str = "") -> Passage:
+    return Passage(text=text, uri=uri, title=uri.upper(), section=section, page=None,
+                   score=score)
+
+
+def test_sources_are_numbered_per_document_in_order_of_first_appearance() -> None:
+    ps = [passage("a", "x", 0.9), passage("b", "y", 0.8), passage("a", "z", 0.7)]
+    sources, numbers = number_sources(ps)
+    assert [s.uri for s in sources] == ["a", "b"] and numbers == {"a": 1, "b": 2}
+    assert sources[0].score == 0.9  # a document scores as its best passage
+    block = passages_block(ps)
+    assert block.index("[1] A\nx") < block.index("[2] B\ny") < block.index("[1] A\nz")
+
+
+def test_heading_does_not_repeat_the_title() -> None:
+    assert heading("Guide", "Guide > Install") == "Guide > Install"
+    assert heading("Guide", "Install") == "Guide > Install"
+    assert heading("Guide", "") == "Guide" and heading("Guide", "Guide") == "Guide"
+
+
+async def test_extractive_answer_quotes_and_says_no_model_is_configured() -> None:
+    long_text = "word " * 400
+    generated = await ExtractiveGenerator(max_quotes=2, max_chars=100).generate(
+        "q", [], [passage("a", long_text, 0.9, "A > Part"), passage("b", "short", 0.5),
+                  passage("c", "never shown", 0.1)])
+    assert generated.model == "extractive"
+    assert generated.text.startswith("[1] A > Part:\n> word word")
+    assert "…" in generated.text and "[2] B:\n> short" in generated.text
+    assert "never shown" not in generated.text
+    assert generated.text.endswith(NO_LLM_NOTE)
+    empty = await ExtractiveGenerator().generate("q", [], [])
+    assert "found nothing" in empty.text
