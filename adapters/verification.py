@@ -16,4 +16,8 @@ def verify_sha256_signature(secret: str, body: bytes, header: str | None) -> boo
     """True when `header` is the `sha256=` signature of `body`; False for a missing header."""
     if not header:
         return False
-    return hmac.compare_digest(sha256_signature(secret, body).encode(), header.strip().encode())
+    try:
+        presented = header.strip().encode("ascii")
+    except UnicodeError:  # a valid signature is ASCII; anything else is simply wrong
+        return False
+    return hmac.compare_digest(sha256_signature(secret, body).encode(), presented)

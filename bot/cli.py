@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bot.config import RetrievalMode, Settings, load_settings
 from bot.errors import BotError, ConfigError, ServiceUnavailable
-from bot.log import configure_logging
+from bot.log import configure_logging, get_logger
 from bot.messages import Reply
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -73,6 +73,12 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except Exception as exc:  # a bug or an unexpected failure: no traceback on the terminal
+        trace_id = uuid.uuid4().hex[:12]
+        get_logger("bot.cli").error("command failed", trace_id=trace_id,
+                                    error=type(exc).__name__, exc_info=exc)
+        _error(f"error: unexpected {type(exc).__name__} (trace id {trace_id})")
+        raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
@@ -121,7 +127,8 @@ def ask(question: str,
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
         conversation: Annotated[str | None, typer.Option(
             help="Continue this conversation (its memory); default: a new one.")] = None,
-        timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 120.0,
+        timeout_s: Annotated[float, typer.Option("--timeout", min=1.0,
+                                                 help="Seconds to wait.")] = 120.0,
         ) -> None:
     """Ask one question and print the answer with numbered sources."""
     settings = _settings()

@@ -23,8 +23,13 @@ from bot.messages import Message
 
 GROUP = "engine"
 
+# KEYS: dedupe key, stream, reply-wait marker ("" for none)
+# ARGV: dedupe TTL s, message JSON, marker TTL s
 _ENQUEUE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
+  if KEYS[3] ~= '' then
+    redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
+  end
   return redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
 end
 return false
@@ -65,15 +70,21 @@ class Inbox:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, message: Message) -> str | None:
+    async def enqueue(self, message: Message, *, wait_marker: str = "",
+                      wait_ttl_s: int = 0) -> str | None:
         """Store a message; return its entry id, or None if its id was seen before.
 
+        Args:
+            wait_marker: a key set (for `wait_ttl_s` seconds) together with the append, and
+                only then, for a caller that will wait for the reply (see `ReplyRendezvous`).
+
         Raises:
-            redis.exceptions.ConnectionError: Redis is unreachable (nothing was stored).
+            redis.exceptions.RedisError: Redis is unreachable or refused the write (nothing
+                was stored).
         """
         entry = await self._enqueue_script(
-            keys=[self._seen + message.id, self.stream],
-            args=[self._dedupe_ttl_s, message.to_json()])
+            keys=[self._seen + message.id, self.stream, wait_marker],
+            args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1)])
         return _text(entry) if entry else None
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -83,14 +94,32 @@ class Inbox:
         entries = response[0][1] if response else []
         return [await self._delivery(entry_id, fields) for entry_id, fields in entries]
 
-    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int) -> list[Delivery]:
-        """Take over entries pending on any consumer for at least `min_idle_ms`."""
+    async def claim_stale(self, consumer: str, min_idle_ms: int, count: int,
+                          cursor: str = "0-0") -> tuple[str, list[Delivery]]:
+        """Take over entries pending on any consumer for at least `min_idle_ms`.
+
+        XAUTOCLAIM scans a bounded part of the pending list per call; pass the returned cursor
+        to the next call to go on scanning ("0-0" when the scan wrapped around).
+        """
         result: Any = await self._redis.xautoclaim(self.stream, GROUP, consumer,
-                                              min_idle_time=min_idle_ms, start_id="0-0",
-                                              count=count)
-        entries = result[1] if result else []
-        return [await self._delivery(entry_id, fields) for entry_id, fields in entries
-                if fields is not None]
+                                                   min_idle_time=min_idle_ms, start_id=cursor,
+                                                   count=count)
+        if not result:
+            return "0-0", []
+        deliveries = [await self._delivery(entry_id, fields) for entry_id, fields in result[1]
+                      if fields is not None]
+        return _text(result[0]), deliveries
+
+    async def keep(self, consumer: str, entry_id: str) -> None:
+        """Reset an entry's idle time while its consumer still works on it, so that no other
+        worker claims it (XCLAIM ... JUSTID does not count as a delivery)."""
+        await self._redis.xclaim(self.stream, GROUP, consumer, min_idle_time=0,
+                                 message_ids=[entry_id], justid=True)
+
+    async def uncount(self, entry_id: str) -> None:
+        """Do not count the current delivery against `max_deliveries` (a transient failure of
+        an outside service, not of the message)."""
+        await self._redis.hincrby(self._attempts, entry_id, -1)
 
     async def _delivery(self, entry_id: bytes | str, fields: dict[Any, Any]) -> Delivery:
         eid = _text(entry_id)

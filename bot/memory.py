@@ -9,6 +9,17 @@ from redis.asyncio import Redis
 
 from bot.protocols import Turn
 
+# KEYS: memory list, once-marker ("" for none); ARGV: max items, ttl s, turn JSON...
+_APPEND = """
+if KEYS[2] ~= '' and not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then
+  return 0
+end
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 
 class RedisMemory:
     """Implements `bot.protocols.Memory`.
@@ -23,6 +34,7 @@ class RedisMemory:
         self._prefix = prefix
         self._max_items = 2 * turns
         self._ttl_s = ttl_s
+        self._append = redis.register_script(_APPEND)
 
     def _key(self, conversation_key: str) -> str:
         return f"{self._prefix}:mem:{conversation_key}"
@@ -37,15 +49,16 @@ class RedisMemory:
             turns.append(Turn(role=data["role"], content=data["content"]))
         return turns
 
-    async def append(self, conversation_key: str, turns: list[Turn]) -> None:
+    async def append(self, conversation_key: str, turns: list[Turn], once_id: str = "") -> None:
+        """Append turns atomically; with `once_id`, a second append with the same id (a retried
+        message) changes nothing."""
         if self._max_items == 0 or not turns:
             return
-        key = self._key(conversation_key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *[json.dumps({"role": t.role, "content": t.content}) for t in turns])
-            pipe.ltrim(key, -self._max_items, -1)
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        once_key = f"{self._prefix}:mem-once:{once_id}" if once_id else ""
+        await self._append(keys=[self._key(conversation_key), once_key],
+                           args=[self._max_items, self._ttl_s,
+                                 *[json.dumps({"role": t.role, "content": t.content})
+                                   for t in turns]])
 
     async def forget(self, conversation_key: str) -> None:
         await self._redis.delete(self._key(conversation_key))

@@ -7,9 +7,10 @@ setting `ctx.done`. Stages are classes with one async method, composed by the ru
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -78,18 +79,36 @@ class Retrieve:
 
 
 class Generate:
-    """Writes the answer and builds the `Reply` with the retrieved documents as its sources."""
+    """Writes the answer and builds the `Reply` with the retrieved documents as its sources.
 
-    def __init__(self, generator: Generator) -> None:
+    The reply is kept in Redis (`<p>:answer:<message id>`, for `ttl_s`) before anything else
+    happens, so a retry of the message (a failed send, a crash) sends the same answer, and
+    memory, transcript and platform all agree, without paying for the model twice.
+    """
+
+    def __init__(self, generator: Generator, redis: Redis, prefix: str, ttl_s: int) -> None:
         self._generator = generator
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
 
     async def __call__(self, ctx: Context) -> None:
+        key = f"{self._prefix}:answer:{ctx.message.id}"
+        cached = await self._redis.get(key)
+        if cached is not None:
+            data = json.loads(cached)
+            ctx.reply = Reply.from_json(data["reply"])
+            ctx.generated = Generated(**data["generated"])
+            return
         ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
                                                        ctx.passages)
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
                           text=ctx.generated.text, sources=tuple(sources),
                           meta=dict(ctx.message.meta))
+        await self._redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
+                                               "generated": asdict(ctx.generated)}),
+                              ex=self._ttl_s)
 
 
 class SaveMemory:
@@ -99,7 +118,8 @@ class SaveMemory:
     async def __call__(self, ctx: Context) -> None:
         if ctx.reply is not None:
             await self._memory.append(ctx.message.conversation.key, [
-                Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)])
+                Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
+                once_id=ctx.message.id)
 
 
 class RecordTranscript:

@@ -47,8 +47,9 @@ class Memory(Protocol):
         """Return the remembered turns, oldest first."""
         ...
 
-    async def append(self, conversation_key: str, turns: list[Turn]) -> None:
-        """Remember `turns` after the existing ones, trimming the oldest past the limit."""
+    async def append(self, conversation_key: str, turns: list[Turn], once_id: str = "") -> None:
+        """Remember `turns` after the existing ones, trimming the oldest past the limit; an
+        append repeated with the same non-empty `once_id` changes nothing."""
         ...
 
 

@@ -51,6 +51,9 @@ from migrations import runner
 
 log = get_logger("bot.runtime")
 
+#: How long a generated answer is kept for retries of its message, seconds.
+ANSWER_TTL_S = 24 * 3600
+
 
 def embedding_dim(settings: Settings) -> int:
     """The vector length the configured embedder produces (384 for the local MiniLM)."""
@@ -117,12 +120,14 @@ class Runtime:
             log.info("migrations applied", versions=applied)
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=10, init=register_vector, timeout=10)
-        self.redis = Redis.from_url(redis_url, socket_connect_timeout=5,
-                                    health_check_interval=30)
         try:
+            self.redis = Redis.from_url(redis_url, socket_connect_timeout=5,
+                                        health_check_interval=30)
             await self.redis.ping()
-        except (RedisError, OSError) as exc:
-            raise ServiceUnavailable(f"REDIS_URL: cannot connect ({exc})") from None
+        except (RedisError, OSError, ValueError) as exc:
+            # only the type: a malformed URL's message may quote part of its password
+            raise ServiceUnavailable(f"REDIS_URL: cannot connect ({type(exc).__name__})"
+                                     ) from None
         prefix = s.bot_key_prefix
         self.http = aiohttp.ClientSession()
         self.store = ChunkStore(self.pool)
@@ -144,7 +149,7 @@ class Runtime:
             AlreadyAnswered(self.redis, prefix),
             LoadMemory(self.memory),
             Retrieve(self.retriever, s.retrieval_top_k),
-            Generate(self.generator),
+            Generate(self.generator, self.redis, prefix, ANSWER_TTL_S),
             SaveMemory(self.memory),
             RecordTranscript(Transcript(self.pool)),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),

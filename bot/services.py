@@ -73,15 +73,19 @@ class EmbeddedValkey:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def _ping(self) -> bool:
+    def _ping(self) -> str:
+        """"up", "loading" (replaying its append-only file), or "down"."""
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(1.0)
                 sock.connect(str(self.socket_path))
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                answer = sock.recv(64)
         except OSError:
-            return False
+            return "down"
+        if answer.startswith(b"+PONG"):
+            return "up"
+        return "loading" if answer.startswith(b"-LOADING") else "down"
 
     def start(self, timeout_s: float = 15.0) -> str:
         """Start (or join) the server and return its URL.
@@ -91,14 +95,14 @@ class EmbeddedValkey:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         with self._registry.lock:
-            if not self._ping():
+            if self._ping() == "down":
                 self._launch()
-                deadline = time.monotonic() + timeout_s
-                while not self._ping():
-                    if time.monotonic() > deadline:
-                        raise ServiceUnavailable(
-                            f"embedded Valkey did not start; see {self.dir / 'valkey.log'}")
-                    time.sleep(0.05)
+            deadline = time.monotonic() + timeout_s
+            while self._ping() != "up":
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"embedded Valkey did not start; see {self.dir / 'valkey.log'}")
+                time.sleep(0.05)
             self._registry.add(os.getpid())
         return self.url
 

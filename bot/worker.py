@@ -2,21 +2,33 @@
 
 Each worker is one asyncio task and one consumer of the inbox group. Before reading new
 entries it periodically claims entries that another consumer left pending for `claim_idle_s`
-(that consumer's process died), so a crash between XADD and XACK loses nothing. A message that
-raises stays pending and is retried after `claim_idle_s`; after `max_deliveries` attempts it
-goes to the dead-letter stream. Redis outages are waited out with jittered backoff.
+(that consumer's process died), so a crash between XADD and XACK loses nothing. While a worker
+handles a message it refreshes the entry's idle time every `claim_idle_s / 3`, so a slow
+message (a slow model) is never claimed by a second worker while the first is still on it.
+
+A message that raises stays pending and is retried after `claim_idle_s`. Failures of outside
+services (connection errors, timeouts, rate limits, 5xx) do not count as deliveries, so an
+outage delays messages but does not dead-letter them; any other failure counts, and after
+`max_deliveries` the entry goes to the dead-letter stream. Redis errors are waited out with
+jittered exponential backoff; a consumer group that disappeared (FLUSHDB, eviction) is
+re-created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
 import time
 import uuid
 
+import aiohttp
+import asyncpg
+import openai
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.inbox import Delivery, Inbox
@@ -25,6 +37,22 @@ from bot.pipeline import Pipeline
 
 log = get_logger("bot.worker")
 
+#: Failures of a service, not of the message: they do not count against max_deliveries.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, RedisConnectionError, RedisTimeoutError,
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+    openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
+    aiohttp.ClientError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of an outside service (connection, timeout, 429, 5xx)."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    return isinstance(status, int) and (status == 429 or status >= 500)
+
 
 class Worker:
     """One inbox consumer.
@@ -32,7 +60,7 @@ class Worker:
     Args:
         index: distinguishes this worker's consumer name within the process.
         claim_idle_s: pending time after which another consumer's entry is taken over.
-        max_deliveries: deliveries after which an entry is dead-lettered.
+        max_deliveries: deliveries failing with a non-transient error before dead-lettering.
         block_ms: how long one XREADGROUP waits for new entries.
     """
 
@@ -43,8 +71,10 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
+        self._keep_every_s = max(claim_idle_s / 3, 0.05)
         self._max_deliveries = max_deliveries
         self._block_ms = block_ms
+        self._claim_cursor = "0-0"
         self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -56,21 +86,30 @@ class Worker:
                 deliveries: list[Delivery] = []
                 if time.monotonic() - last_claim >= self._claim_every_s:
                     last_claim = time.monotonic()
-                    deliveries = await self._inbox.claim_stale(self.consumer,
-                                                               self._claim_idle_ms, 1)
+                    self._claim_cursor, deliveries = await self._inbox.claim_stale(
+                        self.consumer, self._claim_idle_ms, 1, self._claim_cursor)
                 if not deliveries:
                     deliveries = await self._inbox.read(self.consumer, 1, self._block_ms)
                 for delivery in deliveries:
                     await self.handle(delivery)
                 backoff_s = 0.5
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                log.warning("redis unavailable; backing off", error=str(exc),
+            except (RedisError, OSError) as exc:
+                if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+                    log.warning("inbox consumer group missing; re-creating it")
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._inbox.ensure_group()
+                        continue
+                log.warning("redis unavailable; backing off", error=type(exc).__name__,
                             delay_s=round(backoff_s, 2))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
-                except TimeoutError:
-                    pass
                 backoff_s = min(backoff_s * 2, 30.0)
+
+    async def _keep_alive(self, entry_id: str) -> None:
+        while True:
+            await asyncio.sleep(self._keep_every_s)
+            with contextlib.suppress(RedisError, OSError):
+                await self._inbox.keep(self.consumer, entry_id)
 
     async def handle(self, delivery: Delivery) -> None:
         """Process one delivery; ack on success, leave pending on failure."""
@@ -85,15 +124,24 @@ class Worker:
             await self._inbox.dead_letter(delivery, "max deliveries exceeded")
             return
         trace_id = uuid.uuid4().hex[:12]
+        keeper = asyncio.create_task(self._keep_alive(delivery.entry_id))
         try:
             ctx = await self._pipeline.run(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            transient = is_transient(exc)
+            if transient:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._inbox.uncount(delivery.entry_id)
             log.exception("message failed; left pending for retry", message_id=message.id,
                           conversation=message.conversation.key, attempt=delivery.attempt,
-                          trace_id=trace_id, error=type(exc).__name__)
+                          transient=transient, trace_id=trace_id, error=type(exc).__name__)
             return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
         await self._inbox.ack(delivery.entry_id)
         self.processed += 1
         log.info("message processed", message_id=message.id,

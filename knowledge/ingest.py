@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
+import asyncpg
 
 from bot.errors import KnowledgeError
 from bot.log import get_logger
@@ -81,6 +82,11 @@ class Ingestor:
                 except KnowledgeError as exc:
                     report.failures.append((source, str(exc)))
                     log.warning("ingest failed", source=source, error=str(exc))
+                except (asyncpg.PostgresError, ValueError, RuntimeError) as exc:
+                    # the store or the embedder refused this source; the others go on
+                    problem = f"{source}: {type(exc).__name__}: {exc}"
+                    report.failures.append((source, problem))
+                    log.warning("ingest failed", source=source, error=problem)
                 if progress:
                     progress(source)
         report.seconds = time.perf_counter() - started

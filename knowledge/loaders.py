@@ -111,8 +111,10 @@ def parse(data: bytes, uri: str, mime_type: str) -> LoadedDocument:
         raise
     except Exception as exc:  # parsers raise many types on corrupt input
         raise KnowledgeError(f"{uri}: cannot read as {mime_type}: {exc}") from exc
-    sections = [s for s in sections if s.text.strip()]
-    return LoadedDocument(uri=uri, title=(title or fallback).strip()[:300], mime_type=mime_type,
+    sections = [Section(s.title.replace("\x00", ""), s.text.replace("\x00", ""), s.page)
+                for s in sections if s.text.strip()]  # Postgres text cannot hold NUL
+    title = (title or fallback).replace("\x00", "").strip()[:300]
+    return LoadedDocument(uri=uri, title=title, mime_type=mime_type,
                           sha256=hashlib.sha256(data).hexdigest(), sections=sections)
 
 
@@ -136,8 +138,8 @@ def _join(path: list[str]) -> str:
 def _parse_markdown(data: bytes) -> tuple[str, list[Section]]:
     from markdown_it import MarkdownIt
 
-    text = _decode(data)
-    lines = text.splitlines()
+    text = _decode(data).replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")  # markdown-it numbers lines by \n only (not \f, \u2028...)
     tokens = MarkdownIt("commonmark").parse(text)
     headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, title)
     for i, tok in enumerate(tokens):

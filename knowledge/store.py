@@ -2,7 +2,8 @@
 
 Vectors are L2-normalized float32 arrays of the embedder's `dim`; the HNSW index uses cosine
 distance (`<=>`), so a dense score is `1 - distance`, the cosine similarity. Full-text search
-uses the `tsv` column (english configuration) with an OR of the query's lexemes, ranked by
+uses the `tsv` column (english configuration) with an OR of the query's lexemes (stemmed once,
+by `to_tsvector`, and cast, not re-stemmed, to a tsquery), ranked by
 `ts_rank_cd` normalized by document length (normalization 1|32).
 """
 
@@ -127,8 +128,7 @@ class ChunkStore:
     async def search_lexical(self, query: str, k: int) -> list[Passage]:
         """The `k` best chunks by full-text rank (any query lexeme matches), live documents."""
         rows = await self._pool.fetch(
-            f"""WITH q AS (SELECT to_tsquery('english', string_agg(quote_literal(lexeme), ' | '))
-                               AS query
+            f"""WITH q AS (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query
                            FROM unnest(tsvector_to_array(to_tsvector('english', $1))) lexeme)
                 SELECT {_PASSAGE_COLUMNS}, ts_rank_cd(c.tsv, q.query, 1|32) AS score
                 FROM q, chunks c JOIN documents d ON d.id = c.document_id

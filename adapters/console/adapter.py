@@ -18,6 +18,6 @@ class ConsoleAdapter:
     async def ask(self, text: str, conversation: str, timeout_s: float) -> Reply | None:
         """Enqueue `text` and wait up to `timeout_s` seconds; None on timeout."""
         message = normalize(text, conversation)
-        await self._rendezvous.expect(message.id, timeout_s)
-        await self._inbox.enqueue(message)
+        await self._inbox.enqueue(message, wait_marker=self._rendezvous.marker_key(message.id),
+                                  wait_ttl_s=int(timeout_s) + 60)
         return await self._rendezvous.wait(message.id, timeout_s)

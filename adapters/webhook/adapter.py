@@ -13,8 +13,7 @@ import json
 import re
 
 from aiohttp import web
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from adapters.verification import verify_sha256_signature
 from adapters.webhook.normalize import normalize
@@ -60,19 +59,20 @@ class WebhookAdapter:
             return _error(401, "invalid signature")
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return _error(400, "body is not valid JSON")
         try:
             message = normalize(name, payload)
         except PayloadError as exc:
             return _error(400, str(exc))
         wait = request.query.get("wait", "").lower() in ("1", "true", "yes")
+        marker = self._rendezvous.marker_key(message.id) if wait else ""
         try:
-            if wait:
-                await self._rendezvous.expect(message.id, self._wait_timeout_s)
-            entry = await self._inbox.enqueue(message)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            log.error("inbox unavailable; asked the caller to retry", message_id=message.id)
+            entry = await self._inbox.enqueue(message, wait_marker=marker,
+                                              wait_ttl_s=int(self._wait_timeout_s) + 60)
+        except (RedisError, OSError) as exc:
+            log.error("inbox unavailable; asked the caller to retry", message_id=message.id,
+                      error=type(exc).__name__)
             return _error(503, "temporarily unavailable", **{"Retry-After": "5"})
         public_id = message.meta["id"]
         if entry is None:
@@ -80,7 +80,7 @@ class WebhookAdapter:
         if wait:
             try:
                 reply = await self._rendezvous.wait(message.id, self._wait_timeout_s)
-            except (RedisConnectionError, RedisTimeoutError, OSError):
+            except (RedisError, OSError):
                 reply = None  # stored already: the reply goes to the callback URL
             if reply is not None:
                 return web.json_response(reply_body(reply), status=200)

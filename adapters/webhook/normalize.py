@@ -7,21 +7,30 @@ same webhook is recognized as a duplicate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import PayloadError
 from bot.messages import Conversation, Message
 
 
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+NoNul = Annotated[str, AfterValidator(_no_nul)]
+
+
 class WebhookEnvelope(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    id: str = Field(min_length=1, max_length=200)
-    user: str = Field(min_length=1, max_length=200)
-    conversation: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1, max_length=32_000)
+    id: NoNul = Field(min_length=1, max_length=200)
+    user: NoNul = Field(min_length=1, max_length=200)
+    conversation: NoNul = Field(min_length=1, max_length=200)
+    text: NoNul = Field(min_length=1, max_length=32_000)
 
 
 def normalize(name: str, payload: Any) -> Message:

@@ -11,6 +11,7 @@ Why ONNX is the default, with figures: docs/adr/0001-default-embedder.md.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -42,19 +43,31 @@ class SyncModel(Protocol):
 
 class LocalEmbedder:
     """Runs a blocking local model on one dedicated thread, off the event loop, so inference
-    never stalls message handling and never runs more model threads than configured."""
+    never stalls message handling and never runs more model threads than configured. The model
+    is loaded on that thread at the first call, so loading does not stall the loop either.
 
-    def __init__(self, model: SyncModel) -> None:
-        self._model = model
-        self.name = model.name
-        self.dim = model.dim
+    Args:
+        load: builds the model (called once, on the embedder thread).
+        name, dim: the model's name and vector length, known before it is loaded.
+    """
+
+    def __init__(self, load: Callable[[], SyncModel], *, name: str, dim: int) -> None:
+        self._load = load
+        self._model: SyncModel | None = None
+        self.name = name
+        self.dim = dim
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+
+    def _embed(self, texts: list[str]) -> Vectors:
+        if self._model is None:
+            self._model = self._load()
+        return self._model.embed(texts)
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._model.embed, texts)
+        return await loop.run_in_executor(self._executor, self._embed, texts)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -63,20 +76,21 @@ class LocalEmbedder:
 def build_embedder(settings: Settings) -> Embedder:
     """The embedder the settings name (settings are validated by `load_settings`).
 
-    Raises:
+    Raises (at the first `embed` call, where the model is loaded):
         ConfigError: the sentence-transformers backend without the [torch] extra installed.
     """
     backend = settings.embedding_backend
+    threads, batch = settings.embedding_threads, settings.embedding_batch_size
     if backend is EmbeddingBackend.ONNX:
-        from knowledge.embedders.onnx import OnnxMiniLM
+        from knowledge.embedders.onnx import DIM, OnnxMiniLM
 
-        return LocalEmbedder(OnnxMiniLM(threads=settings.embedding_threads,
-                                        batch_size=settings.embedding_batch_size))
+        return LocalEmbedder(lambda: OnnxMiniLM(threads=threads, batch_size=batch),
+                             name=OnnxMiniLM.name, dim=DIM)
     if backend is EmbeddingBackend.SENTENCE_TRANSFORMERS:
         from knowledge.embedders.torch import TorchMiniLM
 
-        return LocalEmbedder(TorchMiniLM(threads=settings.embedding_threads,
-                                         batch_size=settings.embedding_batch_size))
+        return LocalEmbedder(lambda: TorchMiniLM(threads=threads, batch_size=batch),
+                             name=TorchMiniLM.name, dim=TorchMiniLM.dim)
     from knowledge.embedders.openai_compat import OpenAIEmbedder
 
     return OpenAIEmbedder(settings)

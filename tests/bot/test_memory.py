@@ -39,3 +39,11 @@ async def test_memory_keeps_only_the_last_turns_and_expires(make_settings: Calla
         key = f"{rt.settings.bot_key_prefix}:mem:conv"
         assert 0 < await rt.redis.ttl(key) <= 100
         assert await rt.memory.load("other") == []
+
+
+async def test_an_append_with_the_same_once_id_happens_once(runtime: Runtime) -> None:
+    for _ in range(3):
+        await runtime.memory.append("c", [Turn("user", "q"), Turn("assistant", "a")],
+                                    once_id="message-1")
+    await runtime.memory.append("c", [Turn("user", "q2")], once_id="message-2")
+    assert [t.content for t in await runtime.memory.load("c")] == ["q", "a", "q2"]

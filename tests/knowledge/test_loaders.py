@@ -77,3 +77,15 @@ def test_mime_prefers_content_type_over_suffix() -> None:
     assert mime_for("https://x.org/doc", "text/markdown; charset=utf-8") == "text/markdown"
     assert mime_for("https://x.org/file.pdf", None) == "application/pdf"
     assert mime_for("https://x.org/", "application/octet-stream") == "text/html"
+
+
+def test_markdown_with_form_feeds_keeps_text_under_its_heading() -> None:
+    data = "# Title\n\nintro \x0c still intro\n\n## Part\n\npart text\u2028same line\n".encode()
+    doc = parse(data, "ff.md", "text/markdown")
+    assert [(s.title, s.text.strip()) for s in doc.sections] == [
+        ("Title", "intro \x0c still intro"), ("Title > Part", "part text\u2028same line")]
+
+
+def test_utf16_text_has_no_nul_characters() -> None:
+    doc = parse("héllo wörld".encode("utf-16"), "notes.txt", "text/plain")
+    assert "\x00" not in doc.sections[0].text and "\x00" not in doc.title

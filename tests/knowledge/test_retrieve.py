@@ -4,6 +4,7 @@ and that section comes first."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,14 @@ def test_weighted_fusion_follows_the_weights() -> None:
     balanced = fuse(dense, lexical, 0.5)
     assert balanced[0].chunk_id in (2, 3)  # in both lists beats first in one
     assert balanced[0].score == pytest.approx(max(0.5 / 62 + 0.5 / 62, 0.5 / 63 + 0.5 / 61))
+
+
+async def test_lexical_search_stems_the_query_once(runtime: Runtime, tmp_path: Path) -> None:
+    doc = tmp_path / "release-notes.md"
+    doc.write_text("# Release notes\n\nThis release changes how embedding databases parse "
+                   "dense vectors.\n")
+    await runtime.ingestor().ingest([str(doc)])
+    lexical = runtime.knowledge_retriever(RetrievalMode.LEXICAL)
+    for word in ("release", "embedding", "databases", "parse", "dense"):
+        hits = await lexical.retrieve(word, 3)
+        assert hits and hits[0].uri == str(doc), word

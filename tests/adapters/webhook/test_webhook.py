@@ -36,6 +36,16 @@ async def test_wait_true_returns_the_answer(server_factory: Callable[..., Any],
     assert body["answer"] == "ANSWER to: What is zlib's CHUNK? [1]"
     assert isinstance(body["sources"], list)
     assert len(fake_llm.requests) == 1
+    rows = await srv.rt.pool.fetch(
+        "SELECT direction, user_id, text, model, tokens_in, tokens_out, latency_ms, sources "
+        "FROM messages WHERE message_id = 'webhook:support:m1' ORDER BY direction")
+    inbound, outbound = rows
+    assert (inbound["direction"], inbound["user_id"], inbound["text"]) == (
+        "in", "u1", "What is zlib's CHUNK?")
+    assert outbound["direction"] == "out" and outbound["text"] == body["answer"]
+    assert (outbound["model"], outbound["tokens_in"], outbound["tokens_out"]) == (
+        "gpt-4o-mini", 11, 7)
+    assert outbound["latency_ms"] >= 0 and json.loads(outbound["sources"]) == []
 
 
 async def test_accepted_then_signed_callback(server_factory: Callable[..., Any],
@@ -113,3 +123,41 @@ async def test_health_endpoints(server_factory: Callable[..., Any]) -> None:
             assert r.status == 200
             assert body == {"ready": True, "checks": {"postgres": "ok", "migrations": "ok",
                                                       "redis": "ok"}}
+
+
+async def test_a_waiting_duplicate_does_not_steal_the_reply(server_factory: Callable[..., Any],
+                                                           callback: CallbackRecorder) -> None:
+    srv = await server_factory(workers=0, webhook_callback_url=callback.url,
+                               webhook_wait_timeout_s=1)
+    assert (await srv.post(envelope(id="orig")))[0] == 202
+    status, body = await srv.post(envelope(id="orig"), path="/webhooks/support?wait=true")
+    assert (status, body) == (200, {"id": "orig", "status": "duplicate"})
+    assert not await srv.rt.redis.exists(srv.rt.rendezvous.marker_key("webhook:support:orig"))
+    srv.rt.start_workers(1)
+    await callback.wait_for(1)
+    assert json.loads(callback.calls[0][0])["id"] == "orig"
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    (envelope(text="a\u0000b"), "text: Value error, must not contain NUL characters"),
+    (b"[" * 100_000 + b"]" * 100_000, "body is not valid JSON"),
+])
+async def test_hostile_bodies_are_400(server_factory: Callable[..., Any], body: bytes,
+                                      error: str) -> None:
+    srv = await server_factory(workers=0, bot_max_body_bytes=1_000_000)
+    status, got = await srv.post(body)
+    assert (status, got) == (400, {"error": error})
+
+
+async def test_a_non_ascii_signature_is_401(server_factory: Callable[..., Any]) -> None:
+    srv = await server_factory(workers=0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(srv.url.rsplit(":", 1)[1]))
+    body = envelope()
+    writer.write(b"POST /webhooks/support HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nX-Signature: sha256=\xc3\xa9\xff\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    await writer.drain()
+    response = await reader.read()
+    writer.close()
+    assert response.startswith(b"HTTP/1.1 401"), response[:200]
+    assert b"invalid signature" in response

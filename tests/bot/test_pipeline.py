@@ -1,0 +1,47 @@
+"""Pipeline stages are idempotent under redelivery: one generation, one memory append."""
+
+from __future__ import annotations
+
+from bot.messages import Conversation, Message, Passage
+from bot.pipeline import Generate, Pipeline, SaveMemory
+from bot.protocols import Generated, Turn
+from bot.runtime import Runtime
+
+
+class CountingGenerator:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, question: str, history: list[Turn], passages: list[Passage]
+                       ) -> Generated:
+        self.calls += 1
+        return Generated(text=f"answer #{self.calls}", model="counting", tokens_in=3)
+
+
+class FailingSend:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def __call__(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append(ctx.reply.text)
+        raise ConnectionResetError("platform down")
+
+
+async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) -> None:
+    generator = CountingGenerator()
+    send = FailingSend()
+    prefix = runtime.settings.bot_key_prefix
+    pipeline = Pipeline([Generate(generator, runtime.redis, prefix, 60),
+                         SaveMemory(runtime.memory), send])
+    msg = Message(id="retry-me", conversation=Conversation("webhook", "c", "w"), user="u",
+                  text="question")
+    for _ in range(3):
+        try:
+            await pipeline.run(msg)
+        except ConnectionResetError:
+            pass
+    assert generator.calls == 1
+    assert send.seen == ["answer #1"] * 3
+    turns = await runtime.memory.load(msg.conversation.key)
+    assert [(t.role, t.content) for t in turns] == [("user", "question"),
+                                                   ("assistant", "answer #1")]
