@@ -94,11 +94,41 @@ class Settings(BaseSettings):
     webhook_wait_timeout_s: PositiveFloat = 30.0
     webhook_callback_timeout_s: PositiveFloat = 10.0
 
+    # Slack (enabled by SLACK_BOT_TOKEN)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    # Telegram (enabled by TELEGRAM_BOT_TOKEN)
+    telegram_bot_token: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, description="1-256 of A-Z a-z 0-9 _ -")
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_poll_timeout_s: Annotated[int, Field(ge=0, le=50)] = 30
+
+    # Discord (enabled by DISCORD_BOT_TOKEN or DISCORD_PUBLIC_KEY)
+    discord_bot_token: SecretStr | None = None
+    discord_public_key: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    discord_api_url: str = "https://discord.com/api/v10"
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+
     # logging
     bot_log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     bot_log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
 
-    @field_validator("webhook_secret", "openai_api_key")
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        import re
+
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}",
+                                                  value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @field_validator("webhook_secret", "openai_api_key", "slack_bot_token", "slack_app_token",
+                     "slack_signing_secret", "telegram_bot_token", "discord_bot_token")
     @classmethod
     def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
@@ -154,6 +184,10 @@ def _check_combinations(s: Settings) -> None:
             and s.openai_api_key is None:
         raise ConfigError("EMBEDDING_BASE_URL: required when EMBEDDING_BACKEND=openai "
                           "(or set OPENAI_API_KEY to use api.openai.com)")
+    if s.slack_bot_token is not None and s.slack_signing_secret is None \
+            and s.slack_app_token is None:
+        raise ConfigError("SLACK_SIGNING_SECRET: required when SLACK_BOT_TOKEN is set "
+                          "(or set SLACK_APP_TOKEN for Socket Mode)")
     if s.chunk_overlap_tokens >= s.chunk_tokens:
         raise ConfigError("CHUNK_OVERLAP_TOKENS: must be smaller than CHUNK_TOKENS "
                           f"({s.chunk_tokens})")

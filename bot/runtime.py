@@ -14,9 +14,11 @@ from types import TracebackType
 import aiohttp
 import asyncpg
 from pgvector.asyncpg import register_vector
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from adapters.base import AdapterDeps, PlatformAdapter
 from adapters.console.adapter import ConsoleAdapter
 from adapters.console.send import ConsoleSender
 from adapters.webhook.adapter import WebhookAdapter
@@ -53,6 +55,22 @@ log = get_logger("bot.runtime")
 
 #: How long a generated answer is kept for retries of its message, seconds.
 ANSWER_TTL_S = 24 * 3600
+
+
+def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
+    """The chat platforms the settings enable (each by its token)."""
+    platforms: list[PlatformAdapter] = []
+    if s.slack_bot_token is not None:
+        from adapters.slack.adapter import SlackAdapter
+
+        platforms.append(SlackAdapter(
+            deps, bot_token=s.slack_bot_token.get_secret_value(), api_url=s.slack_api_url,
+            signing_secret=_plain(s.slack_signing_secret), app_token=_plain(s.slack_app_token)))
+    return platforms
+
+
+def _plain(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def embedding_dim(settings: Settings) -> int:
@@ -139,7 +157,10 @@ class Runtime:
         self.retriever: Retriever = _LazyRetriever(self)
         self.console = ConsoleAdapter(self.inbox, self.rendezvous)
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
+        self.platforms = build_platforms(s, AdapterDeps(self.inbox, self.redis, prefix,
+                                                        self.http))
         self.senders: dict[str, Sender] = {
+            **{p.name: p.sender for p in self.platforms},
             "console": ConsoleSender(self.rendezvous),
             "webhook": WebhookSender(self.rendezvous, self.http, secret=secret,
                                      callback_url=s.webhook_callback_url,

@@ -18,6 +18,21 @@ from bot.runtime import Runtime
 log = get_logger("bot.server")
 
 
+def server_app(rt: Runtime) -> web.Application:
+    """The HTTP app of `bot run`: health, the generic webhook (with WEBHOOK_SECRET) and every
+    enabled platform's routes."""
+    routes: list[web.RouteDef] = []
+    webhook = rt.webhook_adapter()
+    if webhook is None:
+        log.warning("webhook adapter disabled: set WEBHOOK_SECRET to enable it")
+    else:
+        routes.extend(webhook.routes())
+    for platform in rt.platforms:
+        routes.extend(platform.routes())
+    return build_app(routes, Health(rt.pool, rt.redis),
+                     max_body_bytes=rt.settings.bot_max_body_bytes)
+
+
 async def serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
     """Run until SIGTERM/SIGINT. Returns the process exit code (0)."""
     stop = asyncio.Event()
@@ -27,20 +42,16 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
     async with Runtime(settings) as rt:
         site_runner: web.AppRunner | None = None
         if http:
-            routes: list[web.RouteDef] = []
-            webhook = rt.webhook_adapter()
-            if webhook is None:
-                log.warning("webhook adapter disabled: set WEBHOOK_SECRET to enable it")
-            else:
-                routes.extend(webhook.routes())
-            app = build_app(routes, Health(rt.pool, rt.redis),
-                            max_body_bytes=settings.bot_max_body_bytes)
-            site_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            site_runner = web.AppRunner(server_app(rt), access_log=None, handle_signals=False)
             await site_runner.setup()
             site = web.TCPSite(site_runner, host, port)
             await site.start()
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
-                     webhook=webhook is not None)
+                     platforms=[p.name for p in rt.platforms])
+        if http:
+            for platform in rt.platforms:
+                await platform.start()
+                log.info("platform adapter started", platform=platform.name)
         rt.start_workers(workers)
         if not http:
             log.info("workers started", workers=workers)
@@ -48,5 +59,7 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
         log.info("shutting down")
         if site_runner is not None:
             await site_runner.cleanup()
+        for platform in rt.platforms:
+            await platform.stop()
         await rt.stop_workers()
     return 0

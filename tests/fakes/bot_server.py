@@ -12,8 +12,8 @@ from aiohttp import web
 
 from adapters.verification import sha256_signature
 from bot.config import Settings
-from bot.http import Health, build_app
 from bot.runtime import Runtime
+from bot.server import server_app
 
 TEST_WEBHOOK_SECRET = "test-webhook-secret-0123456789"
 
@@ -49,20 +49,20 @@ async def server_factory(make_settings: Callable[..., Settings]
 
     async def start(workers: int = 1, **overrides: object) -> Server:
         rt = await Runtime(make_settings(**overrides)).__aenter__()
-        adapter = rt.webhook_adapter()
-        assert adapter is not None
-        app = build_app(adapter.routes(), Health(rt.pool, rt.redis),
-                        max_body_bytes=rt.settings.bot_max_body_bytes)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(server_app(rt), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        rt.start_workers(workers)
         stack.append((rt, runner))
+        for platform in rt.platforms:
+            await platform.start()
+        rt.start_workers(workers)
         return Server(rt, f"http://127.0.0.1:{port}")
 
     yield start
     for rt, runner in reversed(stack):
         await runner.cleanup()
+        for platform in rt.platforms:
+            await platform.stop()
         await rt.__aexit__(None, None, None)

@@ -1,0 +1,43 @@
+"""What the composition root needs from a platform adapter, and what it gives one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from bot.inbox import Inbox
+from bot.protocols import Sender
+
+
+@dataclass(frozen=True)
+class AdapterDeps:
+    """The narrow capabilities an adapter receives: the inbox to put messages on, Redis for
+    its own small state (keys under `prefix`), and a shared HTTP client session."""
+
+    inbox: Inbox
+    redis: Redis
+    prefix: str
+    http: aiohttp.ClientSession
+
+
+class PlatformAdapter(Protocol):
+    """One chat platform: HTTP routes and/or a long-lived connection in, a `Sender` out.
+
+    `start`/`stop` run only in processes that receive (`bot run`); processes that only work
+    (`bot worker`) use `sender` alone.
+    """
+
+    name: str
+
+    @property
+    def sender(self) -> Sender: ...
+
+    def routes(self) -> list[web.RouteDef]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,187 @@
+"""Slack ingress: the Events API at `POST /slack/events` (events, slash commands,
+interactivity) and Socket Mode when `SLACK_APP_TOKEN` is set.
+
+HTTP order of checks (PROTOCOLS.md 1.2, 1.3, 5.2): `ssl_check` probes are answered 200 at
+once (they carry no event); every other request must carry a valid v0 signature over the raw
+body within 5 minutes (401 `{"error": "invalid request"}`, Bolt's answer) before it is parsed;
+an unparseable body is 400. `url_verification` is answered with its challenge as text/plain.
+Every verified event is acknowledged 200 within the 3-second budget, answered or not (a
+non-2xx makes Slack retry, and Bolt's 404 for unmatched events would); only when the message
+cannot be stored (Redis down) is the answer 503, so that Slack retries. Retries carry the same
+event and are deduplicated by the inbox.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from adapters.base import AdapterDeps
+from adapters.slack.normalize import Skip, SlackIdentity, normalize_command, normalize_event
+from adapters.slack.send import SlackSender, SlackThreads, web_client
+from adapters.verification import verify_slack_v0
+from bot.log import get_logger
+from bot.messages import Message
+
+log = get_logger("adapters.slack")
+
+
+class StoreUnavailable(Exception):
+    """The message could not be stored or the bot's identity fetched: ask Slack to retry."""
+
+
+class SlackAdapter:
+    """Slack's ingress and sender. Routes are mounted only when a signing secret is set."""
+
+    name = "slack"
+
+    def __init__(self, deps: AdapterDeps, *, bot_token: str, api_url: str,
+                 signing_secret: str | None, app_token: str | None) -> None:
+        self._deps = deps
+        self._client = web_client(bot_token, api_url)
+        self._api_url = api_url
+        self._signing_secret = signing_secret
+        self._app_token = app_token
+        self._threads = SlackThreads(deps.redis, deps.prefix)
+        self.sender = SlackSender(self._client, self._threads, deps.http)
+        self._identity: SlackIdentity | None = None
+        self._socket: SocketModeClient | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/slack/events", self.handle)] if self._signing_secret else []
+
+    async def start(self) -> None:
+        if self._app_token:
+            self._socket = SocketModeClient(app_token=self._app_token,
+                                            web_client=web_client(self._app_token, self._api_url))
+            self._socket.socket_mode_request_listeners.append(self._on_socket_request)
+            await self._socket.connect()  # type: ignore[no-untyped-call]
+            log.info("slack socket mode connected")
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close()  # type: ignore[no-untyped-call]
+            self._socket = None
+
+    async def identity(self) -> SlackIdentity:
+        """The bot's user and bot ids from `auth.test` (cached)."""
+        if self._identity is None:
+            try:
+                me = await self._client.auth_test()
+            except (SlackApiError, OSError) as exc:
+                raise StoreUnavailable(f"auth.test failed: {type(exc).__name__}") from exc
+            self._identity = SlackIdentity(user_id=str(me["user_id"]),
+                                           bot_id=me.get("bot_id"))
+        return self._identity
+
+    # HTTP -------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._signing_secret is not None
+        body = await request.read()
+        form_encoded = request.content_type == "application/x-www-form-urlencoded"
+        if form_encoded and (body.startswith(b"ssl_check=") or b"&ssl_check=" in body):
+            return web.Response(status=200)
+        if not verify_slack_v0(self._signing_secret, body,
+                               request.headers.get("X-Slack-Request-Timestamp"),
+                               request.headers.get("X-Slack-Signature")):
+            return web.json_response({"error": "invalid request"}, status=401)
+        try:
+            if form_encoded:
+                form = {k: v[0] for k, v in parse_qs(body.decode("utf-8"),
+                                                      strict_parsing=True).items()}
+                if "payload" in form:
+                    payload = json.loads(form["payload"])
+                    return await self._interaction(payload)
+                if "command" in form:
+                    return await self._command(form)
+                return web.json_response({"error": "unsupported form body"}, status=400)
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # includes UnicodeDecodeError
+            return web.json_response({"error": "body is not valid JSON or form data"},
+                                     status=400)
+        if not isinstance(payload, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        kind = payload.get("type")
+        if kind == "url_verification":
+            return web.Response(text=str(payload.get("challenge", "")),
+                                content_type="text/plain")
+        if kind != "event_callback":
+            return web.Response(status=200)
+        try:
+            await self._event(payload)
+        except StoreUnavailable as exc:
+            log.error("slack event not stored; asking Slack to retry", error=str(exc))
+            return web.json_response({"error": "temporarily unavailable"}, status=503,
+                                     headers={"Retry-After": "5"})
+        return web.Response(status=200)
+
+    async def _command(self, form: dict[str, str]) -> web.StreamResponse:
+        message = normalize_command(form)
+        if isinstance(message, Skip):
+            return web.json_response({"response_type": "ephemeral",
+                                      "text": "Ask me something, e.g. `/ask how do I ...`"})
+        try:
+            await self._enqueue(message)
+        except StoreUnavailable:
+            return web.json_response({"response_type": "ephemeral",
+                                      "text": "Sorry, I cannot take questions right now. "
+                                              "Please try again in a minute."})
+        return web.json_response({"response_type": "in_channel"})
+
+    async def _interaction(self, payload: Any) -> web.StreamResponse:
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        log.debug("slack interaction acknowledged", type=kind)
+        return web.Response(status=200)
+
+    # shared by HTTP and Socket Mode -----------------------------------------------------------
+
+    async def _event(self, envelope: dict[str, Any]) -> None:
+        me = await self.identity()
+        event = envelope.get("event") or {}
+        in_thread = False
+        if isinstance(event, dict) and event.get("thread_ts") and event.get("channel"):
+            try:
+                in_thread = await self._threads.contains(str(event["channel"]),
+                                                         str(event["thread_ts"]))
+            except (RedisError, OSError) as exc:
+                raise StoreUnavailable(type(exc).__name__) from exc
+        message = normalize_event(envelope, me, in_bot_thread=in_thread)
+        if isinstance(message, Skip):
+            log.debug("slack event not answered", reason=message.reason,
+                      event_id=envelope.get("event_id"))
+            return
+        await self._enqueue(message)
+
+    async def _enqueue(self, message: Message) -> None:
+        try:
+            await self._deps.inbox.enqueue(message)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def _on_socket_request(self, client: AsyncBaseSocketModeClient,
+                                 request: SocketModeRequest) -> None:
+        """Store first, then acknowledge: an envelope we could not store is not acknowledged,
+        so Slack delivers it again."""
+        try:
+            if request.type == "events_api" and request.payload.get("type") == "event_callback":
+                await self._event(request.payload)
+            elif request.type == "slash_commands":
+                message = normalize_command({k: str(v) for k, v in request.payload.items()})
+                if not isinstance(message, Skip):
+                    await self._enqueue(message)
+        except StoreUnavailable as exc:
+            log.error("slack envelope not stored; not acknowledged", error=str(exc))
+            return
+        await client.send_socket_mode_response(
+            SocketModeResponse(envelope_id=request.envelope_id))
+
