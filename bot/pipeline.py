@@ -1,12 +1,14 @@
 """The pipeline: a list of small stages run in order on one message's `Context`.
 
 Default chain (DESIGN.md, "The path of one message"): already-answered check -> memory load
--> retrieve -> generate -> memory save -> transcript row -> send. A stage stops the chain by
-setting `ctx.done`. Stages are classes with one async method, composed by the runtime.
+-> typing indicator -> retrieve -> generate -> memory save -> transcript row -> send. A stage
+stops the chain by setting `ctx.done`. Stages are classes with one async method, composed by
+the runtime.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,7 @@ from redis.asyncio import Redis
 from bot.llm import number_sources
 from bot.log import get_logger
 from bot.messages import Message, Passage, Reply
-from bot.protocols import Generated, Generator, Memory, Retriever, Sender, Turn
+from bot.protocols import Generated, Generator, Memory, Retriever, Sender, Turn, TypingIndicator
 from bot.transcript import Transcript
 
 log = get_logger("bot.pipeline")
@@ -67,6 +69,24 @@ class LoadMemory:
 
     async def __call__(self, ctx: Context) -> None:
         ctx.history = await self._memory.load(ctx.message.conversation.key)
+
+
+class ShowTyping:
+    """Shows the platform's typing/"thinking" state where its sender can (`TypingIndicator`).
+    Best effort: a failure or a slow platform (over `timeout_s`) never delays the answer much
+    and never fails the message."""
+
+    def __init__(self, senders: Mapping[str, Sender], timeout_s: float = 2.0) -> None:
+        self._senders = senders
+        self._timeout_s = timeout_s
+
+    async def __call__(self, ctx: Context) -> None:
+        sender = self._senders.get(ctx.message.conversation.platform)
+        if isinstance(sender, TypingIndicator):
+            try:
+                await asyncio.wait_for(sender.typing(ctx.message), self._timeout_s)
+            except Exception as exc:
+                log.debug("typing indicator failed", error=type(exc).__name__)
 
 
 class Retrieve:

@@ -39,6 +39,7 @@ from bot.pipeline import (
     Retrieve,
     SaveMemory,
     SendReply,
+    ShowTyping,
 )
 from bot.protocols import Generator, Retriever, Sender
 from bot.rendezvous import ReplyRendezvous
@@ -66,6 +67,13 @@ def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
         platforms.append(SlackAdapter(
             deps, bot_token=s.slack_bot_token.get_secret_value(), api_url=s.slack_api_url,
             signing_secret=_plain(s.slack_signing_secret), app_token=_plain(s.slack_app_token)))
+    if s.telegram_bot_token is not None:
+        from adapters.telegram.adapter import TelegramAdapter
+
+        platforms.append(TelegramAdapter(
+            deps, token=s.telegram_bot_token.get_secret_value(), api_url=s.telegram_api_url,
+            webhook_secret=_plain(s.telegram_webhook_secret),
+            poll_timeout_s=s.telegram_poll_timeout_s))
     return platforms
 
 
@@ -169,6 +177,7 @@ class Runtime:
         self.pipeline = Pipeline([
             AlreadyAnswered(self.redis, prefix),
             LoadMemory(self.memory),
+            ShowTyping(self.senders),
             Retrieve(self.retriever, s.retrieval_top_k),
             Generate(self.generator, self.redis, prefix, ANSWER_TTL_S),
             SaveMemory(self.memory),

@@ -1,0 +1,1 @@
+"""Slack: Events API and Socket Mode in, chat.postMessage out (slack_sdk)."""

@@ -1,0 +1,1 @@
+"""Telegram: webhook or long polling in, sendMessage out (python-telegram-bot)."""

@@ -1,0 +1,185 @@
+"""Telegram ingress: the webhook at `POST /telegram/webhook` when `TELEGRAM_WEBHOOK_SECRET` is
+set, long polling (getUpdates) otherwise.
+
+Webhook (PROTOCOLS.md 2.2): the `X-Telegram-Bot-Api-Secret-Token` header must equal the secret
+(constant-time compare; 403 otherwise, as PTB's own server answers); an unparseable body is
+400; every genuine update, answered or not, is acknowledged 200, since anything else makes
+Telegram redeliver it; 503 only when it cannot be stored, so that Telegram retries.
+
+Polling (PROTOCOLS.md 2.3): getUpdates with `offset = last update_id + 1`, the offset kept in
+Redis (`<p>:telegram:offset:<bot id>`) and advanced only after the updates are stored, so a
+restart neither loses nor re-answers updates. Callback queries are always answered
+(answerCallbackQuery), or the client shows a spinner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import random
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from redis.exceptions import RedisError
+from telegram import Bot
+from telegram.error import TelegramError
+
+from adapters.base import AdapterDeps
+from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
+from adapters.telegram.send import TelegramSender
+from bot.log import get_logger
+
+log = get_logger("adapters.telegram")
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+
+
+class Unavailable(Exception):
+    """Redis or the Bot API is unreachable; the update is not acknowledged."""
+
+
+class TelegramAdapter:
+    """Telegram's ingress (webhook or polling) and sender."""
+
+    name = "telegram"
+
+    def __init__(self, deps: AdapterDeps, *, token: str, api_url: str,
+                 webhook_secret: str | None, poll_timeout_s: int) -> None:
+        self._deps = deps
+        base = api_url.rstrip("/")
+        self._bot = Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
+        self._get_updates_url = f"{base}/bot{token}/getUpdates"  # never logged: holds the token
+        self._webhook_secret = webhook_secret
+        self._poll_timeout_s = poll_timeout_s
+        self.sender = TelegramSender(self._bot)
+        self._identity: TelegramIdentity | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/telegram/webhook", self.handle)] if self._webhook_secret else []
+
+    async def identity(self) -> TelegramIdentity:
+        if self._identity is None:
+            try:
+                me = await self._bot.get_me()
+            except (TelegramError, OSError) as exc:
+                raise Unavailable(f"getMe failed: {type(exc).__name__}") from exc
+            self._identity = TelegramIdentity(id=me.id, username=me.username or "")
+        return self._identity
+
+    async def start(self) -> None:
+        if self._webhook_secret is None:
+            self._stopping.clear()
+            self._poller = asyncio.create_task(self._poll(), name="telegram-poller")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        with contextlib.suppress(TelegramError, OSError, RuntimeError):
+            await self._bot.shutdown()
+
+    # webhook ----------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._webhook_secret is not None
+        presented = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"),
+                                   self._webhook_secret.encode()):
+            return web.json_response({"error": "forbidden"}, status=403)
+        body = await request.read()
+        try:
+            update = json.loads(body)
+        except (ValueError, RecursionError):
+            return web.json_response({"error": "body is not valid JSON"}, status=400)
+        try:
+            await self._process(update)
+        except Unavailable as exc:
+            log.error("telegram update not stored; asking Telegram to retry", error=str(exc))
+            return web.json_response({"error": "temporarily unavailable"}, status=503,
+                                     headers={"Retry-After": "5"})
+        return web.Response(status=200)
+
+    # shared -----------------------------------------------------------------------------------
+
+    async def _process(self, update: Any) -> None:
+        me = await self.identity()
+        if isinstance(update, dict) and isinstance(update.get("callback_query"), dict):
+            await self._answer_callback(update["callback_query"])
+            return
+        message = normalize_update(update, me)
+        if isinstance(message, Skip):
+            log.debug("telegram update not answered", reason=message.reason)
+            return
+        try:
+            await self._deps.inbox.enqueue(message)
+        except (RedisError, OSError) as exc:
+            raise Unavailable(type(exc).__name__) from exc
+
+    async def _answer_callback(self, query: dict[str, Any]) -> None:
+        """Stop the client's spinner; buttons carry no action in this version."""
+        query_id = query.get("id")
+        if not isinstance(query_id, str):
+            return
+        try:
+            await self._bot.answer_callback_query(query_id)
+        except TelegramError as exc:  # an old query (over 15 min) cannot be answered: fine
+            log.info("callback query not answered", error=type(exc).__name__)
+
+    # long polling -----------------------------------------------------------------------------
+
+    async def _get_updates(self, offset: int | None) -> list[Any]:
+        """Raw update dicts from getUpdates (raw, not PTB objects: see normalize.py).
+
+        Raises:
+            Unavailable: the Bot API answered with an error or not at all.
+        """
+        params: dict[str, Any] = {"timeout": self._poll_timeout_s,
+                                  "allowed_updates": ALLOWED_UPDATES}
+        if offset is not None:
+            params["offset"] = offset
+        timeout = aiohttp.ClientTimeout(total=self._poll_timeout_s + 10)
+        async with self._deps.http.post(self._get_updates_url, json=params,
+                                        timeout=timeout) as response:
+            body = await response.json(content_type=None)
+        if not isinstance(body, dict) or not body.get("ok"):
+            code = body.get("error_code") if isinstance(body, dict) else response.status
+            raise Unavailable(f"getUpdates failed with {code}")
+        result = body.get("result")
+        return result if isinstance(result, list) else []
+
+    def _offset_key(self, bot_id: int) -> str:
+        return f"{self._deps.prefix}:telegram:offset:{bot_id}"
+
+    async def _poll(self) -> None:
+        with contextlib.suppress(TelegramError, OSError):
+            # getUpdates answers 409 while a webhook is set (PROTOCOLS.md 2.2)
+            await self._bot.delete_webhook(drop_pending_updates=False)
+        backoff_s = 1.0
+        while not self._stopping.is_set():
+            try:
+                me = await self.identity()
+                stored = await self._deps.redis.get(self._offset_key(me.id))
+                offset = int(stored) if stored else None
+                updates = await self._get_updates(offset)
+                for update in updates:
+                    await self._process(update)
+                    update_id = update.get("update_id") if isinstance(update, dict) else None
+                    if isinstance(update_id, int):
+                        await self._deps.redis.set(self._offset_key(me.id), update_id + 1)
+                backoff_s = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poller must outlive any failure
+                log.warning("telegram polling failed; backing off", error=type(exc).__name__,
+                            delay_s=round(backoff_s, 1))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(),
+                                           backoff_s * (0.5 + random.random()))
+                backoff_s = min(backoff_s * 2, 60.0)
