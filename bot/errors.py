@@ -26,3 +26,9 @@ class KnowledgeError(BotError):
 
 class MigrationError(BotError):
     """The schema could not be brought up to date."""
+
+
+class TransientError(BotError):
+    """An outside service failed in a way worth retrying later (connection lost, timeout,
+    overload). Adapters raise it for their platform's transient errors; the worker does not
+    count such failures against BOT_MAX_DELIVERIES."""

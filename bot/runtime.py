@@ -74,6 +74,12 @@ def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
             deps, token=s.telegram_bot_token.get_secret_value(), api_url=s.telegram_api_url,
             webhook_secret=_plain(s.telegram_webhook_secret),
             poll_timeout_s=s.telegram_poll_timeout_s))
+    if s.discord_bot_token is not None or s.discord_public_key:
+        from adapters.discord.adapter import DiscordAdapter
+
+        platforms.append(DiscordAdapter(
+            deps, bot_token=_plain(s.discord_bot_token), public_key=s.discord_public_key,
+            api_url=s.discord_api_url, gateway_url=s.discord_gateway_url))
     return platforms
 
 
@@ -194,7 +200,23 @@ class Runtime:
                              timeout_s=s.llm_timeout_s, temperature=s.llm_temperature,
                              max_tokens=s.llm_max_tokens)
 
+    async def start_platforms(self) -> None:
+        """Open the platforms' long-lived connections (gateway, polling, Socket Mode)."""
+        for platform in self.platforms:
+            await platform.start()
+            log.info("platform adapter started", platform=platform.name)
+
+    async def stop_platforms(self) -> None:
+        """Close every platform's connections and clients (safe when never started)."""
+        for platform in getattr(self, "platforms", []):
+            try:
+                await platform.stop()
+            except Exception as exc:
+                log.warning("platform adapter did not stop cleanly", platform=platform.name,
+                            error=type(exc).__name__)
+
     async def _close(self) -> None:
+        await self.stop_platforms()
         await self.stop_workers()
         for name in ("http",):
             if hasattr(self, name):

@@ -49,9 +49,7 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
                      platforms=[p.name for p in rt.platforms])
         if http:
-            for platform in rt.platforms:
-                await platform.start()
-                log.info("platform adapter started", platform=platform.name)
+            await rt.start_platforms()
         rt.start_workers(workers)
         if not http:
             log.info("workers started", workers=workers)
@@ -59,7 +57,6 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
         log.info("shutting down")
         if site_runner is not None:
             await site_runner.cleanup()
-        for platform in rt.platforms:
-            await platform.stop()
+        await rt.stop_platforms()
         await rt.stop_workers()
     return 0

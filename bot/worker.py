@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
 from bot.pipeline import Pipeline
@@ -39,7 +40,7 @@ log = get_logger("bot.worker")
 
 #: Failures of a service, not of the message: they do not count against max_deliveries.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, RedisConnectionError, RedisTimeoutError,
+    TransientError, OSError, TimeoutError, RedisConnectionError, RedisTimeoutError,
     asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
     openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
     aiohttp.ClientError,

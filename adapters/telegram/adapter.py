@@ -26,6 +26,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 from telegram import Bot
 from telegram.error import TelegramError
+from telegram.request import HTTPXRequest
 
 from adapters.base import AdapterDeps
 from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
@@ -49,7 +50,11 @@ class TelegramAdapter:
                  webhook_secret: str | None, poll_timeout_s: int) -> None:
         self._deps = deps
         base = api_url.rstrip("/")
-        self._bot = Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot")
+        # our own request objects, so that stop() closes their connections even when the Bot
+        # was never initialized (PTB's shutdown() does nothing then)
+        self._requests = (HTTPXRequest(), HTTPXRequest())
+        self._bot = Bot(token, base_url=f"{base}/bot", base_file_url=f"{base}/file/bot",
+                        request=self._requests[0], get_updates_request=self._requests[1])
         self._get_updates_url = f"{base}/bot{token}/getUpdates"  # never logged: holds the token
         self._webhook_secret = webhook_secret
         self._poll_timeout_s = poll_timeout_s
@@ -71,6 +76,8 @@ class TelegramAdapter:
         return self._identity
 
     async def start(self) -> None:
+        for request in self._requests:
+            await request.initialize()  # re-opens clients closed by an earlier stop()
         if self._webhook_secret is None:
             self._stopping.clear()
             self._poller = asyncio.create_task(self._poll(), name="telegram-poller")
@@ -82,8 +89,9 @@ class TelegramAdapter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
             self._poller = None
-        with contextlib.suppress(TelegramError, OSError, RuntimeError):
-            await self._bot.shutdown()
+        for request in self._requests:
+            with contextlib.suppress(TelegramError, OSError, RuntimeError):
+                await request.shutdown()
 
     # webhook ----------------------------------------------------------------------------------
 

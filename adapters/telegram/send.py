@@ -14,8 +14,9 @@ import asyncio
 
 import telegramify_markdown
 from telegram import Bot, MessageEntity, ReplyParameters
-from telegram.error import RetryAfter
+from telegram.error import BadRequest, NetworkError, RetryAfter
 
+from bot.errors import TransientError
 from bot.messages import Message, Reply
 
 TEXT_LIMIT_UTF16 = 4096
@@ -39,6 +40,10 @@ class TelegramSender:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
                 return await getattr(self._bot, method)(**kwargs)
+            except BadRequest:
+                raise
+            except NetworkError as exc:  # connection errors and timeouts, not refusals
+                raise TransientError(f"Telegram {method}: {type(exc).__name__}") from exc
             except RetryAfter as exc:
                 if attempt == MAX_RATE_LIMIT_WAITS:
                     raise

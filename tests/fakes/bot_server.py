@@ -55,14 +55,11 @@ async def server_factory(make_settings: Callable[..., Settings]
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         stack.append((rt, runner))
-        for platform in rt.platforms:
-            await platform.start()
+        await rt.start_platforms()
         rt.start_workers(workers)
         return Server(rt, f"http://127.0.0.1:{port}")
 
     yield start
     for rt, runner in reversed(stack):
         await runner.cleanup()
-        for platform in rt.platforms:
-            await platform.stop()
         await rt.__aexit__(None, None, None)

@@ -1,0 +1,174 @@
+"""Discord ingress: HTTP interactions at `POST /discord/interactions` (with
+`DISCORD_PUBLIC_KEY`) and the gateway through discord.py (with `DISCORD_BOT_TOKEN`).
+
+Interactions (PROTOCOLS.md 3.2): Ed25519 over `timestamp + raw body` with the application's
+public key (PyNaCl), 401 on any failure (missing or non-hex headers included), then parsing (400).
+PING is answered with PONG; a slash command is stored and answered at once with a deferred
+response (type 5: the user sees "thinking..."), well within the 3-second limit, and completed
+through the interaction webhook by the sender; components are acknowledged (type 6).
+
+Gateway: discord.py with the GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES and MESSAGE_CONTENT
+intents; `DISCORD_API_URL` and `DISCORD_GATEWAY_URL` repoint discord.py's class-level
+`Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (PROTOCOLS.md 4.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import discord
+import yarl
+from aiohttp import web
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+from redis.exceptions import RedisError
+
+from adapters.base import AdapterDeps
+from adapters.discord.normalize import (
+    AUTOCOMPLETE,
+    MESSAGE_COMPONENT,
+    PING,
+    Skip,
+    normalize_interaction,
+    normalize_message_create,
+)
+from adapters.discord.send import DiscordRest, DiscordSender, DiscordThreads
+from bot.log import get_logger
+
+log = get_logger("adapters.discord")
+PONG, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = 1, 5, 6, 8
+
+
+def verify_ed25519(key: VerifyKey, body: bytes, timestamp: str | None,
+                   signature: str | None) -> bool:
+    """Discord's interaction signature check; never raises."""
+    if not timestamp or not signature:
+        return False
+    try:
+        key.verify(timestamp.encode() + body, bytes.fromhex(signature))
+    except (BadSignatureError, ValueError, UnicodeError):
+        return False
+    return True
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    # exactly application/json, no charset parameter (Discord's own examples)
+    return web.Response(body=json.dumps(payload).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
+
+
+class DiscordAdapter:
+    """Discord's ingress (interactions and/or gateway) and sender."""
+
+    name = "discord"
+
+    def __init__(self, deps: AdapterDeps, *, bot_token: str | None, public_key: str | None,
+                 api_url: str, gateway_url: str) -> None:
+        self._deps = deps
+        self._bot_token = bot_token
+        self._key = VerifyKey(bytes.fromhex(public_key)) if public_key else None
+        self._api_url = api_url
+        self._gateway_url = gateway_url
+        self._threads = DiscordThreads(deps.redis, deps.prefix)
+        self.sender = DiscordSender(DiscordRest(deps.http, api_url, bot_token), self._threads)
+        self._client: discord.Client | None = None
+        self._gateway: asyncio.Task[None] | None = None
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/discord/interactions", self.handle)] if self._key else []
+
+    # interactions -----------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self._key is not None
+        body = await request.read()
+        if not verify_ed25519(self._key, body, request.headers.get("X-Signature-Timestamp"),
+                              request.headers.get("X-Signature-Ed25519")):
+            return _json({"error": "invalid request signature"}, 401)
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            return _json({"error": "body is not valid JSON"}, 400)
+        if not isinstance(payload, dict):
+            return _json({"error": "body must be a JSON object"}, 400)
+        kind = payload.get("type")
+        if kind == PING:
+            return _json({"type": PONG})
+        if kind == MESSAGE_COMPONENT:
+            return _json({"type": DEFERRED_UPDATE_MESSAGE})
+        if kind == AUTOCOMPLETE:
+            return _json({"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}})
+        message = normalize_interaction(payload)
+        if isinstance(message, Skip):
+            return _json({"type": 4, "data": {"content": "Ask me a question, e.g. "
+                                                         "`/ask question: how do I ...`",
+                                               "flags": 1 << 6}})
+        try:
+            await self._deps.inbox.enqueue(message)
+        except (RedisError, OSError):
+            log.error("discord interaction not stored", interaction=payload.get("id"))
+            return _json({"type": 4, "data": {"content": "Sorry, I cannot take questions "
+                                                         "right now. Please try again.",
+                                               "flags": 1 << 6}})
+        return _json({"type": DEFERRED_CHANNEL_MESSAGE})
+
+    # gateway ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._bot_token:
+            return
+        if self._api_url.rstrip("/") != discord.http.Route.BASE:
+            discord.http.Route.BASE = self._api_url.rstrip("/")
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._gateway_url)
+        intents = discord.Intents(guilds=True, guild_messages=True, dm_messages=True,
+                                  message_content=True)
+        client = discord.Client(intents=intents)
+        client.event(self._make_on_message(client))
+        await client.login(self._bot_token)
+        self._client = client
+        self._gateway = asyncio.create_task(client.connect(reconnect=True),
+                                            name="discord-gateway")
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._gateway is not None:
+            self._gateway.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._gateway
+            self._gateway = None
+
+    def _make_on_message(self, client: discord.Client) -> Any:
+        async def on_message(message: discord.Message) -> None:
+            if client.user is None:
+                return
+            is_thread = isinstance(message.channel, discord.Thread)
+            channel_id = str(message.channel.id)
+            try:
+                in_bot_thread = is_thread and await self._threads.contains(channel_id)
+                normalized = normalize_message_create(
+                    _payload(message), str(client.user.id), is_thread=is_thread,
+                    in_bot_thread=in_bot_thread)
+                if isinstance(normalized, Skip):
+                    log.debug("discord message not answered", reason=normalized.reason)
+                    return
+                await self._deps.inbox.enqueue(normalized)
+            except (RedisError, OSError) as exc:
+                # the gateway does not redeliver: the message is lost to us; say so loudly
+                log.error("discord message not stored", message_id=message.id,
+                          error=type(exc).__name__)
+
+        return on_message
+
+
+def _payload(message: discord.Message) -> dict[str, Any]:
+    """The MESSAGE_CREATE fields `normalize_message_create` reads, from discord.py's object."""
+    return {"id": str(message.id), "channel_id": str(message.channel.id),
+            "guild_id": str(message.guild.id) if message.guild else None,
+            "type": message.type.value, "content": message.content,
+            "author": {"id": str(message.author.id), "bot": message.author.bot},
+            "mentions": [{"id": str(m.id)} for m in message.mentions]}

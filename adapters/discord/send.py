@@ -1,0 +1,115 @@
+"""`Reply` -> Discord REST: a message in the channel quoting the user's (gateway messages), or
+the deferred interaction response completed through the interaction webhook.
+
+Content is split at 2,000 characters (PROTOCOLS.md 3.3); mentions in answers are not pinged
+(`allowed_mentions.parse = []`). On 429 the body's `retry_after` (or `Retry-After`) is waited
+out, up to 3 times. Interaction follow-ups need no bot token (the interaction token
+authorizes them); channel messages and typing use `Authorization: Bot <token>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from adapters.text import split_text
+from bot.messages import Message, Reply
+
+CONTENT_LIMIT = 2000
+MAX_RATE_LIMIT_WAITS = 3
+THREAD_TTL_S = 7 * 24 * 3600
+
+
+class DiscordError(Exception):
+    """Discord answered a REST call with an error status."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"Discord answered {status}: {detail[:200]}")
+        self.status = status
+
+
+class DiscordRest:
+    """Minimal REST client over aiohttp with rate-limit waits. Never logs URLs (interaction
+    tokens travel in them)."""
+
+    def __init__(self, http: aiohttp.ClientSession, api_url: str, bot_token: str | None) -> None:
+        self._http = http
+        self._api = api_url.rstrip("/")
+        self._bot_token = bot_token
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                      bot_auth: bool = True) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if bot_auth and self._bot_token:
+            headers["Authorization"] = f"Bot {self._bot_token}"
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            async with self._http.request(method, self._api + path, data=data,
+                                          headers=headers) as response:
+                text = await response.text()
+                if response.status == 429 and attempt < MAX_RATE_LIMIT_WAITS:
+                    await asyncio.sleep(_retry_after(text, response.headers))
+                    continue
+                if response.status >= 400:
+                    raise DiscordError(response.status, text)
+                return json.loads(text) if text else None
+        raise AssertionError("unreachable")
+
+
+def _retry_after(text: str, headers: Any) -> float:
+    try:
+        return float(json.loads(text)["retry_after"])
+    except (ValueError, KeyError, TypeError):
+        return float(headers.get("Retry-After", "1"))
+
+
+class DiscordThreads:
+    """Channels (threads) the bot replied in: `<p>:discord:thread:<channel id>`, 7 days."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+
+    async def mark(self, channel: str) -> None:
+        await self._redis.set(f"{self._prefix}:discord:thread:{channel}", "1", ex=THREAD_TTL_S)
+
+    async def contains(self, channel: str) -> bool:
+        return bool(await self._redis.exists(f"{self._prefix}:discord:thread:{channel}"))
+
+
+class DiscordSender:
+    """Implements `bot.protocols.Sender` and `TypingIndicator` for Discord."""
+
+    def __init__(self, rest: DiscordRest, threads: DiscordThreads) -> None:
+        self._rest = rest
+        self._threads = threads
+
+    async def send(self, reply: Reply) -> None:
+        pieces = split_text(reply.render(), CONTENT_LIMIT)
+        no_pings: dict[str, list[str]] = {"parse": []}
+        if reply.meta.get("mode") == "interaction":
+            base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
+            await self._rest.request("PATCH", f"{base}/messages/@original", {
+                "content": pieces[0], "allowed_mentions": no_pings}, bot_auth=False)
+            for piece in pieces[1:]:
+                await self._rest.request("POST", base, {"content": piece,
+                                                        "allowed_mentions": no_pings},
+                                         bot_auth=False)
+            return
+        conv = reply.conversation
+        for index, piece in enumerate(pieces):
+            body: dict[str, Any] = {"content": piece, "allowed_mentions": no_pings}
+            if index == 0 and conv.reply_to:
+                body["message_reference"] = {"message_id": conv.reply_to,
+                                             "fail_if_not_exists": False}
+            await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
+        if reply.meta.get("in_thread") == "1":
+            await self._threads.mark(conv.channel)
+
+    async def typing(self, message: Message) -> None:
+        if message.meta.get("mode") == "gateway":
+            await self._rest.request("POST", f"/channels/{message.conversation.channel}/typing")

@@ -1,0 +1,189 @@
+"""A fake Discord REST API and gateway on 127.0.0.1.
+
+REST (`/api/v10`): users/@me, oauth2/applications/@me, channel messages and typing, and the
+interaction webhook (`PATCH .../messages/@original`, follow-up `POST`); responses carry
+`Content-Type: application/json` exactly (discord.py parses nothing else); `rate_limit_next`
+makes the next channel message answer 429 with `retry_after` and `Via` (PROTOCOLS.md 4.3).
+Gateway (`/gateway`): HELLO, IDENTIFY (recorded, with its intents), READY, a GUILD_CREATE with
+one text channel and one thread, heartbeat ACKs, then every event put on `events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from tests.fakes.openai_server import LoopbackServer
+
+BOT_ID = "1100000000000000001"
+APP_ID = "1100000000000000002"
+GUILD_ID = "1200000000000000001"
+CHANNEL_ID = "1300000000000000001"
+THREAD_ID = "1300000000000000002"
+DM_CHANNEL_ID = "1300000000000000003"
+
+
+def _json(payload: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(body=json.dumps(payload).encode(), status=status,
+                        headers={"Content-Type": "application/json", **headers})
+
+
+class FakeDiscord(LoopbackServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
+        self.identify: dict[str, Any] | None = None
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.rate_limit_next = 0
+        self.changed = asyncio.Condition()
+        self._id = 1400000000000000000
+        self._seq = 0
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(path, body or {}) for method, path, body, _ in self.calls
+                if method == "POST" and path.endswith("/messages")]
+
+    async def wait_for(self, predicate: Any, timeout_s: float = 30) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(predicate), timeout_s)
+
+    async def _record(self, request: web.Request) -> dict[str, Any] | None:
+        raw = await request.read()
+        body = json.loads(raw) if raw else None
+        async with self.changed:
+            self.calls.append((request.method, request.path.removeprefix("/api/v10"), body,
+                               {"authorization": request.headers.get("Authorization", "")}))
+            self.changed.notify_all()
+        return body
+
+    async def _me(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return _json({"id": BOT_ID, "username": "switchboard", "discriminator": "0",
+                      "global_name": None, "avatar": None, "bot": True, "flags": 0})
+
+    async def _app(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return _json({"id": APP_ID, "name": "Switchboard", "icon": None, "description": "",
+                      "bot_public": True, "bot_require_code_grant": False,
+                      "verify_key": "00" * 32, "flags": 0, "team": None,
+                      "owner": {"id": "1", "username": "owner", "discriminator": "0",
+                                "avatar": None}})
+
+    async def _channel_message(self, request: web.Request) -> web.Response:
+        if self.rate_limit_next > 0:
+            self.rate_limit_next -= 1
+            async with self.changed:
+                self.calls.append(("429", request.path, None, {}))
+            return _json({"message": "You are being rate limited.", "retry_after": 0.5,
+                          "global": False}, 429, **{"Retry-After": "1", "Via": "1.1 google"})
+        body = await self._record(request)
+        self._id += 1
+        return _json({"id": str(self._id), "channel_id": request.match_info["channel"],
+                      "content": (body or {}).get("content", ""), "type": 0})
+
+    async def _ok(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        if request.method == "POST" and request.path.endswith("/typing"):
+            return web.Response(status=204)
+        self._id += 1
+        return _json({"id": str(self._id), "type": 0, "content": ""})
+
+    async def _send(self, ws: web.WebSocketResponse, kind: str, data: Any) -> None:
+        self._seq += 1
+        await ws.send_str(json.dumps({"op": 0, "t": kind, "s": self._seq, "d": data}))
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        pump: asyncio.Task[None] | None = None
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(msg.data)
+            if frame["op"] == 1:
+                await ws.send_str(json.dumps({"op": 11}))
+            elif frame["op"] == 2:
+                async with self.changed:
+                    self.identify = frame["d"]
+                    self.changed.notify_all()
+                await self._send(ws, "READY", {
+                    "v": 10, "user": {"id": BOT_ID, "username": "switchboard",
+                                      "discriminator": "0", "avatar": None, "bot": True},
+                    "guilds": [{"id": GUILD_ID, "unavailable": True}],
+                    "session_id": "fake-session", "private_channels": [],
+                    "resume_gateway_url": self.gateway_url,
+                    "application": {"id": APP_ID, "flags": 0}})
+                await self._send(ws, "GUILD_CREATE", guild())
+                pump = asyncio.create_task(self._pump(ws))
+        if pump is not None:
+            pump.cancel()
+        return ws
+
+    async def _pump(self, ws: web.WebSocketResponse) -> None:
+        while True:
+            event = await self.events.get()
+            await self._send(ws, "MESSAGE_CREATE", event)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/api/v10/users/@me", self._me),
+                web.get("/api/v10/oauth2/applications/@me", self._app),
+                web.post("/api/v10/channels/{channel}/messages", self._channel_message),
+                web.post("/api/v10/channels/{channel}/typing", self._ok),
+                web.patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._ok),
+                web.post("/api/v10/webhooks/{app}/{token}", self._ok),
+                web.get("/gateway", self._gateway)]
+
+
+def guild() -> dict[str, Any]:
+    return {
+        "id": GUILD_ID, "name": "Test guild", "icon": None, "owner_id": "1",
+        "afk_timeout": 300, "verification_level": 0, "default_message_notifications": 0,
+        "explicit_content_filter": 0, "features": [], "mfa_level": 0, "premium_tier": 0,
+        "system_channel_flags": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+        "member_count": 2, "large": False, "unavailable": False, "joined_at": None,
+        "roles": [{"id": GUILD_ID, "name": "@everyone", "permissions": "0", "position": 0,
+                   "color": 0, "hoist": False, "managed": False, "mentionable": False,
+                   "flags": 0}],
+        "emojis": [], "stickers": [], "members": [], "voice_states": [], "presences": [],
+        "channels": [{"id": CHANNEL_ID, "type": 0, "guild_id": GUILD_ID, "name": "general",
+                      "position": 0, "permission_overwrites": [], "nsfw": False,
+                      "parent_id": None}],
+        "threads": [{"id": THREAD_ID, "type": 11, "guild_id": GUILD_ID, "name": "help thread",
+                     "parent_id": CHANNEL_ID, "owner_id": "42", "message_count": 1,
+                     "member_count": 2,
+                     "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
+                                         "archive_timestamp": "2026-11-21T00:00:00+00:00",
+                                         "locked": False}}],
+    }
+
+
+def message_create(content: str, *, channel: str = CHANNEL_ID, guild_id: str | None = GUILD_ID,
+                   author_id: str = "42", bot: bool = False, mention_bot: bool = False,
+                   message_id: str = "1500000000000000001") -> dict[str, Any]:
+    """A MESSAGE_CREATE payload as Discord documents it (developers/resources/message)."""
+    author = {"id": author_id, "username": "ada", "discriminator": "0", "avatar": None,
+              "global_name": "Ada", "bot": bot}
+    data: dict[str, Any] = {
+        "id": message_id, "channel_id": channel, "author": author, "content": content,
+        "timestamp": "2026-11-21T12:00:00.000000+00:00", "edited_timestamp": None,
+        "tts": False, "mention_everyone": False,
+        "mentions": ([{"id": BOT_ID, "username": "switchboard", "discriminator": "0",
+                       "avatar": None, "bot": True}] if mention_bot else []),
+        "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0}
+    if guild_id:
+        data["guild_id"] = guild_id
+        data["member"] = {"roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
+                          "deaf": False, "mute": False}
+    return data
