@@ -6,60 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from adapters.verification import sha256_signature
 from tests.conftest import bot_command, subprocess_env
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class BotProcess:
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
-        self.port = free_port()
-        self.log = log
-        with log.open("ab") as sink:
-            self.proc = subprocess.Popen(
-                bot_command("run", "--host", "127.0.0.1", "--port", str(self.port), *args),
-                env=env, stdout=sink, stderr=sink)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    async def ready(self, timeout_s: float = 60) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        async with aiohttp.ClientSession() as session:
-            while True:
-                assert self.proc.poll() is None, self.log.read_text()
-                try:
-                    async with session.get(self.url + "/health/ready") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "bot run never got ready"
-                await asyncio.sleep(0.2)
-
-    async def post(self, body: bytes) -> int:
-        async with aiohttp.ClientSession() as session, session.post(
-                self.url + "/webhooks/support", data=body,
-                headers={"X-Signature": sha256_signature(TEST_WEBHOOK_SECRET, body)}) as r:
-            return r.status
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+from tests.fakes.processes import BotProcess
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from adapters.slack.normalize import Skip, SlackIdentity, normalize_event, strip
 from adapters.verification import verify_slack_v0
 from tests.conftest import CORPUS
 from tests.fakes.bot_server import Server
-from tests.fakes.slack_api import BOT_USER_ID, FakeSlack
+from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "slack"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -250,3 +250,38 @@ def test_normalize_table() -> None:
         "from a bot")
     assert normalize_event(payload("message_changed"), me) == Skip("subtype message_changed")
     assert strip_mention(f"<@{BOT_USER_ID}> hi <@U999|bob>", BOT_USER_ID) == "hi <@U999|bob>"
+
+
+async def test_ack_never_waits_for_the_model_and_unseen_retries_are_processed(
+        server_factory: Callable[..., Any], slack: FakeSlack) -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+
+    llm = await FakeOpenAI(delay_s=5).start()
+    try:
+        srv = await server_factory(slack_bot_token="xoxb-test-token",
+                                   slack_signing_secret=SIGNING_SECRET,
+                                   slack_api_url=slack.api_url, llm_base_url=llm.base_url)
+        body = json.dumps(payload("message_im")).encode()
+        # the first delivery was lost on the way: Slack's retry is the first we see
+        headers = dict(signed_headers(body), **{"X-Slack-Retry-Num": "2",
+                                                "X-Slack-Retry-Reason": "http_timeout"})
+        started = time.monotonic()
+        assert await post(srv, body, headers) == (200, "")
+        assert time.monotonic() - started < 1.0  # acked while the model still thinks
+        await slack.wait_for(lambda: slack.posts(), timeout_s=30)
+        assert slack.posts()[0]["text"].startswith("ANSWER to: Hello hello can you hear me?")
+    finally:
+        await llm.stop()
+
+
+async def test_interactivity_payloads_are_acknowledged(slack_bot: Server, slack: FakeSlack
+                                                       ) -> None:
+    action = {"type": "block_actions", "user": {"id": "U061F7AUR"}, "team": {"id": TEAM_ID},
+              "api_app_id": "A0APP00001", "trigger_id": "123.456.abc",
+              "container": {"type": "message", "message_ts": "1.2", "channel_id": "C1"},
+              "actions": [{"action_id": "feedback_up", "block_id": "b1", "value": "up",
+                           "type": "button", "action_ts": "1.3"}]}
+    body = ("payload=" + quote(json.dumps(action))).encode()
+    headers = signed_headers(body, content_type="application/x-www-form-urlencoded")
+    assert await post(slack_bot, body, headers) == (200, "")
+    assert await slack_bot.rt.inbox.backlog() == 0
