@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     telegram_webhook_secret: SecretStr | None = Field(
         None, description="1-256 of A-Z a-z 0-9 _ -")
     telegram_api_url: str = "https://api.telegram.org"
-    telegram_poll_timeout_s: Annotated[int, Field(ge=0, le=50)] = 30
+    telegram_poll_timeout_s: Annotated[int, Field(ge=1, le=50)] = 30
 
     # Discord (enabled by DISCORD_BOT_TOKEN or DISCORD_PUBLIC_KEY)
     discord_bot_token: SecretStr | None = None

@@ -216,8 +216,8 @@ class Runtime:
                             error=type(exc).__name__)
 
     async def _close(self) -> None:
+        await self.stop_workers()  # workers still send through the platforms' clients
         await self.stop_platforms()
-        await self.stop_workers()
         for name in ("http",):
             if hasattr(self, name):
                 await getattr(self, name).close()

@@ -48,15 +48,15 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
             await site.start()
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
                      platforms=[p.name for p in rt.platforms])
-        if http:
-            await rt.start_platforms()
         rt.start_workers(workers)
+        if http:
+            await rt.start_platforms()  # never blocks: connections are made in the background
         if not http:
             log.info("workers started", workers=workers)
         await stop.wait()
         log.info("shutting down")
         if site_runner is not None:
-            await site_runner.cleanup()
+            await site_runner.cleanup()  # no new requests
+        await rt.stop_workers()  # finish the messages in hand; senders still open
         await rt.stop_platforms()
-        await rt.stop_workers()
     return 0

@@ -19,6 +19,7 @@ import contextlib
 import json
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from aiohttp import web
@@ -36,9 +37,11 @@ from adapters.discord.normalize import (
     normalize_message_create,
 )
 from adapters.discord.send import DiscordRest, DiscordSender, DiscordThreads
+from adapters.progress import SendProgress
 from bot.log import get_logger
 
 log = get_logger("adapters.discord")
+ENQUEUE_ATTEMPTS = 4  # waits 1 + 2 + 4 s for Redis: the gateway never redelivers
 PONG, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = 1, 5, 6, 8
 
 
@@ -73,7 +76,8 @@ class DiscordAdapter:
         self._api_url = api_url
         self._gateway_url = gateway_url
         self._threads = DiscordThreads(deps.redis, deps.prefix)
-        self.sender = DiscordSender(DiscordRest(deps.http, api_url, bot_token), self._threads)
+        self.sender = DiscordSender(DiscordRest(deps.http, api_url, bot_token), self._threads,
+                                    SendProgress(deps.redis, deps.prefix))
         self._client: discord.Client | None = None
         self._gateway: asyncio.Task[None] | None = None
 
@@ -118,19 +122,39 @@ class DiscordAdapter:
     # gateway ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect to the gateway in the background (login retried with backoff); start-up
+        never waits on Discord."""
         if not self._bot_token:
             return
         if self._api_url.rstrip("/") != discord.http.Route.BASE:
             discord.http.Route.BASE = self._api_url.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._gateway_url)
+        self._gateway = asyncio.create_task(self._run_gateway(self._bot_token),
+                                            name="discord-gateway")
+        self._gateway.add_done_callback(_report_gateway_end)
+
+    async def _run_gateway(self, token: str) -> None:
         intents = discord.Intents(guilds=True, guild_messages=True, dm_messages=True,
                                   message_content=True)
-        client = discord.Client(intents=intents)
-        client.event(self._make_on_message(client))
-        await client.login(self._bot_token)
-        self._client = client
-        self._gateway = asyncio.create_task(client.connect(reconnect=True),
-                                            name="discord-gateway")
+        backoff_s = 1.0
+        while True:
+            client = discord.Client(intents=intents)
+            client.event(self._make_on_message(client))
+            self._client = client
+            try:
+                await client.login(token)
+                await client.connect(reconnect=True)  # returns only when closed
+                return
+            except (discord.LoginFailure, discord.PrivilegedIntentsRequired):
+                await client.close()
+                raise  # configuration errors: retrying cannot help
+            except (discord.HTTPException, discord.GatewayNotFound, aiohttp.ClientError,
+                    OSError) as exc:
+                await client.close()
+                log.warning("discord gateway unavailable; retrying", error=type(exc).__name__,
+                            delay_s=backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 60.0)
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -138,7 +162,7 @@ class DiscordAdapter:
             self._client = None
         if self._gateway is not None:
             self._gateway.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._gateway
             self._gateway = None
 
@@ -148,21 +172,44 @@ class DiscordAdapter:
                 return
             is_thread = isinstance(message.channel, discord.Thread)
             channel_id = str(message.channel.id)
-            try:
-                in_bot_thread = is_thread and await self._threads.contains(channel_id)
-                normalized = normalize_message_create(
-                    _payload(message), str(client.user.id), is_thread=is_thread,
-                    in_bot_thread=in_bot_thread)
-                if isinstance(normalized, Skip):
-                    log.debug("discord message not answered", reason=normalized.reason)
+            if message.author.bot:
+                return  # before any Redis work: never a loop, whatever Redis does
+            for attempt in range(ENQUEUE_ATTEMPTS):
+                try:
+                    in_bot_thread = is_thread and await self._threads.contains(channel_id)
+                    normalized = normalize_message_create(
+                        _payload(message), str(client.user.id), is_thread=is_thread,
+                        in_bot_thread=in_bot_thread)
+                    if isinstance(normalized, Skip):
+                        log.debug("discord message not answered", reason=normalized.reason)
+                        return
+                    await self._deps.inbox.enqueue(normalized)
                     return
-                await self._deps.inbox.enqueue(normalized)
-            except (RedisError, OSError) as exc:
-                # the gateway does not redeliver: the message is lost to us; say so loudly
-                log.error("discord message not stored", message_id=message.id,
-                          error=type(exc).__name__)
+                except (RedisError, OSError) as exc:
+                    if attempt + 1 == ENQUEUE_ATTEMPTS:
+                        # the gateway does not redeliver: this message is lost; say so loudly
+                        log.error("discord message not stored", message_id=message.id,
+                                  error=type(exc).__name__)
+                        return
+                    await asyncio.sleep(2 ** attempt)
 
         return on_message
+
+
+def _report_gateway_end(task: asyncio.Task[None]) -> None:
+    """A gateway that ends by itself is an outage of the Discord adapter: say why, loudly."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        log.error("discord gateway refused the MESSAGE_CONTENT intent: enable 'Message Content "
+                  "Intent' for the bot in the Developer Portal; Discord messages are not "
+                  "answered until then")
+    elif isinstance(error, discord.LoginFailure):
+        log.error("discord login failed: check DISCORD_BOT_TOKEN; Discord messages are not "
+                  "answered")
+    elif error is not None:
+        log.error("discord gateway stopped", error=type(error).__name__)
 
 
 def _payload(message: discord.Message) -> dict[str, Any]:

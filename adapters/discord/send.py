@@ -10,12 +10,15 @@ authorizes them); channel messages and typing use `Authorization: Bot <token>`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.messages import Message, Reply
 
@@ -84,31 +87,35 @@ class DiscordThreads:
 class DiscordSender:
     """Implements `bot.protocols.Sender` and `TypingIndicator` for Discord."""
 
-    def __init__(self, rest: DiscordRest, threads: DiscordThreads) -> None:
+    def __init__(self, rest: DiscordRest, threads: DiscordThreads,
+                 progress: SendProgress) -> None:
         self._rest = rest
         self._threads = threads
+        self._progress = progress
 
     async def send(self, reply: Reply) -> None:
         pieces = split_text(reply.render(), CONTENT_LIMIT)
         no_pings: dict[str, list[str]] = {"parse": []}
-        if reply.meta.get("mode") == "interaction":
-            base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
-            await self._rest.request("PATCH", f"{base}/messages/@original", {
-                "content": pieces[0], "allowed_mentions": no_pings}, bot_auth=False)
-            for piece in pieces[1:]:
-                await self._rest.request("POST", base, {"content": piece,
-                                                        "allowed_mentions": no_pings},
-                                         bot_auth=False)
-            return
         conv = reply.conversation
-        for index, piece in enumerate(pieces):
-            body: dict[str, Any] = {"content": piece, "allowed_mentions": no_pings}
-            if index == 0 and conv.reply_to:
-                body["message_reference"] = {"message_id": conv.reply_to,
-                                             "fail_if_not_exists": False}
-            await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
         if reply.meta.get("in_thread") == "1":
-            await self._threads.mark(conv.channel)
+            with contextlib.suppress(RedisError, OSError):  # best effort, before posting
+                await self._threads.mark(conv.channel)
+        done = await self._progress.delivered(reply.message_id)
+        for index, piece in enumerate(pieces[done:], start=done):
+            body: dict[str, Any] = {"content": piece, "allowed_mentions": no_pings}
+            if reply.meta.get("mode") == "interaction":
+                base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
+                if index == 0:
+                    await self._rest.request("PATCH", f"{base}/messages/@original", body,
+                                             bot_auth=False)
+                else:
+                    await self._rest.request("POST", base, body, bot_auth=False)
+            else:
+                if index == 0 and conv.reply_to:
+                    body["message_reference"] = {"message_id": conv.reply_to,
+                                                 "fail_if_not_exists": False}
+                await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
+            await self._progress.record(reply.message_id, index + 1)
 
     async def typing(self, message: Message) -> None:
         if message.meta.get("mode") == "gateway":

@@ -13,20 +13,28 @@ event and are deduplicated by the inbox.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
 from redis.exceptions import RedisError
-from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from adapters.base import AdapterDeps
-from adapters.slack.normalize import Skip, SlackIdentity, normalize_command, normalize_event
+from adapters.progress import SendProgress
+from adapters.slack.normalize import (
+    Skip,
+    SlackIdentity,
+    is_from_a_bot,
+    normalize_command,
+    normalize_event,
+)
 from adapters.slack.send import SlackSender, SlackThreads, web_client
 from adapters.verification import verify_slack_v0
 from bot.log import get_logger
@@ -52,7 +60,9 @@ class SlackAdapter:
         self._signing_secret = signing_secret
         self._app_token = app_token
         self._threads = SlackThreads(deps.redis, deps.prefix)
-        self.sender = SlackSender(self._client, self._threads, deps.http)
+        self.sender = SlackSender(self._client, self._threads, deps.http,
+                                  SendProgress(deps.redis, deps.prefix))
+        self._connecting: asyncio.Task[None] | None = None
         self._identity: SlackIdentity | None = None
         self._socket: SocketModeClient | None = None
 
@@ -60,24 +70,42 @@ class SlackAdapter:
         return [web.post("/slack/events", self.handle)] if self._signing_secret else []
 
     async def start(self) -> None:
-        if self._app_token:
-            self._socket = SocketModeClient(app_token=self._app_token,
-                                            web_client=web_client(self._app_token, self._api_url))
-            self._socket.socket_mode_request_listeners.append(self._on_socket_request)
-            await self._socket.connect()  # type: ignore[no-untyped-call]
-            log.info("slack socket mode connected")
+        """Learn the bot's identity and, with an app token, connect Socket Mode in the
+        background. Never blocks start-up: slack_sdk retries a failing connection forever, so
+        a bad token or an outage is logged (once checked here) and retried, not waited on."""
+        try:
+            await self.identity()
+        except StoreUnavailable as exc:
+            log.error("slack auth.test failed; will retry on the first event", error=str(exc))
+        if not self._app_token:
+            return
+        opener = web_client(self._app_token, self._api_url)
+        try:
+            await opener.apps_connections_open(app_token=self._app_token)
+        except Exception as exc:
+            log.error("slack socket mode cannot connect (check SLACK_APP_TOKEN); retrying",
+                      error=type(exc).__name__)
+        self._socket = SocketModeClient(app_token=self._app_token, web_client=opener)
+        self._socket.socket_mode_request_listeners.append(self._on_socket_request)
+        self._connecting = asyncio.create_task(self._socket.connect(),  # type: ignore[no-untyped-call]
+                                               name="slack-socket-mode")
 
     async def stop(self) -> None:
         if self._socket is not None:
             await self._socket.close()  # type: ignore[no-untyped-call]
             self._socket = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connecting
+            self._connecting = None
 
     async def identity(self) -> SlackIdentity:
         """The bot's user and bot ids from `auth.test` (cached)."""
         if self._identity is None:
             try:
                 me = await self._client.auth_test()
-            except (SlackApiError, OSError) as exc:
+            except Exception as exc:  # API errors, disconnects, payload errors alike
                 raise StoreUnavailable(f"auth.test failed: {type(exc).__name__}") from exc
             self._identity = SlackIdentity(user_id=str(me["user_id"]),
                                            bot_id=me.get("bot_id"))
@@ -149,6 +177,9 @@ class SlackAdapter:
         me = await self.identity()
         event = envelope.get("event") or {}
         in_thread = False
+        if isinstance(event, dict) and is_from_a_bot(event, me):
+            log.debug("slack event not answered", reason="from a bot")
+            return
         if isinstance(event, dict) and event.get("thread_ts") and event.get("channel"):
             try:
                 in_thread = await self._threads.contains(str(event["channel"]),

@@ -9,8 +9,12 @@ waits for `Retry-After` on 429 (up to 3 times) before the send fails and the eng
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -18,11 +22,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slackify_markdown import slackify_markdown
 
+from adapters.progress import SendProgress
 from adapters.text import split_text
+from bot.errors import TransientError
 from bot.messages import Reply
 
 TEXT_LIMIT = 3900
 THREAD_TTL_S = 7 * 24 * 3600
+MAX_RATE_LIMIT_WAITS = 3
 
 
 class SlackThreads:
@@ -57,27 +64,46 @@ def to_mrkdwn(markdown: str) -> str:
 
 
 class SlackSender:
-    """Implements `bot.protocols.Sender` for Slack."""
+    """Implements `bot.protocols.Sender` for Slack. Pieces already delivered by an earlier
+    attempt at the same reply are skipped."""
 
     def __init__(self, client: AsyncWebClient, threads: SlackThreads,
-                 http: aiohttp.ClientSession) -> None:
+                 http: aiohttp.ClientSession, progress: SendProgress) -> None:
         self._client = client
         self._threads = threads
         self._http = http
+        self._progress = progress
 
     async def send(self, reply: Reply) -> None:
         pieces = split_text(to_mrkdwn(reply.render()), TEXT_LIMIT)
-        response_url = reply.meta.get("response_url")
-        if response_url:
-            for piece in pieces:
-                async with self._http.post(response_url, json={
-                        "response_type": "in_channel", "text": piece}) as response:
-                    response.raise_for_status()
-            return
         conv = reply.conversation
-        for piece in pieces:
-            await self._client.chat_postMessage(channel=conv.channel, text=piece,
-                                                thread_ts=conv.thread, unfurl_links=False,
-                                                unfurl_media=False)
-        if conv.thread:
-            await self._threads.mark(conv.channel, conv.thread)
+        if conv.thread and not reply.meta.get("response_url"):
+            # before posting, best effort: the thread's follow-ups are answered from now on
+            with contextlib.suppress(RedisError, OSError):
+                await self._threads.mark(conv.channel, conv.thread)
+        done = await self._progress.delivered(reply.message_id)
+        for index, piece in enumerate(pieces[done:], start=done):
+            if reply.meta.get("response_url"):
+                await self._post_response_url(reply.meta["response_url"], piece)
+            else:
+                await self._client.chat_postMessage(channel=conv.channel, text=piece,
+                                                    thread_ts=conv.thread, unfurl_links=False,
+                                                    unfurl_media=False)
+            await self._progress.record(reply.message_id, index + 1)
+
+    async def _post_response_url(self, url: str, piece: str) -> None:
+        """POST to a slash command's response_url. Errors carry the status only: the URL is a
+        credential (it can post to the channel for 30 minutes) and must not reach a log."""
+        for _attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            try:
+                async with self._http.post(url, json={"response_type": "in_channel",
+                                                      "text": piece}) as response:
+                    if response.status == 429:
+                        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                        continue
+                    if response.status >= 400:
+                        raise TransientError(f"response_url answered {response.status}")
+                    return
+            except aiohttp.ClientError as exc:
+                raise TransientError(f"response_url: {type(exc).__name__}") from None
+        raise TransientError("response_url kept answering 429")

@@ -29,12 +29,14 @@ from telegram.error import TelegramError
 from telegram.request import HTTPXRequest
 
 from adapters.base import AdapterDeps
+from adapters.progress import SendProgress
 from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
 from adapters.telegram.send import TelegramSender
 from bot.log import get_logger
 
 log = get_logger("adapters.telegram")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+OFFSET_TTL_S = 6 * 24 * 3600
 
 
 class Unavailable(Exception):
@@ -58,7 +60,7 @@ class TelegramAdapter:
         self._get_updates_url = f"{base}/bot{token}/getUpdates"  # never logged: holds the token
         self._webhook_secret = webhook_secret
         self._poll_timeout_s = poll_timeout_s
-        self.sender = TelegramSender(self._bot)
+        self.sender = TelegramSender(self._bot, SendProgress(deps.redis, deps.prefix))
         self._identity: TelegramIdentity | None = None
         self._poller: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -180,7 +182,10 @@ class TelegramAdapter:
                     await self._process(update)
                     update_id = update.get("update_id") if isinstance(update, dict) else None
                     if isinstance(update_id, int):
-                        await self._deps.redis.set(self._offset_key(me.id), update_id + 1)
+                        # expires: after a week without updates Telegram restarts update_id
+                        # at a random value, which a stale offset would skip (PROTOCOLS 2.1)
+                        await self._deps.redis.set(self._offset_key(me.id), update_id + 1,
+                                                   ex=OFFSET_TTL_S)
                 backoff_s = 1.0
             except asyncio.CancelledError:
                 raise

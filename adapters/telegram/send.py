@@ -16,6 +16,7 @@ import telegramify_markdown
 from telegram import Bot, MessageEntity, ReplyParameters
 from telegram.error import BadRequest, NetworkError, RetryAfter
 
+from adapters.progress import SendProgress
 from bot.errors import TransientError
 from bot.messages import Message, Reply
 
@@ -33,8 +34,9 @@ def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
 class TelegramSender:
     """Implements `bot.protocols.Sender` and `TypingIndicator` for Telegram."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, progress: SendProgress) -> None:
         self._bot = bot
+        self._progress = progress
 
     async def _call(self, method: str, **kwargs: object) -> object:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
@@ -42,6 +44,8 @@ class TelegramSender:
                 return await getattr(self._bot, method)(**kwargs)
             except BadRequest:
                 raise
+            except RuntimeError as exc:  # PTB: "HTTPXRequest is not initialized" (closed)
+                raise TransientError(f"Telegram {method}: client closed") from exc
             except NetworkError as exc:  # connection errors and timeouts, not refusals
                 raise TransientError(f"Telegram {method}: {type(exc).__name__}") from exc
             except RetryAfter as exc:
@@ -55,13 +59,16 @@ class TelegramSender:
     async def send(self, reply: Reply) -> None:
         conv = reply.conversation
         thread = int(conv.thread) if conv.thread else None
-        for index, (text, entities) in enumerate(render(reply.render())):
+        pieces = render(reply.render())
+        done = await self._progress.delivered(reply.message_id)
+        for index, (text, entities) in enumerate(pieces[done:], start=done):
             quote = (ReplyParameters(message_id=int(conv.reply_to),
                                      allow_sending_without_reply=True)
                      if index == 0 and conv.reply_to else None)
             await self._call("send_message", chat_id=int(conv.channel), text=text,
                              entities=entities, message_thread_id=thread,
                              reply_parameters=quote, disable_notification=False)
+            await self._progress.record(reply.message_id, index + 1)
 
     async def typing(self, message: Message) -> None:
         conv = message.conversation

@@ -38,6 +38,8 @@ class FakeDiscord(LoopbackServer):
         self.identify: dict[str, Any] | None = None
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.rate_limit_next = 0
+        self.reject_from_post = -1  # with rate_limit_next: start rate limiting at that post
+        self.refuse_intents = False
         self.changed = asyncio.Condition()
         self._id = 1400000000000000000
         self._seq = 0
@@ -81,7 +83,7 @@ class FakeDiscord(LoopbackServer):
                                 "avatar": None}})
 
     async def _channel_message(self, request: web.Request) -> web.Response:
-        if self.rate_limit_next > 0:
+        if self.rate_limit_next > 0 and len(self.messages()) >= self.reject_from_post:
             self.rate_limit_next -= 1
             async with self.changed:
                 self.calls.append(("429", request.path, None, {}))
@@ -118,6 +120,9 @@ class FakeDiscord(LoopbackServer):
                 async with self.changed:
                     self.identify = frame["d"]
                     self.changed.notify_all()
+                if self.refuse_intents:
+                    await ws.close(code=4014, message=b"Disallowed intent(s).")
+                    break
                 await self._send(ws, "READY", {
                     "v": 10, "user": {"id": BOT_ID, "username": "switchboard",
                                       "discriminator": "0", "avatar": None, "bot": True},

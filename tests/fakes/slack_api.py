@@ -29,6 +29,8 @@ class FakeSlack(LoopbackServer):
         self.acks: list[dict[str, Any]] = []
         self.envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.rate_limit_next = 0
+        self.socket_auth_fails = False
+        self.response_url_status = 200
         self.changed = asyncio.Condition()
         self._ts = 1_700_000_000
 
@@ -66,6 +68,8 @@ class FakeSlack(LoopbackServer):
             return web.json_response({"ok": True, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
                                       "team_id": TEAM_ID, "user": "switchboard"})
         if method == "apps.connections.open":
+            if self.socket_auth_fails:
+                return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
         if method == "chat.postMessage":
             self._ts += 1
@@ -98,7 +102,7 @@ class FakeSlack(LoopbackServer):
     async def _response_url(self, request: web.Request) -> web.Response:
         await self._record("response_url", {"id": request.match_info["id"],
                                             **(await request.json())})
-        return web.Response(text="ok")
+        return web.Response(text="ok", status=self.response_url_status)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/api/{method}", self._api), web.get("/link", self._socket),

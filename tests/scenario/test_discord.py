@@ -190,3 +190,43 @@ def test_normalize_table() -> None:
     assert command.id == "discord:interaction:786008729715212338"
     assert command.meta["token"] == "A_UNIQUE_TOKEN" and command.user == "53908232506183680"
     assert normalize_interaction(interaction("ping")) == Skip("interaction type 1")
+
+
+async def test_a_reply_that_failed_midway_resumes_without_duplicates(
+        interactions_bot: Server, discord_api: FakeDiscord) -> None:
+    from adapters.discord.send import DiscordError
+
+    discord_api.rate_limit_next = 4  # more 429s than the sender waits out ...
+    discord_api.reject_from_post = 1  # ... starting with the second piece
+    reply = Reply(message_id="resume-me", text="\n\n".join(
+        f"Part {i}. " + "lorem ipsum " * 150 for i in range(3)),
+        conversation=Conversation("discord", CHANNEL_ID, reply_to="99"),
+        meta={"mode": "gateway"})
+    with pytest.raises(DiscordError):
+        await interactions_bot.rt.senders["discord"].send(reply)
+    assert len(discord_api.messages()) == 1
+    await interactions_bot.rt.senders["discord"].send(reply)  # the engine's retry
+    contents = [body["content"] for _, body in discord_api.messages()]
+    assert len(contents) == 3 and len(set(contents)) == 3
+    assert [c.split(".")[0] for c in contents] == ["Part 0", "Part 1", "Part 2"]
+
+
+async def test_a_refused_intent_is_reported_and_nothing_else_breaks(
+        discord_api: FakeDiscord, server_factory: Callable[..., Any]) -> None:
+    import discord as discord_py
+
+    discord_api.refuse_intents = True
+    srv = await server_factory(discord_bot_token="discord-bot-token-123",
+                               discord_public_key=PUBLIC_KEY,
+                               discord_api_url=discord_api.api_url,
+                               discord_gateway_url=discord_api.gateway_url)
+    [adapter] = srv.rt.platforms
+    for _ in range(100):
+        if adapter._gateway is not None and adapter._gateway.done():  # type: ignore[attr-defined]
+            break
+        await asyncio.sleep(0.1)
+    gateway = adapter._gateway  # type: ignore[attr-defined]
+    assert gateway.done()
+    assert isinstance(gateway.exception(), discord_py.PrivilegedIntentsRequired)
+    body = json.dumps(interaction("ping")).encode()  # interactions still answered
+    assert await post(srv, body, signed(body)) == (200, {"type": 1})

@@ -285,3 +285,30 @@ async def test_interactivity_payloads_are_acknowledged(slack_bot: Server, slack:
     headers = signed_headers(body, content_type="application/x-www-form-urlencoded")
     assert await post(slack_bot, body, headers) == (200, "")
     assert await slack_bot.rt.inbox.backlog() == 0
+
+
+async def test_a_bad_app_token_does_not_block_start_up(server_factory: Callable[..., Any],
+                                                       slack: FakeSlack) -> None:
+    slack.socket_auth_fails = True
+    started = time.monotonic()
+    srv = await server_factory(slack_bot_token="xoxb-test-token",
+                               slack_app_token="xapp-revoked-token",
+                               slack_signing_secret=SIGNING_SECRET, slack_api_url=slack.api_url)
+    assert time.monotonic() - started < 10
+    body = json.dumps(payload("message_im")).encode()  # HTTP events still work
+    assert await post(srv, body, signed_headers(body)) == (200, "")
+    await slack.wait_for(lambda: slack.posts())
+
+
+async def test_response_url_failures_do_not_reveal_the_url(slack_bot: Server,
+                                                           slack: FakeSlack) -> None:
+    from bot.errors import TransientError
+    from bot.messages import Conversation, Reply
+
+    slack.response_url_status = 500
+    url = f"http://127.0.0.1:{slack.port}/response/secret-hook-123"
+    with pytest.raises(TransientError) as info:
+        await slack_bot.rt.senders["slack"].send(Reply(
+            message_id="cmd-x", conversation=Conversation("slack", "C1", "T1"), text="hi",
+            meta={"response_url": url}))
+    assert "secret-hook-123" not in str(info.value) and info.value.__cause__ is None
