@@ -1,7 +1,7 @@
 """Ask latency: the whole path of a question (console adapter -> Redis inbox -> worker ->
 memory -> retrieval -> generation -> transcript -> reply), against retrieval alone.
 
-    python bench/ask.py [--questions N] [--llm fake] [SOURCE ...]
+    python -m bench.ask [--questions N] [--llm fake] [SOURCE ...]
 
 The corpus (default: docs/ and tests/fixtures/corpus/) is ingested into a fresh embedded
 Postgres+Valkey first. Questions are the corpus's own section headings turned into questions.

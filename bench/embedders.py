@@ -1,6 +1,6 @@
 """The default-embedder decision in figures: all-MiniLM-L6-v2 int8 ONNX against fp32 PyTorch.
 
-    pip install -e '.[torch]' && python bench/embedders.py [--threads 1]
+    pip install -e '.[torch]' && python -m bench.embedders [--threads 1]
 
 Measures in one process, on the chunks of docs/ and tests/fixtures/corpus/: agreement (cosine
 between the two backends' vectors of the same text), one-query latency (a short question, as a

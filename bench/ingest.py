@@ -1,6 +1,6 @@
 """Ingestion throughput: chunks/s of `bot ingest` on a corpus, against the embedder alone.
 
-    python bench/ingest.py [SOURCE ...]     (default: docs/ and tests/fixtures/corpus/)
+    python -m bench.ingest [SOURCE ...]     (default: docs/ and tests/fixtures/corpus/)
 
 Runs on a fresh embedded Postgres+Valkey (or DATABASE_URL/REDIS_URL when set). Prints: the
 first ingestion (load + chunk + embed + write), a second ingestion of the unchanged corpus

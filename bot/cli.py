@@ -29,6 +29,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Switchboard: a chat bot that answers from your knowledge base.")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure the bot.")
 app.add_typer(eval_app, name="eval")
+dlq_app = typer.Typer(no_args_is_help=True,
+                      help="Messages that failed BOT_MAX_DELIVERIES times (dead letters).")
+app.add_typer(dlq_app, name="dlq")
 out = Console()
 err = Console(stderr=True)
 
@@ -278,6 +281,59 @@ def eval_retrieval(
                 out.print(f"{name:<8} {r.queries:>7} {r.ndcg_at_10:>8.3f} {r.recall_at_10:>9.3f} "
                           f"{r.mrr:>6.3f}")
         return 0
+
+    _run(main())
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show dead-lettered messages, oldest first, with their error."""
+    settings = _settings()
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        async with Runtime(settings) as rt:
+            letters = await rt.inbox.dead_letters(limit)
+        if as_json:
+            sys.stdout.write(json.dumps([
+                {"id": d.id, "message_id": d.message.id if d.message else None,
+                 "conversation": d.message.conversation.key if d.message else None,
+                 "error": d.error, "attempts": d.attempts} for d in letters]) + "\n")
+            return 0
+        if not letters:
+            out.print("no dead letters")
+        for d in letters:
+            what = f"{d.message.id} ({d.message.conversation.key})" if d.message else "?"
+            out.print(f"{d.id}  {what}  attempts={d.attempts}  error={d.error}",
+                      markup=False, highlight=False)
+        return 0
+
+    _run(main())
+
+
+@dlq_app.command("retry")
+def dlq_retry(ids: Annotated[list[str] | None, typer.Argument(
+                  help="Dead-letter ids from `bot dlq list`.")] = None,
+              all_: Annotated[bool, typer.Option("--all", help="Retry every one.")] = False
+              ) -> None:
+    """Put dead-lettered messages back on the inbox."""
+    settings = _settings()
+    if not ids and not all_:
+        _error("error: name dead-letter ids or pass --all")
+        raise typer.Exit(2)
+
+    async def main() -> int:
+        from bot.runtime import Runtime
+
+        async with Runtime(settings) as rt:
+            wanted = [d.id for d in await rt.inbox.dead_letters(1_000_000)] if all_ else ids
+            missing = [i for i in wanted or [] if not await rt.inbox.requeue(i)]
+        for i in missing:
+            _error(f"error: no dead letter {i}")
+        out.print(f"requeued {len(wanted or []) - len(missing)}")
+        return 1 if missing else 0
 
     _run(main())
 

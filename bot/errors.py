@@ -32,3 +32,7 @@ class TransientError(BotError):
     """An outside service failed in a way worth retrying later (connection lost, timeout,
     overload). Adapters raise it for their platform's transient errors; the worker does not
     count such failures against BOT_MAX_DELIVERIES."""
+
+
+class BacklogFull(ServiceUnavailable):
+    """The inbox already holds BOT_MAX_BACKLOG entries; ingress answers 503 + Retry-After."""

@@ -19,13 +19,17 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from bot.errors import BacklogFull
 from bot.messages import Message
 
 GROUP = "engine"
 
 # KEYS: dedupe key, stream, reply-wait marker ("" for none)
-# ARGV: dedupe TTL s, message JSON, marker TTL s
+# ARGV: dedupe TTL s, message JSON, marker TTL s, max backlog (0: unlimited)
 _ENQUEUE = """
+if tonumber(ARGV[4]) > 0 and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  return -1
+end
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   if KEYS[3] ~= '' then
     redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
@@ -34,6 +38,17 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message moved to the dead-letter stream, with why and after how many attempts."""
+
+    id: str
+    message: Message | None
+    raw: str
+    error: str
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -53,13 +68,15 @@ class Inbox:
         dedupe_ttl_s: how long a message id is remembered; longer than any platform retries.
     """
 
-    def __init__(self, redis: Redis, prefix: str, *, dedupe_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, dedupe_ttl_s: int,
+                 max_backlog: int = 0) -> None:
         self._redis = redis
         self.stream = f"{prefix}:inbox"
         self.dlq = f"{prefix}:dlq"
         self._seen = f"{prefix}:seen:"
         self._attempts = f"{prefix}:attempts"
         self._dedupe_ttl_s = dedupe_ttl_s
+        self._max_backlog = max_backlog
         self._enqueue_script = redis.register_script(_ENQUEUE)
 
     async def ensure_group(self) -> None:
@@ -79,12 +96,16 @@ class Inbox:
                 only then, for a caller that will wait for the reply (see `ReplyRendezvous`).
 
         Raises:
+            BacklogFull: the inbox holds `max_backlog` entries already (nothing was stored).
             redis.exceptions.RedisError: Redis is unreachable or refused the write (nothing
                 was stored).
         """
         entry = await self._enqueue_script(
             keys=[self._seen + message.id, self.stream, wait_marker],
-            args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1)])
+            args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
+                  self._max_backlog])
+        if entry == -1:
+            raise BacklogFull(f"inbox backlog reached BOT_MAX_BACKLOG={self._max_backlog}")
         return _text(entry) if entry else None
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
@@ -145,6 +166,35 @@ class Inbox:
                                           "entry_id": delivery.entry_id,
                                           "attempts": str(delivery.attempt)})
         await self.ack(delivery.entry_id)
+
+    async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest `count` dead-lettered messages."""
+        rows: Any = await self._redis.xrange(self.dlq, count=count)
+        out = []
+        for entry_id, fields in rows:
+            raw = _text(fields.get(b"m", b""))
+            try:
+                message: Message | None = Message.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                message = None
+            out.append(DeadLetter(_text(entry_id), message, raw,
+                                  _text(fields.get(b"error", b"")),
+                                  int(fields.get(b"attempts", b"0") or 0)))
+        return out
+
+    async def requeue(self, dead_letter_id: str) -> bool:
+        """Put a dead-lettered message back on the inbox (its dedupe key stays: this is the
+        same message, retried on purpose) and remove it from the dead-letter stream. False if
+        there is no such dead letter."""
+        rows: Any = await self._redis.xrange(self.dlq, dead_letter_id, dead_letter_id)
+        if not rows:
+            return False
+        raw = rows[0][1].get(b"m", b"")
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, {"m": raw})
+            pipe.xdel(self.dlq, dead_letter_id)
+            await pipe.execute()
+        return True
 
     async def backlog(self) -> int:
         """Entries in the stream not yet acknowledged (pending or unread)."""

@@ -163,7 +163,8 @@ class Runtime:
         prefix = s.bot_key_prefix
         self.http = aiohttp.ClientSession()
         self.store = ChunkStore(self.pool)
-        self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s)
+        self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s,
+                           max_backlog=s.bot_max_backlog)
         await self.inbox.ensure_group()
         self.rendezvous = ReplyRendezvous(self.redis, prefix)
         self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
@@ -278,10 +279,13 @@ class Runtime:
             self._workers.append(asyncio.create_task(worker.run(self._stop_workers),
                                                      name=f"worker-{index}"))
 
-    async def stop_workers(self, grace_s: float = 30.0) -> None:
-        """Let workers finish the message in hand (up to `grace_s`), then cancel them."""
+    async def stop_workers(self, grace_s: float | None = None) -> None:
+        """Let workers finish the message in hand (up to `grace_s`, default
+        BOT_SHUTDOWN_GRACE_S), then cancel them; a cancelled message stays pending."""
         if not self._workers:
             return
+        if grace_s is None:
+            grace_s = self.settings.bot_shutdown_grace_s
         self._stop_workers.set()
         done, pending = await asyncio.wait(self._workers, timeout=grace_s)
         for task in pending:

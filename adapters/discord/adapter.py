@@ -38,6 +38,7 @@ from adapters.discord.normalize import (
 )
 from adapters.discord.send import DiscordRest, DiscordSender, DiscordThreads
 from adapters.progress import SendProgress
+from bot.errors import BacklogFull
 from bot.log import get_logger
 
 log = get_logger("adapters.discord")
@@ -112,7 +113,7 @@ class DiscordAdapter:
                                                "flags": 1 << 6}})
         try:
             await self._deps.inbox.enqueue(message)
-        except (RedisError, OSError):
+        except (RedisError, OSError, BacklogFull):
             log.error("discord interaction not stored", interaction=payload.get("id"))
             return _json({"type": 4, "data": {"content": "Sorry, I cannot take questions "
                                                          "right now. Please try again.",
@@ -185,7 +186,7 @@ class DiscordAdapter:
                         return
                     await self._deps.inbox.enqueue(normalized)
                     return
-                except (RedisError, OSError) as exc:
+                except (RedisError, OSError, BacklogFull) as exc:
                     if attempt + 1 == ENQUEUE_ATTEMPTS:
                         # the gateway does not redeliver: this message is lost; say so loudly
                         log.error("discord message not stored", message_id=message.id,

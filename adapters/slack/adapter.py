@@ -37,6 +37,7 @@ from adapters.slack.normalize import (
 )
 from adapters.slack.send import SlackSender, SlackThreads, web_client
 from adapters.verification import verify_slack_v0
+from bot.errors import BacklogFull
 from bot.log import get_logger
 from bot.messages import Message
 
@@ -184,7 +185,7 @@ class SlackAdapter:
             try:
                 in_thread = await self._threads.contains(str(event["channel"]),
                                                          str(event["thread_ts"]))
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, BacklogFull) as exc:
                 raise StoreUnavailable(type(exc).__name__) from exc
         message = normalize_event(envelope, me, in_bot_thread=in_thread)
         if isinstance(message, Skip):
@@ -196,7 +197,7 @@ class SlackAdapter:
     async def _enqueue(self, message: Message) -> None:
         try:
             await self._deps.inbox.enqueue(message)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, BacklogFull) as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
 
     async def _on_socket_request(self, client: AsyncBaseSocketModeClient,

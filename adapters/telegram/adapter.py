@@ -32,6 +32,7 @@ from adapters.base import AdapterDeps
 from adapters.progress import SendProgress
 from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
 from adapters.telegram.send import TelegramSender
+from bot.errors import BacklogFull
 from bot.log import get_logger
 
 log = get_logger("adapters.telegram")
@@ -129,7 +130,7 @@ class TelegramAdapter:
             return
         try:
             await self._deps.inbox.enqueue(message)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, BacklogFull) as exc:
             raise Unavailable(type(exc).__name__) from exc
 
     async def _answer_callback(self, query: dict[str, Any]) -> None:

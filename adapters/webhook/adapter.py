@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from adapters.verification import verify_sha256_signature
 from adapters.webhook.normalize import normalize
 from adapters.webhook.send import reply_body
-from bot.errors import PayloadError
+from bot.errors import BacklogFull, PayloadError
 from bot.inbox import Inbox
 from bot.log import get_logger
 from bot.rendezvous import ReplyRendezvous
@@ -70,7 +70,7 @@ class WebhookAdapter:
         try:
             entry = await self._inbox.enqueue(message, wait_marker=marker,
                                               wait_ttl_s=int(self._wait_timeout_s) + 60)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, BacklogFull) as exc:
             log.error("inbox unavailable; asked the caller to retry", message_id=message.id,
                       error=type(exc).__name__)
             return _error(503, "temporarily unavailable", **{"Retry-After": "5"})
@@ -80,7 +80,7 @@ class WebhookAdapter:
         if wait:
             try:
                 reply = await self._rendezvous.wait(message.id, self._wait_timeout_s)
-            except (RedisError, OSError):
+            except (RedisError, OSError, BacklogFull):
                 reply = None  # stored already: the reply goes to the callback URL
             if reply is not None:
                 return web.json_response(reply_body(reply), status=200)

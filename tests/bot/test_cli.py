@@ -135,3 +135,37 @@ async def test_chat_remembers_earlier_turns(env_settings: dict[str, str],
     assert "message processed" in logs  # DEBUG-level logs were written ...
     assert "sk-chat-test-secret-value" not in logs  # ... and hold no secret
     assert env_settings["WEBHOOK_SECRET"] not in logs
+
+
+async def test_dead_letters_can_be_listed_and_retried(env_settings: dict[str, str]) -> None:
+    from bot.messages import Conversation, Message
+    from bot.runtime import Runtime
+    from tests.conftest import settings_from
+
+    async with Runtime(settings_from(env_settings)) as rt:
+        message = Message(id="webhook:w:poison", user="u", text="hi",
+                          conversation=Conversation("webhook", "c", "w"))
+        await rt.inbox.enqueue(message)
+        [delivery] = await rt.inbox.read("test", 1, 100)
+        await rt.inbox.dead_letter(delivery, "max deliveries exceeded")
+        assert await rt.inbox.backlog() == 0
+    env = subprocess_env(env_settings)
+
+    async def bot(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *bot_command(*args), env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, _ = await bot("dlq", "list", "--json")
+    [letter] = json.loads(out)
+    assert code == 0 and letter["message_id"] == "webhook:w:poison"
+    assert letter["error"] == "max deliveries exceeded" and letter["attempts"] == 1
+    assert (await bot("dlq", "retry", "0-1"))[0] == 1  # unknown id
+    code, out, _ = await bot("dlq", "retry", letter["id"])
+    assert code == 0 and "requeued 1" in out
+    async with Runtime(settings_from(env_settings)) as rt:
+        assert await rt.inbox.backlog() == 1 and await rt.inbox.dead_letters() == []
+        [again] = await rt.inbox.read("test", 1, 100)
+        assert again.message is not None and again.message.id == "webhook:w:poison"

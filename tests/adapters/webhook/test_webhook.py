@@ -161,3 +161,22 @@ async def test_a_non_ascii_signature_is_401(server_factory: Callable[..., Any]) 
     writer.close()
     assert response.startswith(b"HTTP/1.1 401"), response[:200]
     assert b"invalid signature" in response
+
+
+async def test_a_full_backlog_answers_503_with_retry_after(server_factory: Callable[..., Any]
+                                                           ) -> None:
+    srv = await server_factory(workers=0, bot_max_backlog=2)
+    assert (await srv.post(envelope(id="b1")))[0] == 202
+    assert (await srv.post(envelope(id="b2")))[0] == 202
+    async with aiohttp.ClientSession() as session:
+        raw = envelope(id="b3")
+        async with session.post(srv.url + "/webhooks/support", data=raw, headers={
+                "X-Signature": sha256_signature(TEST_WEBHOOK_SECRET, raw)}) as r:
+            assert r.status == 503 and r.headers["Retry-After"] == "5"
+    assert await srv.rt.inbox.backlog() == 2
+    srv.rt.start_workers(1)  # the backlog drains, and the refused message can come back
+    for _ in range(100):
+        if await srv.rt.inbox.backlog() == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert (await srv.post(envelope(id="b3")))[0] == 202
