@@ -21,10 +21,11 @@ from redis.exceptions import ResponseError
 
 from bot.errors import BacklogFull
 from bot.messages import Message
+from bot.ordering import fifo_key
 
 GROUP = "engine"
 
-# KEYS: dedupe key, stream, reply-wait marker ("" for none)
+# KEYS: dedupe key, stream, reply-wait marker ("" for none), conversation FIFO
 # ARGV: dedupe TTL s, message JSON, marker TTL s, max backlog (0: unlimited)
 _ENQUEUE = """
 if tonumber(ARGV[4]) > 0 and redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[4]) then
@@ -34,7 +35,9 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   if KEYS[3] ~= '' then
     redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
   end
-  return redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
+  local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
+  redis.call('RPUSH', KEYS[4], id)
+  return id
 end
 return false
 """
@@ -71,6 +74,7 @@ class Inbox:
     def __init__(self, redis: Redis, prefix: str, *, dedupe_ttl_s: int,
                  max_backlog: int = 0) -> None:
         self._redis = redis
+        self._prefix = prefix
         self.stream = f"{prefix}:inbox"
         self.dlq = f"{prefix}:dlq"
         self._seen = f"{prefix}:seen:"
@@ -101,7 +105,8 @@ class Inbox:
                 was stored).
         """
         entry = await self._enqueue_script(
-            keys=[self._seen + message.id, self.stream, wait_marker],
+            keys=[self._seen + message.id, self.stream, wait_marker,
+                  fifo_key(self._prefix, message.conversation.key)],
             args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
                   self._max_backlog])
         if entry == -1:
@@ -190,11 +195,30 @@ class Inbox:
         if not rows:
             return False
         raw = rows[0][1].get(b"m", b"")
+        try:
+            conversation = Message.from_json(raw).conversation.key
+        except (ValueError, KeyError, TypeError):
+            conversation = "-"
+        entry_id = await self._redis.xadd(self.stream, {"m": raw})
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(self.stream, {"m": raw})
+            pipe.rpush(fifo_key(self._prefix, conversation), entry_id)
             pipe.xdel(self.dlq, dead_letter_id)
             await pipe.execute()
         return True
+
+    async def exists(self, entry_id: str) -> bool:
+        """True while the entry is in the stream (not yet finished)."""
+        return bool(await self._redis.xrange(self.stream, entry_id, entry_id))
+
+    async def fetch(self, consumer: str, entry_id: str) -> Delivery | None:
+        """Take an entry over for `consumer` (a worker processing a conversation in order) and
+        count the delivery; None if the entry no longer exists (already finished)."""
+        rows: Any = await self._redis.xrange(self.stream, entry_id, entry_id)
+        if not rows:
+            return None
+        await self._redis.xclaim(self.stream, GROUP, consumer, min_idle_time=0,
+                                 message_ids=[entry_id], justid=True)
+        return await self._delivery(rows[0][0], rows[0][1])
 
     async def backlog(self) -> int:
         """Entries in the stream not yet acknowledged (pending or unread)."""

@@ -30,6 +30,7 @@ from bot.llm import ChatGenerator, ExtractiveGenerator
 from bot.log import get_logger
 from bot.memory import RedisMemory
 from bot.messages import Passage
+from bot.ordering import ConversationOrder
 from bot.pipeline import (
     AlreadyAnswered,
     Generate,
@@ -166,6 +167,8 @@ class Runtime:
         self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s,
                            max_backlog=s.bot_max_backlog)
         await self.inbox.ensure_group()
+        self.order = ConversationOrder(self.redis, prefix,
+                                       ttl_ms=int(s.bot_claim_idle_s * 1000))
         self.rendezvous = ReplyRendezvous(self.redis, prefix)
         self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
         self.generator = self._build_generator()
@@ -273,7 +276,7 @@ class Runtime:
         s = self.settings
         self._stop_workers.clear()
         for index in range(count):
-            worker = Worker(self.inbox, self.pipeline, index=index,
+            worker = Worker(self.inbox, self.pipeline, self.order, index=index,
                             claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries)
             self.workers.append(worker)
             self._workers.append(asyncio.create_task(worker.run(self._stop_workers),

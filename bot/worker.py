@@ -6,6 +6,9 @@ entries it periodically claims entries that another consumer left pending for `c
 handles a message it refreshes the entry's idle time every `claim_idle_s / 3`, so a slow
 message (a slow model) is never claimed by a second worker while the first is still on it.
 
+Messages of one conversation are processed one at a time in arrival order, by whichever worker
+holds the conversation's lease (bot/ordering.py); different conversations run concurrently.
+
 A message that raises stays pending and is retried after `claim_idle_s`. Failures of outside
 services (connection errors, timeouts, rate limits, 5xx) do not count as deliveries, so an
 outage delays messages but does not dead-letter them; any other failure counts, and after
@@ -34,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
+from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline
 
 log = get_logger("bot.worker")
@@ -65,10 +69,12 @@ class Worker:
         block_ms: how long one XREADGROUP waits for new entries.
     """
 
-    def __init__(self, inbox: Inbox, pipeline: Pipeline, *, index: int, claim_idle_s: float,
-                 max_deliveries: int, block_ms: int = 250) -> None:
+    def __init__(self, inbox: Inbox, pipeline: Pipeline, order: ConversationOrder, *,
+                 index: int, claim_idle_s: float, max_deliveries: int,
+                 block_ms: int = 250) -> None:
         self._inbox = inbox
         self._pipeline = pipeline
+        self._order = order
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
@@ -106,26 +112,79 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, 30.0)
 
-    async def _keep_alive(self, entry_id: str) -> None:
+    async def _keep_alive(self, entry_id: str, lease: ConversationLease) -> None:
         while True:
             await asyncio.sleep(self._keep_every_s)
             with contextlib.suppress(RedisError, OSError):
                 await self._inbox.keep(self.consumer, entry_id)
+                await lease.refresh()
 
     async def handle(self, delivery: Delivery) -> None:
-        """Process one delivery; ack on success, leave pending on failure."""
+        """Handle the conversation `delivery` belongs to, in arrival order.
+
+        If another worker holds the conversation, the delivery is left to it (it processes the
+        conversation's entries in order, this one included). Otherwise this worker takes the
+        conversation's lease and processes its unfinished entries oldest first until none is
+        left, or until one fails (it then stays pending and blocks the conversation until its
+        retry, which keeps the order)."""
         if delivery.message is None:
             log.error("malformed inbox entry; dead-lettered", entry_id=delivery.entry_id)
             await self._inbox.dead_letter(delivery, "not a valid message")
             return
+        conversation = delivery.message.conversation.key
+        lease = await self._order.acquire(conversation)
+        if lease is None:
+            await self._inbox.uncount(delivery.entry_id)
+            log.debug("left to the conversation's current worker", entry_id=delivery.entry_id,
+                      conversation=conversation)
+            return
+        try:
+            await self._drain(lease, delivery)
+        except LeaseLost:
+            log.warning("conversation lease lost; another worker goes on with it",
+                        conversation=conversation)
+
+    async def _drain(self, lease: ConversationLease, trigger: Delivery) -> None:
+        trigger_seen = False
+        while True:
+            head = await lease.head()
+            if head is None:
+                if not trigger_seen and await self._inbox.exists(trigger.entry_id):
+                    # an entry with no place in the FIFO (enqueued before ordering existed)
+                    trigger_seen = True
+                    if not await self._process(trigger, lease):
+                        await lease.release()
+                        return
+                if await lease.release_if_done():
+                    return
+                continue
+            if head == trigger.entry_id:
+                trigger_seen = True
+                delivery: Delivery | None = trigger
+            else:
+                delivery = await self._inbox.fetch(self.consumer, head)
+            if delivery is None:  # finished earlier, not yet popped (a crash in between)
+                await lease.pop(head)
+                continue
+            if not await self._process(delivery, lease):
+                await lease.release()
+                return
+            await lease.pop(head)
+
+    async def _process(self, delivery: Delivery, lease: ConversationLease) -> bool:
+        """Run one entry through the pipeline. True when it is finished (acked or
+        dead-lettered), False when it failed and stays pending for a retry."""
+        if delivery.message is None:
+            await self._inbox.dead_letter(delivery, "not a valid message")
+            return True
         message = delivery.message
         if delivery.attempt > self._max_deliveries:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)
             await self._inbox.dead_letter(delivery, "max deliveries exceeded")
-            return
+            return True
         trace_id = uuid.uuid4().hex[:12]
-        keeper = asyncio.create_task(self._keep_alive(delivery.entry_id))
+        keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease))
         try:
             ctx = await self._pipeline.run(message)
         except asyncio.CancelledError:
@@ -138,7 +197,7 @@ class Worker:
             log.exception("message failed; left pending for retry", message_id=message.id,
                           conversation=message.conversation.key, attempt=delivery.attempt,
                           transient=transient, trace_id=trace_id, error=type(exc).__name__)
-            return
+            return False
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -150,3 +209,4 @@ class Worker:
                  latency_ms=ctx.latency_ms, passages=len(ctx.passages),
                  model=ctx.generated.model if ctx.generated else None,
                  skipped=ctx.skipped_reason or None, attempt=delivery.attempt)
+        return True

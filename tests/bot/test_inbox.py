@@ -51,7 +51,8 @@ class Failing:
 async def test_failures_stay_pending_then_go_to_the_dead_letter_stream(runtime: Runtime) -> None:
     inbox: Inbox = runtime.inbox
     stage = Failing()
-    worker = Worker(inbox, Pipeline([stage]), index=0, claim_idle_s=0.05, max_deliveries=2,
+    worker = Worker(inbox, Pipeline([stage]), runtime.order, index=0, claim_idle_s=0.05,
+                    max_deliveries=2,
                     block_ms=20)
     await inbox.enqueue(message("poison"))
     stop = asyncio.Event()
@@ -93,7 +94,7 @@ async def _run_workers(workers: list[Worker], until: object, timeout_s: float = 
 
 async def test_a_slow_message_is_not_claimed_by_a_second_worker(runtime: Runtime) -> None:
     stage = Slow(1.2)  # four times the claim idle time
-    workers = [Worker(runtime.inbox, Pipeline([stage]), index=i, claim_idle_s=0.3,
+    workers = [Worker(runtime.inbox, Pipeline([stage]), runtime.order, index=i, claim_idle_s=0.3,
                       max_deliveries=5, block_ms=20) for i in range(2)]
     await runtime.inbox.enqueue(message("slow"))
 
@@ -118,7 +119,7 @@ class FlakyService:
 
 async def test_outside_service_outages_do_not_use_up_deliveries(runtime: Runtime) -> None:
     stage = FlakyService(failures=4)
-    worker = Worker(runtime.inbox, Pipeline([stage]), index=0, claim_idle_s=0.05,
+    worker = Worker(runtime.inbox, Pipeline([stage]), runtime.order, index=0, claim_idle_s=0.05,
                     max_deliveries=2, block_ms=20)
     await runtime.inbox.enqueue(message("outage"))
 
@@ -132,7 +133,7 @@ async def test_outside_service_outages_do_not_use_up_deliveries(runtime: Runtime
 
 async def test_a_vanished_consumer_group_is_recreated(runtime: Runtime) -> None:
     stage = Slow(0)
-    worker = Worker(runtime.inbox, Pipeline([stage]), index=0, claim_idle_s=5,
+    worker = Worker(runtime.inbox, Pipeline([stage]), runtime.order, index=0, claim_idle_s=5,
                     max_deliveries=2, block_ms=20)
     await runtime.redis.delete(runtime.inbox.stream)  # FLUSHDB or eviction
     await runtime.inbox.enqueue(message("after-flush"))  # XADD re-creates a group-less stream

@@ -1,0 +1,147 @@
+"""Per-conversation ordering across any number of workers (docs/adr/0002-conversation-order.md).
+
+Each conversation has a FIFO of inbox entry ids in Redis (`<p>:conv:<conversation key>`),
+appended by the enqueue script in the same atomic step as the XADD, so its order is the
+arrival order. A worker handles a conversation only while it holds the conversation's lock
+(`<p>:lock:<conversation key>`, SET NX PX with a random token, refreshed while it works), and
+then always processes the conversation's head first, whichever entry woke it. Every change to
+the FIFO is fenced by the token: a worker whose lock expired (it stalled or died) can no longer
+pop, and the next holder starts again from the head. Releasing the lock is atomic with checking
+that the FIFO is empty, so an entry appended meanwhile is never orphaned.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from redis.asyncio import Redis
+
+# KEYS: lock; ARGV: token, ttl ms -> 1 if the caller now holds the lock
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lock; ARGV: token, ttl ms -> 1 if still held (and extended)
+_REFRESH = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lock, fifo; ARGV: token, entry id -> 1 if the head was that entry and was removed
+_POP = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
+  redis.call('LPOP', KEYS[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lock, fifo; ARGV: token -> 1 released (fifo empty), 0 work left, -1 not the holder
+_RELEASE_IF_EMPTY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: lock; ARGV: token -> release regardless of the fifo (after a failure)
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def fifo_key(prefix: str, conversation_key: str) -> str:
+    """The Redis list holding a conversation's unfinished inbox entry ids, oldest first."""
+    return f"{prefix}:conv:{conversation_key}"
+
+
+class ConversationLease:
+    """One worker's hold on one conversation. Create with `ConversationOrder.acquire`."""
+
+    def __init__(self, order: ConversationOrder, conversation_key: str, token: str) -> None:
+        self._order = order
+        self.conversation_key = conversation_key
+        self.token = token
+
+    async def head(self) -> str | None:
+        """The oldest entry id of the conversation not yet finished, or None."""
+        value = await self._order.redis.lindex(self._order.fifo_key(self.conversation_key), 0)
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def refresh(self) -> bool:
+        """Extend the lease; False if it was lost (expired and possibly taken over)."""
+        return bool(await self._order.refresh_script(
+            keys=[self._order.lock_key(self.conversation_key)],
+            args=[self.token, self._order.ttl_ms]))
+
+    async def pop(self, entry_id: str) -> bool:
+        """Remove `entry_id` from the head once it is finished. Raises LeaseLost if the lease
+        is no longer ours; False if the head was already another entry."""
+        result = int(await self._order.pop_script(
+            keys=[self._order.lock_key(self.conversation_key),
+                  self._order.fifo_key(self.conversation_key)],
+            args=[self.token, entry_id]))
+        if result == -1:
+            raise LeaseLost(self.conversation_key)
+        return result == 1
+
+    async def release_if_done(self) -> bool:
+        """Release the lease if the conversation has nothing left; False if work remains.
+        Raises LeaseLost if the lease is no longer ours."""
+        result = int(await self._order.release_if_empty_script(
+            keys=[self._order.lock_key(self.conversation_key),
+                  self._order.fifo_key(self.conversation_key)],
+            args=[self.token]))
+        if result == -1:
+            raise LeaseLost(self.conversation_key)
+        return result == 1
+
+    async def release(self) -> None:
+        """Give the conversation up (after a failure: the head stays for the next holder)."""
+        await self._order.release_script(keys=[self._order.lock_key(self.conversation_key)],
+                                         args=[self.token])
+
+
+class LeaseLost(Exception):
+    """The conversation lock expired and may belong to another worker now."""
+
+
+class ConversationOrder:
+    """Keys and scripts of the per-conversation FIFOs and locks.
+
+    Args:
+        ttl_ms: lock lifetime without refresh; a dead holder blocks its conversation at most
+            this long.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, *, ttl_ms: int) -> None:
+        self.redis = redis
+        self._prefix = prefix
+        self.ttl_ms = ttl_ms
+        self.acquire_script = redis.register_script(_ACQUIRE)
+        self.refresh_script = redis.register_script(_REFRESH)
+        self.pop_script = redis.register_script(_POP)
+        self.release_if_empty_script = redis.register_script(_RELEASE_IF_EMPTY)
+        self.release_script = redis.register_script(_RELEASE)
+
+    def fifo_key(self, conversation_key: str) -> str:
+        return fifo_key(self._prefix, conversation_key)
+
+    def lock_key(self, conversation_key: str) -> str:
+        return f"{self._prefix}:lock:{conversation_key}"
+
+    async def acquire(self, conversation_key: str) -> ConversationLease | None:
+        """The conversation's lease, or None while another worker holds it."""
+        token = uuid.uuid4().hex
+        got = await self.acquire_script(keys=[self.lock_key(conversation_key)],
+                                        args=[token, self.ttl_ms])
+        return ConversationLease(self, conversation_key, token) if got else None
