@@ -16,6 +16,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from bot.llm import number_sources
 from bot.log import get_logger
@@ -171,7 +178,14 @@ class SendReply:
         if sender is None:
             raise LookupError(f"no sender for platform {platform!r}")
         await sender.send(ctx.reply)
-        await self._redis.set(f"{self._prefix}:answered:{ctx.message.id}", "1", ex=self._ttl_s)
+        # the reply is out: recording that must ride out a short Redis blip, or a retry would
+        # send it again (with the same idempotency key, but still a second message)
+        async for attempt in AsyncRetrying(
+                stop=stop_after_delay(10), wait=wait_exponential_jitter(initial=0.1, max=2),
+                retry=retry_if_exception_type((RedisError, OSError)), reraise=True):
+            with attempt:
+                await self._redis.set(f"{self._prefix}:answered:{ctx.message.id}", "1",
+                                      ex=self._ttl_s)
 
 
 class Pipeline:

@@ -35,7 +35,9 @@ def reply_body(reply: Reply) -> dict[str, Any]:
 
 class WebhookSender:
     """Delivers to a `?wait=true` caller if one still waits, else POSTs to `callback_url`
-    (3 attempts, exponential backoff with jitter, on connection errors and 5xx/429).
+    (3 attempts, exponential backoff with jitter, on connection errors and 5xx/429), with an
+    `Idempotency-Key` header (the message id): a process killed after the POST but before it
+    recorded the send may send once more on redelivery, with the same key.
 
     Raises (from `send`): CallbackError or aiohttp.ClientError when every attempt failed, so
     the message stays pending and is retried by the engine.
@@ -57,7 +59,8 @@ class WebhookSender:
                         "unset", message_id=reply.message_id)
             return
         body = json.dumps(reply_body(reply), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json"}
+        # the same key on every attempt and every redelivery of this message's reply
+        headers = {"Content-Type": "application/json", "Idempotency-Key": reply.message_id}
         if self._secret:
             headers["X-Signature"] = sha256_signature(self._secret, body)
         async for attempt in AsyncRetrying(

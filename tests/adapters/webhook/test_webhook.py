@@ -56,6 +56,7 @@ async def test_accepted_then_signed_callback(server_factory: Callable[..., Any],
     await callback.wait_for(1)
     raw, headers = callback.calls[0]
     assert verify_sha256_signature(TEST_WEBHOOK_SECRET, raw, headers.get("X-Signature"))
+    assert headers["Idempotency-Key"] == "webhook:support:cb-1"
     reply = json.loads(raw)
     assert reply["id"] == "cb-1" and reply["conversation"] == "c1"
     assert "No language model is configured" in reply["answer"] or "nothing" in reply["answer"]
