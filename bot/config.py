@@ -72,7 +72,7 @@ class Settings(BaseSettings):
     chunk_tokens: Annotated[int, Field(ge=32, le=250)] = 192
     chunk_overlap_tokens: Annotated[int, Field(ge=0, le=128)] = 32
     retrieval_mode: RetrievalMode = RetrievalMode.DENSE
-    retrieval_top_k: Annotated[int, Field(ge=1, le=50)] = 5
+    retrieval_top_k: Annotated[int, Field(ge=0, le=50)] = 5
     retrieval_dense_weight: float = Field(0.8, ge=0, le=1)
     ingest_max_bytes: PositiveInt = 50 * MiB
     ingest_fetch_timeout_s: PositiveFloat = 30.0

@@ -102,7 +102,8 @@ class Retrieve:
         self._top_k = top_k
 
     async def __call__(self, ctx: Context) -> None:
-        ctx.passages = await self._retriever.retrieve(ctx.message.text, self._top_k)
+        if self._top_k > 0:
+            ctx.passages = await self._retriever.retrieve(ctx.message.text, self._top_k)
 
 
 class Generate:

@@ -45,3 +45,24 @@ async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) 
     turns = await runtime.memory.load(msg.conversation.key)
     assert [(t.role, t.content) for t in turns] == [("user", "question"),
                                                    ("assistant", "answer #1")]
+
+
+async def test_top_k_zero_turns_retrieval_off() -> None:
+    from bot.pipeline import Context, Retrieve
+
+    class Exploding:
+        async def retrieve(self, query: str, top_k: int) -> list[Passage]:
+            raise AssertionError("retrieval should be off")
+
+    class Counting:
+        calls = 0
+
+        async def retrieve(self, query: str, top_k: int) -> list[Passage]:
+            self.calls += 1
+            return []
+
+    msg = Message(id="m", conversation=Conversation("webhook", "c", "w"), user="u", text="q")
+    await Retrieve(Exploding(), 0)(Context(msg))
+    counting = Counting()
+    await Retrieve(counting, 3)(Context(msg))
+    assert counting.calls == 1

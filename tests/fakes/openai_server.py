@@ -113,6 +113,7 @@ class CallbackRecorder(LoopbackServer):
     def __init__(self, status: int = 200) -> None:
         self.status = status
         self.calls: list[tuple[bytes, dict[str, str]]] = []
+        self.arrival_s: list[float] = []  # time.perf_counter() of each call
         self.arrived = asyncio.Condition()
         super().__init__()
 
@@ -123,6 +124,7 @@ class CallbackRecorder(LoopbackServer):
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         async with self.arrived:
+            self.arrival_s.append(time.perf_counter())
             self.calls.append((body, dict(request.headers)))
             self.arrived.notify_all()
         return web.Response(status=self.status)
