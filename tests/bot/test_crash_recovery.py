@@ -84,3 +84,20 @@ async def test_ingress_only_process_then_worker_process(
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
+
+
+async def test_sigterm_finishes_the_message_in_hand_and_exits_0(
+        env_settings: dict[str, str], fake_llm: FakeOpenAI, callback: CallbackRecorder,
+        processes: list[BotProcess], tmp_path: Path) -> None:
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url,
+                         WEBHOOK_CALLBACK_URL=callback.url, BOT_SHUTDOWN_GRACE_S="20")
+    fake_llm.delay_s = 2  # the model is still thinking when SIGTERM arrives
+    bot = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
+    processes.append(bot)
+    await bot.ready()
+    assert await bot.post(envelope(id="in-flight", text="take your time")) == 202
+    await asyncio.wait_for(fake_llm.received.wait(), 30)
+    bot.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(bot.proc.wait, 30) == 0
+    assert len(callback.calls) == 1  # answered before exiting, not dropped
+    assert json.loads(callback.calls[0][0])["id"] == "in-flight"

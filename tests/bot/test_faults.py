@@ -90,9 +90,13 @@ async def test_sigkilled_workers_lose_nothing_and_keep_order(
     ingress = BotProcess(env, tmp_path / "run.log", "--workers", "2")
     workers: list[subprocess.Popen[bytes]] = []
 
+    logs: list[Path] = []
+
     def start_worker() -> None:
-        workers.append(subprocess.Popen(bot_command("worker", "--workers", "4"), env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        logs.append(tmp_path / f"worker-{len(logs)}.log")
+        with logs[-1].open("wb") as sink:
+            workers.append(subprocess.Popen(bot_command("worker", "--workers", "4"), env=env,
+                                            stdout=sink, stderr=sink))
 
     try:
         await ingress.ready()
@@ -111,6 +115,8 @@ async def test_sigkilled_workers_lose_nothing_and_keep_order(
         await callback.wait_for(CONVERSATIONS * PER_CONVERSATION, timeout_s=240)
         await asyncio.sleep(2)
         check(callback, max_repeats=kills)
+        shares = [log.read_text().count('"message processed"') for log in logs]
+        assert sum(1 for n in shares if n > 0) >= 3, shares  # the processes shared the load
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
