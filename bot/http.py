@@ -3,6 +3,7 @@
 - `GET /health/live`: 200 while the process serves requests.
 - `GET /health/ready`: 200 when Postgres and Redis answer and no migration is pending, else 503;
   the body names each check.
+- `GET /metrics`: Prometheus metrics (bot/metrics.py).
 Bodies above `BOT_MAX_BODY_BYTES` are refused with 413 while being read. An unexpected error
 becomes a JSON 500 with a trace id that is also in the log; no traceback reaches the client.
 """
@@ -15,8 +16,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.log import get_logger
+from bot.metrics import (
+    CONTENT_TYPE_LATEST,
+    DEAD_LETTER_BACKLOG,
+    INBOX_BACKLOG,
+    REGISTRY,
+    generate_latest,
+)
 from migrations import runner
 
 log = get_logger("bot.http")
@@ -39,11 +48,29 @@ async def error_boundary(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 class Health:
-    """Liveness and readiness handlers."""
+    """Liveness, readiness and metrics handlers.
 
-    def __init__(self, pool: asyncpg.Pool, redis: Redis) -> None:
+    Args:
+        inbox_keys: (inbox stream, dead-letter stream) whose lengths `/metrics` reports.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, redis: Redis,
+                 inbox_keys: tuple[str, str] | None = None) -> None:
         self._pool = pool
         self._redis = redis
+        self._inbox_keys = inbox_keys
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """Prometheus text format; the inbox gauges are read from Redis now (skipped if it is
+        down, so a scrape never fails)."""
+        if self._inbox_keys is not None:
+            try:
+                INBOX_BACKLOG.set(await self._redis.xlen(self._inbox_keys[0]))
+                DEAD_LETTER_BACKLOG.set(await self._redis.xlen(self._inbox_keys[1]))
+            except (RedisError, OSError):
+                pass
+        return web.Response(body=generate_latest(REGISTRY),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def live(self, _request: web.Request) -> web.Response:
         return web.json_response({"live": True})
@@ -73,5 +100,5 @@ def build_app(routes: Sequence[web.RouteDef], health: Health, *, max_body_bytes:
     """The server application with adapter `routes` mounted."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[error_boundary])
     app.add_routes([web.get("/health/live", health.live), web.get("/health/ready", health.ready),
-                    *routes])
+                    web.get("/metrics", health.metrics), *routes])
     return app

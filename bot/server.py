@@ -29,7 +29,7 @@ def server_app(rt: Runtime) -> web.Application:
         routes.extend(webhook.routes())
     for platform in rt.platforms:
         routes.extend(platform.routes())
-    return build_app(routes, Health(rt.pool, rt.redis),
+    return build_app(routes, Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq)),
                      max_body_bytes=rt.settings.bot_max_body_bytes)
 
 

@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
+from bot.metrics import DEAD_LETTERS, MESSAGE_FAILURES, MESSAGES_PROCESSED
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline
 
@@ -176,12 +177,14 @@ class Worker:
         dead-lettered), False when it failed and stays pending for a retry."""
         if delivery.message is None:
             await self._inbox.dead_letter(delivery, "not a valid message")
+            DEAD_LETTERS.labels("malformed").inc()
             return True
         message = delivery.message
         if delivery.attempt > self._max_deliveries:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)
             await self._inbox.dead_letter(delivery, "max deliveries exceeded")
+            DEAD_LETTERS.labels("max_deliveries").inc()
             return True
         trace_id = uuid.uuid4().hex[:12]
         keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease))
@@ -194,6 +197,7 @@ class Worker:
             if transient:
                 with contextlib.suppress(RedisError, OSError):
                     await self._inbox.uncount(delivery.entry_id)
+            MESSAGE_FAILURES.labels(message.conversation.platform, str(transient).lower()).inc()
             log.exception("message failed; left pending for retry", message_id=message.id,
                           conversation=message.conversation.key, attempt=delivery.attempt,
                           transient=transient, trace_id=trace_id, error=type(exc).__name__)
@@ -204,6 +208,7 @@ class Worker:
                 await keeper
         await self._inbox.ack(delivery.entry_id)
         self.processed += 1
+        MESSAGES_PROCESSED.labels(message.conversation.platform).inc()
         log.info("message processed", message_id=message.id,
                  conversation=message.conversation.key, platform=message.conversation.platform,
                  latency_ms=ctx.latency_ms, passages=len(ctx.passages),

@@ -181,3 +181,28 @@ async def test_a_full_backlog_answers_503_with_retry_after(server_factory: Calla
             break
         await asyncio.sleep(0.1)
     assert (await srv.post(envelope(id="b3")))[0] == 202
+
+
+async def test_metrics_count_processed_messages_and_the_backlog(
+        server_factory: Callable[..., Any], callback: CallbackRecorder) -> None:
+    import re
+
+    srv = await server_factory(workers=0, webhook_callback_url=callback.url)
+
+    async def metric(name: str) -> float:
+        async with aiohttp.ClientSession() as session, session.get(srv.url + "/metrics") as r:
+            assert r.status == 200 and r.content_type == "text/plain"
+            text = await r.text()
+        found = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    processed = 'switchboard_messages_processed_total{platform="webhook"}'
+    before = await metric(processed)
+    for i in range(3):
+        assert (await srv.post(envelope(id=f"metrics-{i}")))[0] == 202
+    assert await metric("switchboard_inbox_backlog") == 3
+    srv.rt.start_workers(1)
+    await callback.wait_for(3)
+    await asyncio.sleep(0.2)
+    assert await metric(processed) == before + 3
+    assert await metric("switchboard_inbox_backlog") == 0
