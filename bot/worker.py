@@ -46,7 +46,8 @@ log = get_logger("bot.worker")
 #: Failures of a service, not of the message: they do not count against max_deliveries.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError, OSError, TimeoutError, RedisConnectionError, RedisTimeoutError,
-    asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+    asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
     openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
     aiohttp.ClientError,
 )
