@@ -187,26 +187,27 @@ def chat(conversation: Annotated[str | None, typer.Option(
 
 @app.command()
 def run(workers: Annotated[int | None, typer.Option(
-            help="Engine workers in this process (default BOT_WORKERS; 0 = ingress only).")] = None,
+            help="Messages in flight in this process (default BOT_CONCURRENCY; 0 = ingress "
+                 "only).")] = None,
         host: Annotated[str | None, typer.Option(help="Default BOT_HTTP_HOST.")] = None,
         port: Annotated[int | None, typer.Option(help="Default BOT_HTTP_PORT.")] = None) -> None:
     """Serve the webhook adapter and health endpoints, with engine workers."""
     settings = _settings(quiet=False)
     from bot.server import serve
 
-    _run(serve(settings, workers=settings.bot_workers if workers is None else workers,
+    _run(serve(settings, workers=settings.concurrency if workers is None else workers,
                host=host or settings.bot_http_host,
                port=settings.bot_http_port if port is None else port, http=True))
 
 
 @app.command()
 def worker(workers: Annotated[int | None, typer.Option(
-        help="Engine workers in this process (default BOT_WORKERS).")] = None) -> None:
+        help="Messages in flight in this process (default BOT_CONCURRENCY).")] = None) -> None:
     """Run engine workers only (no HTTP server); scale out by starting more of these."""
     settings = _settings(quiet=False)
     from bot.server import serve
 
-    _run(serve(settings, workers=max(1, settings.bot_workers if workers is None else workers),
+    _run(serve(settings, workers=max(1, settings.concurrency if workers is None else workers),
                host="", port=0, http=False))
 
 

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
     # engine
     bot_workers: Annotated[int, Field(ge=0, le=256)] = 2
+    bot_concurrency: Annotated[int, Field(ge=0, le=256)] | None = None
     bot_claim_idle_s: PositiveFloat = 30.0
     bot_max_deliveries: PositiveInt = 5
     bot_max_backlog: Annotated[int, Field(ge=0)] = 100_000
@@ -136,6 +137,12 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty when set")
         return value
+
+    @property
+    def concurrency(self) -> int:
+        """In-flight messages per process (engine worker tasks): BOT_CONCURRENCY, or the older
+        BOT_WORKERS when it is unset."""
+        return self.bot_workers if self.bot_concurrency is None else self.bot_concurrency
 
     @property
     def llm_configured(self) -> bool:

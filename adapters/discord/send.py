@@ -1,7 +1,9 @@
 """`Reply` -> Discord REST: a message in the channel quoting the user's (gateway messages), or
 the deferred interaction response completed through the interaction webhook.
 
-Content is split at 2,000 characters (PROTOCOLS.md 3.3); mentions in answers are not pinged
+Channel messages carry a `nonce` derived from the message id with `enforce_nonce`, so a resend
+after a crash returns the message already posted. Content is split at 2,000 characters
+(PROTOCOLS.md 3.3); mentions in answers are not pinged
 (`allowed_mentions.parse = []`). On 429 the body's `retry_after` (or `Retry-After`) is waited
 out, up to 3 times. Interaction follow-ups need no bot token (the interaction token
 authorizes them); channel messages and typing use `Authorization: Bot <token>`.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from typing import Any
 
@@ -25,6 +28,11 @@ from bot.messages import Message, Reply
 CONTENT_LIMIT = 2000
 MAX_RATE_LIMIT_WAITS = 3
 THREAD_TTL_S = 7 * 24 * 3600
+
+
+def nonce(message_id: str, piece: int) -> str:
+    """A 25-character idempotency key for piece `piece` of the reply to `message_id`."""
+    return hashlib.sha256(f"{message_id}:{piece}".encode()).hexdigest()[:25]
 
 
 class DiscordError(Exception):
@@ -114,6 +122,10 @@ class DiscordSender:
                 if index == 0 and conv.reply_to:
                     body["message_reference"] = {"message_id": conv.reply_to,
                                                  "fail_if_not_exists": False}
+                # Discord's own idempotency key: a resend with the same nonce within minutes
+                # returns the message already created instead of posting it again
+                body["nonce"] = nonce(reply.message_id, index)
+                body["enforce_nonce"] = True
                 await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
             await self._progress.record(reply.message_id, index + 1)
 

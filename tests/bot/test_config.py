@@ -18,6 +18,13 @@ def test_defaults_follow_the_documented_values() -> None:
     assert not s.llm_configured
 
 
+def test_concurrency_falls_back_to_the_older_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_WORKERS", "3")
+    assert load_settings(_env_file=None).concurrency == 3
+    monkeypatch.setenv("BOT_CONCURRENCY", "8")
+    assert load_settings(_env_file=None).concurrency == 8
+
+
 def test_environment_names_map_to_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOT_HTTP_PORT", "9090")
     monkeypatch.setenv("LLM_BASE_URL", "http://127.0.0.1:11434/v1")

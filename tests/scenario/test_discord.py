@@ -208,6 +208,11 @@ async def test_a_reply_that_failed_midway_resumes_without_duplicates(
     await interactions_bot.rt.senders["discord"].send(reply)  # the engine's retry
     contents = [body["content"] for _, body in discord_api.messages()]
     assert len(contents) == 3 and len(set(contents)) == 3
+    from adapters.discord.send import nonce
+
+    assert [body["nonce"] for _, body in discord_api.messages()] == [
+        nonce("resume-me", i) for i in range(3)]
+    assert all(body["enforce_nonce"] is True for _, body in discord_api.messages())
     assert [c.split(".")[0] for c in contents] == ["Part 0", "Part 1", "Part 2"]
 
 
