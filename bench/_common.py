@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import statistics
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import aiohttp
 
 from bot.config import Settings, load_settings
 from bot.log import configure_logging
@@ -38,3 +41,20 @@ async def isolated_runtime(**overrides: object) -> AsyncIterator[Runtime]:
         settings: Settings = load_settings(**values)
         async with Runtime(settings) as rt:
             yield rt
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, timeout_s: float = 60) -> None:
+    """Poll `url/health/ready` until it answers 200.
+
+    Raises:
+        TimeoutError: not ready within `timeout_s`.
+    """
+    for _ in range(int(timeout_s / 0.2)):
+        try:
+            async with session.get(url + "/health/ready") as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} was not ready within {timeout_s:g} s")

@@ -25,7 +25,7 @@ import time
 import aiohttp
 
 from adapters.verification import sha256_signature
-from bench._common import summary
+from bench._common import summary, wait_ready
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 from tests.fakes.processes import free_port
 
@@ -48,14 +48,7 @@ async def run_once(args: argparse.Namespace, processes: int) -> tuple[float, lis
                                   stderr=subprocess.DEVNULL)]
         try:
             async with aiohttp.ClientSession() as session:
-                for _ in range(300):
-                    try:
-                        async with session.get(url + "/health/ready") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.2)
+                await wait_ready(session, url)
                 procs += [subprocess.Popen([sys.executable, "-m", "bot", "worker", "--workers",
                                             "4"], env=env, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)

@@ -28,7 +28,7 @@ import time
 
 import aiohttp
 
-from bench._common import summary
+from bench._common import summary, wait_ready
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_api import FakeSlack
 
@@ -69,14 +69,7 @@ async def main(args: argparse.Namespace) -> None:
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             async with aiohttp.ClientSession() as session:
-                for _ in range(300):
-                    try:
-                        async with session.get(url + "/health/ready") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.2)
+                await wait_ready(session, url)
                 baseline = []
                 for _ in range(200):
                     t0 = time.perf_counter()

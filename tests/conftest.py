@@ -10,7 +10,6 @@ other's data and a user's existing keys are never touched.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from bot.runtime import Runtime
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, server_factory  # noqa: F401
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
+from tests.fakes.processes import bot_command, processes  # noqa: F401
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 
@@ -148,8 +148,3 @@ async def callback() -> AsyncIterator[CallbackRecorder]:
     server = await CallbackRecorder().start()
     yield server
     await server.stop()
-
-
-def bot_command(*args: str) -> list[str]:
-    """argv that runs the `bot` CLI of this checkout with this interpreter."""
-    return [sys.executable, "-m", "bot", *args]

@@ -7,23 +7,12 @@ import asyncio
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import bot_command, subprocess_env
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 from tests.fakes.processes import BotProcess
-
-
-@pytest.fixture
-def processes() -> Iterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 async def test_sigkill_between_xadd_and_xack_loses_nothing(

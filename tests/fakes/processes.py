@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from adapters.verification import sha256_signature
-from tests.conftest import bot_command
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET
+
+
+def bot_command(*args: str) -> list[str]:
+    """argv that runs the `bot` CLI of this checkout with this interpreter."""
+    return [sys.executable, "-m", "bot", *args]
 
 
 def free_port() -> int:
@@ -54,3 +61,12 @@ class BotProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[BotProcess]]:
+    """`BotProcess`es a test starts; killed at teardown if still running."""
+    started: list[BotProcess] = []
+    yield started
+    for p in started:
+        p.stop()

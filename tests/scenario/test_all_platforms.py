@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -30,14 +30,6 @@ async def fakes() -> AsyncIterator[tuple[FakeSlack, FakeTelegram, FakeDiscord]]:
     yield servers
     for server in servers:
         await server.stop()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[BotProcess]]:
-    started: list[BotProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 async def test_bot_run_answers_on_every_platform(
