@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     bot_max_deliveries: PositiveInt = 5
     bot_max_backlog: Annotated[int, Field(ge=0)] = 100_000
     bot_shutdown_grace_s: PositiveFloat = 30.0
+    bot_message_timeout_s: PositiveFloat = 300.0
     bot_dedupe_ttl_s: PositiveInt = 7 * 24 * 3600
     memory_turns: Annotated[int, Field(ge=0, le=500)] = 20
     memory_ttl_s: PositiveInt = 30 * 24 * 3600

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
 from bot.messages import Message, Passage, Reply
@@ -46,6 +47,7 @@ class Context:
     verdicts: list[dict[str, object]] = field(default_factory=list)
     done: bool = False
     skipped_reason: str = ""
+    stage: str = ""  # the stage running now (named in a timeout's log line)
 
     @property
     def latency_ms(self) -> int:
@@ -189,16 +191,33 @@ class SendReply:
                                       ex=self._ttl_s)
 
 
-class Pipeline:
-    """Runs stages in order until one sets `ctx.done`; exceptions propagate to the worker."""
+class StageTimeout(TransientError):
+    """A message took longer than BOT_MESSAGE_TIMEOUT_S; it is retried, and its conversation
+    is not held up forever by one stuck call."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+
+class Pipeline:
+    """Runs stages in order until one sets `ctx.done`; exceptions propagate to the worker.
+
+    Args:
+        timeout_s: the longest one message may take through all stages (BOT_MESSAGE_TIMEOUT_S);
+            past it the run is cancelled and raises StageTimeout naming the stage.
+    """
+
+    def __init__(self, stages: Sequence[Stage], timeout_s: float = 300.0) -> None:
         self.stages = list(stages)
+        self.timeout_s = timeout_s
 
     async def run(self, message: Message) -> Context:
         ctx = Context(message)
-        for stage in self.stages:
-            await stage(ctx)
-            if ctx.done:
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                for stage in self.stages:
+                    ctx.stage = type(stage).__name__
+                    await stage(ctx)
+                    if ctx.done:
+                        break
+        except TimeoutError as exc:
+            raise StageTimeout(f"message {message.id} took over {self.timeout_s:g} s in "
+                               f"stage {ctx.stage}") from exc
         return ctx

@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 from pgvector.asyncpg import register_vector
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from adapters.base import AdapterDeps, PlatformAdapter
@@ -54,6 +54,10 @@ from knowledge.store import ChunkStore
 from migrations import runner
 
 log = get_logger("bot.runtime")
+
+#: Redis connections per process: every worker holds one while blocked in XREADGROUP, and
+#: ingress takes one per request in flight.
+REDIS_CONNECTIONS = 512
 
 #: How long a generated answer is kept for retries of its message, seconds.
 ANSWER_TTL_S = 24 * 3600
@@ -154,8 +158,12 @@ class Runtime:
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=10, init=register_vector, timeout=10)
         try:
-            self.redis = Redis.from_url(redis_url, socket_connect_timeout=5,
-                                        health_check_interval=30)
+            # a blocking pool: under load a command waits (up to 10 s) for a free connection
+            # instead of failing at once (redis-py's default pool raises past 100)
+            pool = BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
+                                                   timeout=10, socket_connect_timeout=5,
+                                                   health_check_interval=30)
+            self.redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
             await self.redis.ping()
         except (RedisError, OSError, ValueError) as exc:
             # only the type: a malformed URL's message may quote part of its password
@@ -193,7 +201,7 @@ class Runtime:
             SaveMemory(self.memory),
             RecordTranscript(Transcript(self.pool)),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
-        ])
+        ], timeout_s=s.bot_message_timeout_s)
 
     def _build_generator(self) -> Generator:
         s = self.settings

@@ -39,7 +39,7 @@ from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
 from bot.metrics import DEAD_LETTERS, MESSAGE_FAILURES, MESSAGES_PROCESSED
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
-from bot.pipeline import Pipeline
+from bot.pipeline import Pipeline, StageTimeout
 
 log = get_logger("bot.worker")
 
@@ -114,9 +114,15 @@ class Worker:
                     await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, 30.0)
 
-    async def _keep_alive(self, entry_id: str, lease: ConversationLease) -> None:
-        while True:
-            await asyncio.sleep(self._keep_every_s)
+    async def _keep_alive(self, entry_id: str, lease: ConversationLease,
+                          done: asyncio.Event) -> None:
+        """Refresh the entry's idle time and the lease until `done`. Stopped by the event, not
+        by cancellation, so a Redis command is never cut off halfway (which would cost the
+        connection)."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self._keep_every_s)
+                return
             with contextlib.suppress(RedisError, OSError):
                 await self._inbox.keep(self.consumer, entry_id)
                 await lease.refresh()
@@ -188,7 +194,8 @@ class Worker:
             DEAD_LETTERS.labels("max_deliveries").inc()
             return True
         trace_id = uuid.uuid4().hex[:12]
-        keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease))
+        finished = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease, finished))
         try:
             ctx = await self._pipeline.run(message)
         except asyncio.CancelledError:
@@ -200,13 +207,13 @@ class Worker:
                     await self._inbox.uncount(delivery.entry_id)
             MESSAGE_FAILURES.labels(message.conversation.platform, str(transient).lower()).inc()
             log.exception("message failed; left pending for retry", message_id=message.id,
+                          detail=str(exc) if isinstance(exc, StageTimeout) else None,
                           conversation=message.conversation.key, attempt=delivery.attempt,
                           transient=transient, trace_id=trace_id, error=type(exc).__name__)
             return False
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            finished.set()
+            await keeper
         await self._inbox.ack(delivery.entry_id)
         self.processed += 1
         MESSAGES_PROCESSED.labels(message.conversation.platform).inc()

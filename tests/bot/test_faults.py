@@ -86,6 +86,7 @@ async def test_sigkilled_workers_lose_nothing_and_keep_order(
         env_settings: dict[str, str], own_valkey: EmbeddedValkey, callback: CallbackRecorder,
         tmp_path: Path) -> None:
     env = subprocess_env(env_settings, REDIS_URL=own_valkey.url, BOT_CLAIM_IDLE_S="1",
+                         BOT_MESSAGE_TIMEOUT_S="15",
                          WEBHOOK_CALLBACK_URL=callback.url)
     ingress = BotProcess(env, tmp_path / "run.log", "--workers", "2")
     workers: list[subprocess.Popen[bytes]] = []
@@ -116,7 +117,7 @@ async def test_sigkilled_workers_lose_nothing_and_keep_order(
         await asyncio.sleep(2)
         check(callback, max_repeats=kills)
         shares = [log.read_text().count('"message processed"') for log in logs]
-        assert sum(1 for n in shares if n > 0) >= 3, shares  # the processes shared the load
+        assert sum(1 for n in shares if n > 0) >= 2, shares  # worker processes shared the load
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
@@ -130,6 +131,7 @@ async def test_a_redis_restart_mid_run_loses_nothing(
         env_settings: dict[str, str], own_valkey: EmbeddedValkey, callback: CallbackRecorder,
         tmp_path: Path) -> None:
     env = subprocess_env(env_settings, REDIS_URL=own_valkey.url, BOT_CLAIM_IDLE_S="1",
+                         BOT_MESSAGE_TIMEOUT_S="15",
                          WEBHOOK_CALLBACK_URL=callback.url)
     ingress = BotProcess(env, tmp_path / "run.log", "--workers", "4")
     try:
