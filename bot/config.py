@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.llm.providers import ProviderConfig, parse_providers
 
 MiB = 1024 * 1024
 
@@ -59,6 +60,20 @@ class Settings(BaseSettings):
     llm_timeout_s: PositiveFloat = 60.0
     llm_temperature: float = Field(0.2, ge=0, le=2)
     llm_max_tokens: PositiveInt = 800
+    llm_providers: str | None = None
+    llm_context_tokens: Annotated[int, Field(ge=512)] = 8192
+    llm_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    llm_backoff_initial_s: PositiveFloat = 0.5
+    llm_backoff_max_s: PositiveFloat = 8.0
+    llm_retry_after_max_s: PositiveFloat = 30.0
+    llm_breaker_failures: PositiveInt = 3
+    llm_breaker_cooldown_s: PositiveFloat = 60.0
+    llm_cache_ttl_s: Annotated[int, Field(ge=0)] = 3600
+    llm_stream: bool = True
+    llm_stream_edit_interval_s: Annotated[float, Field(ge=0.2)] = 1.0
+
+    # guardrails: the policy file (TOML or JSON); unset means the built-in defaults
+    guardrails_policy: Path | None = None
 
     # embeddings
     embedding_backend: EmbeddingBackend = EmbeddingBackend.ONNX
@@ -148,7 +163,23 @@ class Settings(BaseSettings):
     @property
     def llm_configured(self) -> bool:
         """True when a chat endpoint is configured (`LLM_BASE_URL` or `OPENAI_API_KEY`)."""
-        return bool(self.llm_base_url) or self.openai_api_key is not None
+        return bool(self.llm_base_url) or self.openai_api_key is not None \
+            or bool(self.llm_providers)
+
+    def providers(self) -> list[ProviderConfig]:
+        """The LLM providers: `LLM_PROVIDERS`, else one named "default" built from the
+        single-provider settings (the router gets its key, OPENAI_API_KEY, separately).
+
+        Raises:
+            ConfigError: `LLM_PROVIDERS` is malformed.
+        """
+        if self.llm_providers:
+            return parse_providers(self.llm_providers)
+        return [ProviderConfig(name="default", base_url=self.llm_base_url or None,
+                               model=self.llm_model,
+                               api_key_env=None,
+                               timeout_s=self.llm_timeout_s,
+                               context_tokens=self.llm_context_tokens)]
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value (and the password inside service URLs), for redaction."""
@@ -198,6 +229,8 @@ def _check_combinations(s: Settings) -> None:
             and s.slack_app_token is None:
         raise ConfigError("SLACK_SIGNING_SECRET: required when SLACK_BOT_TOKEN is set "
                           "(or set SLACK_APP_TOKEN for Socket Mode)")
+    if s.llm_providers:
+        parse_providers(s.llm_providers)
     if s.chunk_overlap_tokens >= s.chunk_tokens:
         raise ConfigError("CHUNK_OVERLAP_TOKENS: must be smaller than CHUNK_TOKENS "
                           f"({s.chunk_tokens})")

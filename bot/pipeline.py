@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -28,7 +28,17 @@ from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
 from bot.messages import Message, Passage, Reply
-from bot.protocols import Generated, Generator, Memory, Retriever, Sender, Turn, TypingIndicator
+from bot.protocols import (
+    DraftEditor,
+    Generated,
+    Generator,
+    Memory,
+    Retriever,
+    Sender,
+    Turn,
+    TypingIndicator,
+)
+from bot.streaming import DraftStream
 from bot.transcript import Transcript
 
 log = get_logger("bot.pipeline")
@@ -45,6 +55,8 @@ class Context:
     generated: Generated | None = None
     reply: Reply | None = None
     verdicts: list[dict[str, object]] = field(default_factory=list)
+    blocked: bool = False  # an input rail answered instead of the model
+    knowledge_base_only: bool = False  # answer from the knowledge base only (grounding)
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
@@ -104,7 +116,7 @@ class Retrieve:
         self._top_k = top_k
 
     async def __call__(self, ctx: Context) -> None:
-        if self._top_k > 0:
+        if self._top_k > 0 and ctx.reply is None:
             ctx.passages = await self._retriever.retrieve(ctx.message.text, self._top_k)
 
 
@@ -114,15 +126,35 @@ class Generate:
     The reply is kept in Redis (`<p>:answer:<message id>`, for `ttl_s`) before anything else
     happens, so a retry of the message (a failed send, a crash) sends the same answer, and
     memory, transcript and platform all agree, without paying for the model twice.
+
+    Streaming: when `stream_interval_s` is set and the platform's sender can edit messages
+    (`DraftEditor`), the answer is shown as it arrives in one message edited at most once per
+    `stream_interval_s` (`bot.streaming.DraftStream`); the reply then finishes that message
+    (`reply.meta["draft"]`). `draft_transform` is applied to drafts (output redaction).
     """
 
-    def __init__(self, generator: Generator, redis: Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(self, generator: Generator, redis: Redis, prefix: str, ttl_s: int, *,
+                 senders: Mapping[str, Sender] | None = None,
+                 stream_interval_s: float | None = None,
+                 draft_transform: Callable[[str], str] | None = None) -> None:
         self._generator = generator
         self._redis = redis
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._senders = senders or {}
+        self._stream_interval_s = stream_interval_s
+        self._draft_transform = draft_transform
+
+    def _draft_stream(self, message: Message) -> DraftStream | None:
+        sender = self._senders.get(message.conversation.platform)
+        if self._stream_interval_s is None or not isinstance(sender, DraftEditor):
+            return None
+        return DraftStream(sender, message, self._redis, self._prefix,
+                           interval_s=self._stream_interval_s, transform=self._draft_transform)
 
     async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is not None:  # already answered by a rail
+            return
         key = f"{self._prefix}:answer:{ctx.message.id}"
         cached = await self._redis.get(key)
         if cached is not None:
@@ -130,12 +162,15 @@ class Generate:
             ctx.reply = Reply.from_json(data["reply"])
             ctx.generated = Generated(**data["generated"])
             return
+        draft = self._draft_stream(ctx.message)
         ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
-                                                       ctx.passages)
+                                                       ctx.passages, on_delta=draft)
+        meta = dict(ctx.message.meta)
+        if draft is not None and (handle := await draft.finish()) is not None:
+            meta["draft"] = handle
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
-                          text=ctx.generated.text, sources=tuple(sources),
-                          meta=dict(ctx.message.meta))
+                          text=ctx.generated.text, sources=tuple(sources), meta=meta)
         await self._redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
                                                "generated": asdict(ctx.generated)}),
                               ex=self._ttl_s)
@@ -146,7 +181,9 @@ class SaveMemory:
         self._memory = memory
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is not None:
+        # neither a blocked message nor the apology for a model outage is worth remembering
+        if ctx.reply is not None and not ctx.blocked \
+                and not (ctx.generated and ctx.generated.error):
             await self._memory.append(ctx.message.conversation.key, [
                 Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
                 once_id=ctx.message.id)

@@ -3,6 +3,7 @@ knowledge package and the engine meet only through these protocols and `bot.mess
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +33,22 @@ class TypingIndicator(Protocol):
     async def typing(self, message: Message) -> None: ...
 
 
+@runtime_checkable
+class DraftEditor(Protocol):
+    """Optional sender capability: show an answer while it streams in, as one message edited
+    in place. `send` then finishes that message (its first piece edits the draft named by
+    `reply.meta["draft"]`) instead of posting a new one."""
+
+    async def post_draft(self, message: Message, text: str) -> str | None:
+        """Post the first draft in reply to `message`; return a handle for later edits (the
+        platform's message id), or None where this conversation cannot be edited."""
+        ...
+
+    async def edit_draft(self, message: Message, handle: str, text: str) -> None:
+        """Replace the draft's text."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One remembered utterance; role is "user" or "assistant"."""
@@ -55,16 +72,22 @@ class Memory(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Generated:
-    """A generated answer with its token counts (0 where the generator does not report them)."""
+    """A generated answer with its token counts (0 where the generator does not report them).
+    `error` and `trace_id` are set when no model answered and `text` is an apology."""
 
     text: str
     model: str
     tokens_in: int = 0
     tokens_out: int = 0
+    error: str = ""
+    trace_id: str = ""
 
 
 class Generator(Protocol):
     """Writes the answer from the question, the remembered turns and the retrieved passages."""
 
-    async def generate(self, question: str, history: list[Turn], passages: list[Passage]
-                       ) -> Generated: ...
+    async def generate(self, question: str, history: list[Turn], passages: list[Passage],
+                       on_delta: Callable[[str], Awaitable[None]] | None = None
+                       ) -> Generated:
+        """`on_delta`, when given, is awaited with the answer so far as it streams in."""
+        ...

@@ -25,8 +25,11 @@ from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.send import WebhookSender
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
 from bot.errors import ServiceUnavailable
+from bot.guardrails.policy import GuardrailPolicy, build_guardrails
+from bot.guardrails.stages import CheckPassages, InputRails, OutputRails
 from bot.inbox import Inbox
-from bot.llm import ChatGenerator, ExtractiveGenerator
+from bot.llm import ChatGenerator, ExtractiveGenerator, LLMRouter, count_tokens
+from bot.llm.cache import ResponseCache
 from bot.log import get_logger
 from bot.memory import RedisMemory
 from bot.messages import Passage
@@ -179,7 +182,7 @@ class Runtime:
                                        ttl_ms=int(s.bot_claim_idle_s * 1000))
         self.rendezvous = ReplyRendezvous(self.redis, prefix)
         self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
-        self.generator = self._build_generator()
+        self.generator = await self._build_generator()
         self.retriever: Retriever = _LazyRetriever(self)
         self.console = ConsoleAdapter(self.inbox, self.rendezvous)
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
@@ -192,25 +195,51 @@ class Runtime:
                                      callback_url=s.webhook_callback_url,
                                      timeout_s=s.webhook_callback_timeout_s),
         }
+        router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
+        self.guardrails = build_guardrails(GuardrailPolicy.load(s.guardrails_policy), router)
         self.pipeline = Pipeline([
             AlreadyAnswered(self.redis, prefix),
             LoadMemory(self.memory),
             ShowTyping(self.senders),
+            InputRails(self.guardrails),
             Retrieve(self.retriever, s.retrieval_top_k),
-            Generate(self.generator, self.redis, prefix, ANSWER_TTL_S),
+            CheckPassages(self.guardrails),
+            Generate(self.generator, self.redis, prefix, ANSWER_TTL_S, senders=self.senders,
+                     stream_interval_s=s.llm_stream_edit_interval_s
+                     if s.llm_stream and s.llm_configured else None,
+                     draft_transform=self.guardrails.redact_draft),
+            OutputRails(self.guardrails),
             SaveMemory(self.memory),
             RecordTranscript(Transcript(self.pool)),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
         ], timeout_s=s.bot_message_timeout_s)
 
-    def _build_generator(self) -> Generator:
+    async def _build_generator(self) -> Generator:
         s = self.settings
         if not s.llm_configured:
             return ExtractiveGenerator()
-        key = s.openai_api_key.get_secret_value() if s.openai_api_key else None
-        return ChatGenerator(base_url=s.llm_base_url, api_key=key, model=s.llm_model,
-                             timeout_s=s.llm_timeout_s, temperature=s.llm_temperature,
+        # the tokenizer table takes a moment to load: not on the event loop, not per message
+        await asyncio.to_thread(count_tokens, "")
+        return ChatGenerator(self.llm_router(), temperature=s.llm_temperature,
                              max_tokens=s.llm_max_tokens)
+
+    def llm_router(self) -> LLMRouter:
+        """A router over the configured providers (`LLM_PROVIDERS` or the single-provider
+        settings), with the Redis response cache unless `LLM_CACHE_TTL_S=0`.
+
+        Raises:
+            ConfigError: a provider's API key variable is unset.
+        """
+        s = self.settings
+        keys = {"default": s.openai_api_key.get_secret_value()} if s.openai_api_key else {}
+        cache = ResponseCache(self.redis, s.bot_key_prefix, s.llm_cache_ttl_s) \
+            if s.llm_cache_ttl_s > 0 else None
+        return LLMRouter(s.providers(), retries=s.llm_retries,
+                         backoff_initial_s=s.llm_backoff_initial_s,
+                         backoff_max_s=s.llm_backoff_max_s,
+                         retry_after_max_s=s.llm_retry_after_max_s,
+                         breaker_failures=s.llm_breaker_failures,
+                         breaker_cooldown_s=s.llm_breaker_cooldown_s, cache=cache, api_keys=keys)
 
     async def start_platforms(self) -> None:
         """Open the platforms' long-lived connections (gateway, polling, Socket Mode)."""
@@ -235,6 +264,8 @@ class Runtime:
                 await getattr(self, name).close()
         if isinstance(getattr(self, "generator", None), ChatGenerator):
             await self.generator.close()  # type: ignore[attr-defined]
+        if hasattr(self, "guardrails"):
+            self.guardrails.close()
         if hasattr(self, "redis"):
             await self.redis.aclose()
         if hasattr(self, "pool"):

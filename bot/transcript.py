@@ -36,10 +36,13 @@ class Transcript:
                 conv.key, message.id, message.user, message.text)
             await conn.execute(
                 """INSERT INTO messages (conversation_id, direction, message_id, text, sources,
-                                         verdicts, model, latency_ms, tokens_in, tokens_out)
-                   VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9)
+                                         verdicts, model, latency_ms, tokens_in, tokens_out,
+                                         error, trace_id)
+                   VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11)
                    ON CONFLICT DO NOTHING""",
                 conv.key, message.id, reply.text, sources, json.dumps(verdicts),
                 generated.model if generated else None, latency_ms,
                 generated.tokens_in if generated else None,
-                generated.tokens_out if generated else None)
+                generated.tokens_out if generated else None,
+                (generated.error or None) if generated else None,
+                (generated.trace_id or None) if generated else None)

@@ -71,6 +71,11 @@ class DiscordRest:
         raise AssertionError("unreachable")
 
 
+def _original(meta: dict[str, str]) -> str:
+    """The interaction's original response (the deferred "thinking" message)."""
+    return f"/webhooks/{meta['application_id']}/{meta['token']}/messages/@original"
+
+
 def _retry_after(text: str, headers: Any) -> float:
     try:
         return float(json.loads(text)["retry_after"])
@@ -93,7 +98,9 @@ class DiscordThreads:
 
 
 class DiscordSender:
-    """Implements `bot.protocols.Sender` and `TypingIndicator` for Discord."""
+    """Implements `bot.protocols.Sender`, `TypingIndicator` and `DraftEditor` for Discord. A
+    streamed draft is the interaction's original response (edited with PATCH @original) or a
+    channel message (posted with its own nonce, edited with PATCH)."""
 
     def __init__(self, rest: DiscordRest, threads: DiscordThreads,
                  progress: SendProgress) -> None:
@@ -112,12 +119,15 @@ class DiscordSender:
         for index, piece in enumerate(pieces[done:], start=done):
             body: dict[str, Any] = {"content": piece, "allowed_mentions": no_pings}
             if reply.meta.get("mode") == "interaction":
-                base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
-                if index == 0:
-                    await self._rest.request("PATCH", f"{base}/messages/@original", body,
+                if index == 0:  # the deferred response, or the draft streamed into it
+                    await self._rest.request("PATCH", _original(reply.meta), body,
                                              bot_auth=False)
                 else:
+                    base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
                     await self._rest.request("POST", base, body, bot_auth=False)
+            elif index == 0 and reply.meta.get("draft"):
+                await self._rest.request(
+                    "PATCH", f"/channels/{conv.channel}/messages/{reply.meta['draft']}", body)
             else:
                 if index == 0 and conv.reply_to:
                     body["message_reference"] = {"message_id": conv.reply_to,
@@ -128,6 +138,29 @@ class DiscordSender:
                 body["enforce_nonce"] = True
                 await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def post_draft(self, message: Message, text: str) -> str | None:
+        body: dict[str, Any] = {"content": text[:CONTENT_LIMIT],
+                                "allowed_mentions": {"parse": []}}
+        if message.meta.get("mode") == "interaction":
+            await self._rest.request("PATCH", _original(message.meta), body, bot_auth=False)
+            return "@original"
+        conv = message.conversation
+        if conv.reply_to:
+            body["message_reference"] = {"message_id": conv.reply_to,
+                                         "fail_if_not_exists": False}
+        body["nonce"] = nonce(message.id, -1)
+        body["enforce_nonce"] = True
+        created = await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
+        return str(created["id"]) if isinstance(created, dict) and "id" in created else None
+
+    async def edit_draft(self, message: Message, handle: str, text: str) -> None:
+        body = {"content": text[:CONTENT_LIMIT], "allowed_mentions": {"parse": []}}
+        if message.meta.get("mode") == "interaction":
+            await self._rest.request("PATCH", _original(message.meta), body, bot_auth=False)
+        else:
+            await self._rest.request(
+                "PATCH", f"/channels/{message.conversation.channel}/messages/{handle}", body)
 
     async def typing(self, message: Message) -> None:
         if message.meta.get("mode") == "gateway":

@@ -25,7 +25,7 @@ from slackify_markdown import slackify_markdown
 from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.errors import TransientError
-from bot.messages import Reply
+from bot.messages import Message, Reply
 
 TEXT_LIMIT = 3900
 THREAD_TTL_S = 7 * 24 * 3600
@@ -64,8 +64,9 @@ def to_mrkdwn(markdown: str) -> str:
 
 
 class SlackSender:
-    """Implements `bot.protocols.Sender` for Slack. Pieces already delivered by an earlier
-    attempt at the same reply are skipped."""
+    """Implements `bot.protocols.Sender` and `DraftEditor` for Slack. Pieces already delivered
+    by an earlier attempt at the same reply are skipped. A streamed draft is a
+    chat.postMessage edited with chat.update; slash commands (response_url) are not drafted."""
 
     def __init__(self, client: AsyncWebClient, threads: SlackThreads,
                  http: aiohttp.ClientSession, progress: SendProgress) -> None:
@@ -83,13 +84,30 @@ class SlackSender:
                 await self._threads.mark(conv.channel, conv.thread)
         done = await self._progress.delivered(reply.message_id)
         for index, piece in enumerate(pieces[done:], start=done):
-            if reply.meta.get("response_url"):
+            if index == 0 and reply.meta.get("draft"):
+                await self._client.chat_update(channel=conv.channel, ts=reply.meta["draft"],
+                                               text=piece)
+            elif reply.meta.get("response_url"):
                 await self._post_response_url(reply.meta["response_url"], piece)
             else:
                 await self._client.chat_postMessage(channel=conv.channel, text=piece,
                                                     thread_ts=conv.thread, unfurl_links=False,
                                                     unfurl_media=False)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def post_draft(self, message: Message, text: str) -> str | None:
+        if message.meta.get("response_url"):
+            return None
+        conv = message.conversation
+        response = await self._client.chat_postMessage(
+            channel=conv.channel, text=to_mrkdwn(text)[:TEXT_LIMIT], thread_ts=conv.thread,
+            unfurl_links=False, unfurl_media=False)
+        ts = response.get("ts")
+        return str(ts) if ts else None
+
+    async def edit_draft(self, message: Message, handle: str, text: str) -> None:
+        await self._client.chat_update(channel=message.conversation.channel, ts=handle,
+                                       text=to_mrkdwn(text)[:TEXT_LIMIT])
 
     async def _post_response_url(self, url: str, piece: str) -> None:
         """POST to a slash command's response_url. Errors carry the status only: the URL is a

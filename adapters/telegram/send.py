@@ -32,7 +32,8 @@ def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
 
 
 class TelegramSender:
-    """Implements `bot.protocols.Sender` and `TypingIndicator` for Telegram."""
+    """Implements `bot.protocols.Sender`, `TypingIndicator` and `DraftEditor` for Telegram
+    (a streamed draft is a sendMessage edited with editMessageText)."""
 
     def __init__(self, bot: Bot, progress: SendProgress) -> None:
         self._bot = bot
@@ -62,6 +63,10 @@ class TelegramSender:
         pieces = render(reply.render())
         done = await self._progress.delivered(reply.message_id)
         for index, (text, entities) in enumerate(pieces[done:], start=done):
+            if index == 0 and reply.meta.get("draft"):
+                await self._edit(int(conv.channel), int(reply.meta["draft"]), text, entities)
+                await self._progress.record(reply.message_id, index + 1)
+                continue
             quote = (ReplyParameters(message_id=int(conv.reply_to),
                                      allow_sending_without_reply=True)
                      if index == 0 and conv.reply_to else None)
@@ -69,6 +74,31 @@ class TelegramSender:
                              entities=entities, message_thread_id=thread,
                              reply_parameters=quote, disable_notification=False)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _edit(self, chat_id: int, message_id: int, text: str,
+                    entities: list[MessageEntity]) -> None:
+        try:
+            await self._call("edit_message_text", chat_id=chat_id, message_id=message_id,
+                             text=text, entities=entities)
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():  # same text again is no error for us
+                raise
+
+    async def post_draft(self, message: Message, text: str) -> str | None:
+        conv = message.conversation
+        piece, entities = render(text)[0]
+        quote = (ReplyParameters(message_id=int(conv.reply_to), allow_sending_without_reply=True)
+                 if conv.reply_to else None)
+        sent = await self._call("send_message", chat_id=int(conv.channel), text=piece,
+                                entities=entities,
+                                message_thread_id=int(conv.thread) if conv.thread else None,
+                                reply_parameters=quote)
+        message_id = getattr(sent, "message_id", None)
+        return str(message_id) if message_id is not None else None
+
+    async def edit_draft(self, message: Message, handle: str, text: str) -> None:
+        piece, entities = render(text)[0]
+        await self._edit(int(message.conversation.channel), int(handle), piece, entities)
 
     async def typing(self, message: Message) -> None:
         conv = message.conversation

@@ -12,8 +12,8 @@ class CountingGenerator:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def generate(self, question: str, history: list[Turn], passages: list[Passage]
-                       ) -> Generated:
+    async def generate(self, question: str, history: list[Turn], passages: list[Passage],
+                       on_delta: object = None) -> Generated:
         self.calls += 1
         return Generated(text=f"answer #{self.calls}", model="counting", tokens_in=3)
 

@@ -146,6 +146,7 @@ class FakeDiscord(LoopbackServer):
                 web.get("/api/v10/oauth2/applications/@me", self._app),
                 web.post("/api/v10/channels/{channel}/messages", self._channel_message),
                 web.post("/api/v10/channels/{channel}/typing", self._ok),
+                web.patch("/api/v10/channels/{channel}/messages/{message}", self._ok),
                 web.patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._ok),
                 web.post("/api/v10/webhooks/{app}/{token}", self._ok),
                 web.get("/gateway", self._gateway)]

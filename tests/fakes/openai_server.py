@@ -1,6 +1,11 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: `POST /v1/chat/completions`
 records each request body and answers with a completion whose text is produced by `answer`
-(default: "ANSWER to: <last user message> [1]"). `delay_s` slows every answer down."""
+(default: "ANSWER to: <last user message> [1]"). `delay_s` slows every answer down.
+
+Also: `"stream": true` answers as server-sent events (one chunk per word, a usage chunk when
+`stream_options.include_usage`, then `[DONE]`); a request with `tools` is answered with a tool
+call whose arguments come from `tool_arguments`; `fail_next(status, ...)` makes the next
+requests fail with that status (and optional Retry-After) before answering normally."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import hashlib
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -58,9 +64,15 @@ class LoopbackServer:
 
 class FakeOpenAI(LoopbackServer):
     def __init__(self, answer: Callable[[dict[str, Any]], str] = default_answer,
-                 delay_s: float = 0.0) -> None:
+                 delay_s: float = 0.0,
+                 tool_arguments: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 chunk_delay_s: float = 0.0) -> None:
         self.answer = answer
+        self.chunk_delay_s = chunk_delay_s  # between streamed chunks
         self.delay_s = delay_s
+        self.tool_arguments = tool_arguments
+        self.faults: deque[tuple[int, dict[str, str]]] = deque()
+        self.failed = 0  # requests answered with an injected fault
         self.requests: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
         self.received = asyncio.Event()
@@ -80,12 +92,63 @@ class FakeOpenAI(LoopbackServer):
                 await asyncio.wait_for(self._released.wait(), self.delay_s)
             except TimeoutError:
                 pass
+        if self.faults:
+            status, headers = self.faults.popleft()
+            self.failed += 1
+            return web.Response(status=status, headers=headers, content_type="application/json",
+                                text=json.dumps({"error": {"message": f"injected {status}",
+                                                           "type": "fake", "code": status}}))
+        if body.get("tools") and self.tool_arguments is not None:
+            return self._tool_call(body)
         text = self.answer(body)
+        if body.get("stream"):
+            return await self._stream(request, body, text)
         return web.Response(content_type="application/json", text=json.dumps({
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model", "fake"),
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
+
+    def fail_next(self, status: int, count: int = 1, retry_after: str | None = None) -> None:
+        """Answer the next `count` chat requests with HTTP `status` (and `Retry-After`)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        self.faults.extend([(status, headers)] * count)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], text: str
+                      ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body.get("model", "fake")}
+        words = re.findall(r"\S+\s*", text) or [""]
+        for index, word in enumerate(words):
+            delta = {"role": "assistant", "content": word} if index == 0 else {"content": word}
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+        final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(final)}\n\n".encode())
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {**base, "choices": [], "usage": {
+                "prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11}}
+            await response.write(f"data: {json.dumps(usage)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _tool_call(self, body: dict[str, Any]) -> web.Response:
+        assert self.tool_arguments is not None
+        name = body["tools"][0]["function"]["name"]
+        arguments = json.dumps(self.tool_arguments(body))
+        return web.Response(content_type="application/json", text=json.dumps({
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [{
+                    "id": f"call_{len(self.requests)}", "type": "function",
+                    "function": {"name": name, "arguments": arguments}}]}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
 
     def routes(self) -> list[web.RouteDef]:

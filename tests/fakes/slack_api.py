@@ -71,6 +71,9 @@ class FakeSlack(LoopbackServer):
             if self.socket_auth_fails:
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        if method == "chat.update":
+            return web.json_response({"ok": True, "channel": body.get("channel"),
+                                      "ts": body.get("ts"), "text": body.get("text")})
         if method == "chat.postMessage":
             self._ts += 1
             return web.json_response({"ok": True, "channel": body.get("channel"),

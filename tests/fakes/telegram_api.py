@@ -82,6 +82,12 @@ class FakeTelegram(LoopbackServer):
                 "id": BOT_ID, "is_bot": True, "first_name": "Switchboard",
                 "username": BOT_USERNAME, "can_join_groups": True,
                 "can_read_all_group_messages": False, "supports_inline_queries": False}})
+        if method == "editMessageText":
+            return web.json_response({"ok": True, "result": {
+                "message_id": int(params["message_id"]), "date": int(time.time()),
+                "edit_date": int(time.time()),
+                "chat": {"id": params["chat_id"], "type": "private"},
+                "text": params.get("text", "")}})
         if method == "sendMessage":
             self._message_id += 1
             return web.json_response({"ok": True, "result": {

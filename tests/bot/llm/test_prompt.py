@@ -38,3 +38,30 @@ async def test_extractive_answer_quotes_and_says_no_model_is_configured() -> Non
     assert generated.text.endswith(NO_LLM_NOTE)
     empty = await ExtractiveGenerator().generate("q", [], [])
     assert "found nothing" in empty.text
+
+
+def test_prompt_budget_drops_oldest_memory_then_last_passages() -> None:
+    from bot.llm import PromptBudget, build_prompt, count_tokens
+    from bot.protocols import Turn
+
+    history = [Turn("user", f"old question {i} " + "filler " * 40) for i in range(6)]
+    passages = [passage(f"doc{i}", f"passage {i} " + "text " * 150, 1 - i / 10)
+                for i in range(4)]
+    full = build_prompt("the question", history, passages)
+    assert full.dropped_turns == 0 and full.tokens > 850
+
+    budget = PromptBudget(context_tokens=700, max_tokens=200, reserve_tokens=0)
+    trimmed = build_prompt("the question", history, passages, budget)
+    assert trimmed.tokens <= 500
+    contents = [str(m["content"]) for m in trimmed.messages]
+    assert trimmed.dropped_turns == 6  # every old turn goes before any passage
+    assert trimmed.dropped_passages >= 1 and "passage 0" in contents[1]
+    assert contents[-1] == "the question"
+    assert trimmed.tokens == sum(count_tokens(c) + 4 for c in contents)
+
+    small = PromptBudget(context_tokens=1200, max_tokens=200, reserve_tokens=0)
+    kept_memory = build_prompt("q", history[:1], passages[:1], small)
+    assert kept_memory.dropped_turns == 0  # nothing dropped when it fits
+
+    tiny = build_prompt("why " * 2000, [], passages, PromptBudget(700, 100, 0))
+    assert tiny.tokens <= 600 and str(tiny.messages[-1]["content"]).endswith("…")

@@ -1,0 +1,86 @@
+"""Answer generators: an LLM through the router, or extractive answers without one."""
+
+from __future__ import annotations
+
+from bot.llm.prompt import NO_LLM_NOTE, PromptBudget, build_prompt, heading, number_sources
+from bot.llm.router import DeltaSink, LLMRouter, LLMUnavailable
+from bot.log import get_logger
+from bot.messages import Passage
+from bot.protocols import Generated, Turn
+
+log = get_logger("bot.llm")
+
+
+def apology(trace_id: str) -> str:
+    """What the user reads when no model answered."""
+    return ("Sorry, I can't reach a language model right now, so I can't answer this. "
+            f"Please try again in a few minutes. (trace id: {trace_id})")
+
+
+class ChatGenerator:
+    """Implements `bot.protocols.Generator` with the LLM router.
+
+    The prompt (`bot.llm.prompt.build_prompt`) is trimmed to the smallest context window among
+    the providers, minus `max_tokens` for the completion. The response cache is offered only
+    when the prompt holds no conversation memory. When every provider fails, the answer is an
+    apology with a trace id, and `Generated.error` says why (for the transcript).
+
+    Args:
+        router: the providers.
+        temperature: sampling temperature, 0-2.
+        max_tokens: completion length limit, tokens.
+    """
+
+    def __init__(self, router: LLMRouter, *, temperature: float, max_tokens: int) -> None:
+        self.router = router
+        self.model = router.model
+        self._temperature = temperature
+        self._max_tokens = max_tokens
+        context = min(p.config.context_tokens for p in router.providers)
+        self.budget = PromptBudget(context_tokens=context, max_tokens=max_tokens)
+
+    async def generate(self, question: str, history: list[Turn], passages: list[Passage],
+                       on_delta: DeltaSink | None = None) -> Generated:
+        prompt = build_prompt(question, history, passages, self.budget)
+        if prompt.dropped_turns or prompt.dropped_passages:
+            log.info("prompt trimmed to the context window", tokens=prompt.tokens,
+                     dropped_turns=prompt.dropped_turns,
+                     dropped_passages=prompt.dropped_passages)
+        try:
+            completion = await self.router.complete(
+                prompt.messages, temperature=self._temperature, max_tokens=self._max_tokens,
+                on_delta=on_delta, cacheable=not history)
+        except LLMUnavailable as exc:
+            return Generated(text=apology(exc.trace_id), model="none", error=str(exc),
+                             trace_id=exc.trace_id)
+        return Generated(text=completion.text or "(the model returned an empty answer)",
+                         model=completion.model, tokens_in=completion.tokens_in,
+                         tokens_out=completion.tokens_out)
+
+    async def close(self) -> None:
+        await self.router.aclose()
+
+
+class ExtractiveGenerator:
+    """Implements `bot.protocols.Generator` without a language model: quotes the best passages
+    (at most `max_quotes`, each cut to `max_chars`) with their source numbers."""
+
+    model = "extractive"
+
+    def __init__(self, max_quotes: int = 3, max_chars: int = 600) -> None:
+        self._max_quotes = max_quotes
+        self._max_chars = max_chars
+
+    async def generate(self, question: str, history: list[Turn], passages: list[Passage],
+                       on_delta: DeltaSink | None = None) -> Generated:
+        if not passages:
+            return Generated(text="I found nothing about that in the knowledge base.\n"
+                             + NO_LLM_NOTE, model=self.model)
+        _, numbers = number_sources(passages)
+        quotes = []
+        for p in passages[: self._max_quotes]:
+            text = " ".join(p.text.split())
+            if len(text) > self._max_chars:
+                text = text[: self._max_chars].rsplit(" ", 1)[0] + " …"
+            quotes.append(f"[{numbers[p.uri]}] {heading(p.title, p.section)}:\n> {text}")
+        return Generated(text="\n\n".join([*quotes, NO_LLM_NOTE]), model=self.model)

@@ -1,0 +1,367 @@
+"""The LLM router: one call, many OpenAI-compatible providers, in priority order.
+
+Per call and provider: a timeout (`timeout_s`), then retries with exponential backoff and
+jitter on 408, 409, 429 and 5xx answers, timeouts and lost connections, honouring `Retry-After`
+(RFC 9110 §10.2.3, seconds or HTTP date; a longer wait than `retry_after_max_s` moves on to the
+next provider at once). Other errors (400, 401, 404 ...) move on without retrying. A provider
+that fails `breaker_failures` calls in a row is skipped for `breaker_cooldown_s` (a circuit
+breaker, per process), then gets one trial call (half-open). When every provider fails,
+`LLMUnavailable` carries a trace id that the user sees and the logs and transcript record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
+
+from bot.errors import BotError
+from bot.llm.cache import ResponseCache
+from bot.llm.providers import ProviderConfig
+from bot.log import get_logger
+from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS
+
+log = get_logger("bot.llm")
+
+T = TypeVar("T", bound=BaseModel)
+#: Called with the whole text so far each time a streamed chunk arrives.
+DeltaSink = Callable[[str], Awaitable[None]]
+
+RETRY_STATUSES = frozenset({408, 409, 429})
+
+
+class LLMUnavailable(BotError):
+    """Every provider failed (or is cooling down). `trace_id` names this failure in the logs,
+    the transcript and the apology the user sees; `failures` is one line per provider."""
+
+    def __init__(self, trace_id: str, failures: list[str]) -> None:
+        self.trace_id = trace_id
+        self.failures = failures
+        super().__init__(f"no language model answered (trace id {trace_id}): "
+                         + "; ".join(failures))
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer. `provider` is the provider's name ("cache" for a cached answer)."""
+
+    text: str
+    model: str
+    provider: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached: bool = False
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `failures_to_open` failed calls in a row; while open (for `cooldown_s`
+    seconds, monotonic clock) the provider is skipped; afterwards one trial call decides."""
+
+    failures_to_open: int
+    cooldown_s: float
+    failures: int = 0
+    opened_at: float | None = None
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+    def available(self) -> bool:
+        return self.opened_at is None or self.clock() - self.opened_at >= self.cooldown_s
+
+    def record_success(self) -> bool:
+        """Close the breaker; True when it was open (half-open trial succeeded)."""
+        was_open = self.opened_at is not None
+        self.failures = 0
+        self.opened_at = None
+        return was_open
+
+    def record_failure(self) -> bool:
+        """Count a failed call; True when this failure opens (or re-opens) the breaker."""
+        self.failures += 1
+        if self.failures >= self.failures_to_open:
+            self.opened_at = self.clock()
+            return True
+        return False
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The server's `Retry-After` on an HTTP error, in seconds, or None.
+
+    Accepts delay-seconds and HTTP-date forms (RFC 9110 §10.2.3) and OpenAI's
+    `retry-after-ms`."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The API error inside instructor's wrapper, if any."""
+    cause = exc.__cause__
+    if type(exc).__name__ == "InstructorRetryException" and cause is not None:
+        return cause
+    return exc
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for timeouts, lost connections, 408/409/429 and 5xx answers."""
+    exc = _root(exc)
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description of a provider error (no response bodies)."""
+    exc = _root(exc)
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection failed"
+    return type(exc).__name__
+
+
+class Provider:
+    """A configured endpoint with its client and circuit breaker."""
+
+    def __init__(self, config: ProviderConfig, breaker: CircuitBreaker,
+                 api_key: str | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.model = config.model
+        self.breaker = breaker
+        # retries are the router's (with Retry-After and failover), not the SDK's
+        self.client = AsyncOpenAI(base_url=config.base_url,
+                                  api_key=api_key or config.api_key() or "unused",
+                                  timeout=config.timeout_s, max_retries=0)
+
+
+class LLMRouter:
+    """Sends chat requests to the first provider that answers.
+
+    Args:
+        providers: in the order to try them (sorted by priority).
+        retries: extra attempts per provider on a retryable error.
+        backoff_initial_s, backoff_max_s: exponential backoff with jitter between attempts.
+        retry_after_max_s: the longest `Retry-After` honoured; longer moves on to the next
+            provider.
+        breaker_failures, breaker_cooldown_s: the circuit breaker (see module docstring).
+        cache: optional response cache (used only where the caller allows it).
+        api_keys: keys by provider name, overriding `api_key_env` (the single-provider
+            settings pass OPENAI_API_KEY this way).
+
+    Raises:
+        ConfigError: a provider's `api_key_env` is unset.
+    """
+
+    def __init__(self, providers: list[ProviderConfig], *, retries: int = 2,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 8.0,
+                 retry_after_max_s: float = 30.0, breaker_failures: int = 3,
+                 breaker_cooldown_s: float = 60.0, cache: ResponseCache | None = None,
+                 api_keys: dict[str, str] | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        keys = api_keys or {}
+        self.providers = [Provider(p, CircuitBreaker(breaker_failures, breaker_cooldown_s,
+                                                     clock=clock),
+                                   keys.get(p.name)) for p in providers]
+        self._sleep = sleep
+        self.retries = retries
+        self._wait = wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s,
+                                             jitter=backoff_initial_s)
+        self.retry_after_max_s = retry_after_max_s
+        self.cache = cache
+
+    @property
+    def model(self) -> str:
+        """The first provider's model (what a healthy deployment answers with)."""
+        return self.providers[0].model
+
+    # retry policy -------------------------------------------------------------------------------
+
+    def _wait_s(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = retry_after_s(_root(exc)) if exc is not None else None
+        return hinted if hinted is not None else self._wait(state)
+
+    def _should_stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number > self.retries:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = retry_after_s(_root(exc)) if exc is not None else None
+        return hinted is not None and hinted > self.retry_after_max_s
+
+    @staticmethod
+    def _log_retry(provider: Provider) -> Callable[[RetryCallState], None]:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("llm call failed, retrying", provider=provider.name,
+                        attempt=state.attempt_number, wait_s=round(state.upcoming_sleep, 3),
+                        error=describe(exc) if exc is not None else "")
+        return before_sleep
+
+    async def _with_failover(self, call: Callable[[Provider], Awaitable[T | Completion]],
+                             what: str) -> T | Completion:
+        failures: list[str] = []
+        for provider in self.providers:
+            if not provider.breaker.available():
+                failures.append(f"{provider.name}: cooling down")
+                LLM_CALLS.labels(provider.name, "skipped").inc()
+                continue
+            try:
+                async for attempt in AsyncRetrying(
+                        stop=self._should_stop, wait=self._wait_s,
+                        retry=retry_if_exception(is_retryable), reraise=True,
+                        sleep=self._sleep,
+                        before_sleep=self._log_retry(provider)):
+                    with attempt:
+                        result = await call(provider)
+            except Exception as exc:
+                failures.append(f"{provider.name}: {describe(exc)}")
+                LLM_CALLS.labels(provider.name, "failed").inc()
+                if provider.breaker.record_failure():
+                    LLM_BREAKER_OPEN.labels(provider.name).set(1)
+                    log.warning("llm provider circuit opened", provider=provider.name,
+                                cooldown_s=provider.breaker.cooldown_s, error=describe(exc))
+                else:
+                    log.warning("llm provider failed, trying the next", provider=provider.name,
+                                error=describe(exc), what=what)
+                continue
+            LLM_CALLS.labels(provider.name, "ok").inc()
+            if provider.breaker.record_success():
+                LLM_BREAKER_OPEN.labels(provider.name).set(0)
+                log.info("llm provider circuit closed", provider=provider.name)
+            return result
+        trace_id = uuid.uuid4().hex[:12]
+        log.error("no llm provider answered", trace_id=trace_id, failures=failures, what=what)
+        raise LLMUnavailable(trace_id, failures)
+
+    # calls ----------------------------------------------------------------------------------------
+
+    async def complete(self, messages: list[ChatCompletionMessageParam], *, temperature: float,
+                       max_tokens: int, on_delta: DeltaSink | None = None,
+                       cacheable: bool = False) -> Completion:
+        """One chat completion from the first provider that answers.
+
+        Args:
+            messages: the chat messages (OpenAI format).
+            temperature, max_tokens: sampling settings; `max_tokens` limits the completion.
+            on_delta: when given, the answer is streamed (SSE) and `on_delta` is awaited with
+                the text so far at each chunk; a retry after a broken stream starts the text
+                again from the beginning.
+            cacheable: the caller allows the response cache (the router further requires
+                temperature 0).
+
+        Raises:
+            LLMUnavailable: every provider failed or is cooling down.
+        """
+        use_cache = self.cache is not None and cacheable and temperature == 0
+        if use_cache and self.cache is not None:
+            hit = await self.cache.get(messages, [p.model for p in self.providers], temperature)
+            if hit is not None:
+                if on_delta is not None:
+                    await on_delta(hit.text)
+                return hit
+
+        async def call(provider: Provider) -> Completion:
+            if on_delta is None:
+                return await self._complete_once(provider, messages, temperature, max_tokens)
+            return await self._stream_once(provider, messages, temperature, max_tokens, on_delta)
+
+        result = await self._with_failover(call, "chat")
+        assert isinstance(result, Completion)
+        if use_cache and self.cache is not None:
+            await self.cache.put(messages, temperature, result)
+        return result
+
+    async def _complete_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
+                             temperature: float, max_tokens: int) -> Completion:
+        completion = await provider.client.chat.completions.create(
+            model=provider.model, messages=messages, temperature=temperature,
+            max_tokens=max_tokens)
+        text = (completion.choices[0].message.content or "") if completion.choices else ""
+        usage = completion.usage
+        return Completion(text=text.strip(), model=provider.model, provider=provider.name,
+                          tokens_in=usage.prompt_tokens if usage else 0,
+                          tokens_out=usage.completion_tokens if usage else 0)
+
+    async def _stream_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
+                           temperature: float, max_tokens: int, on_delta: DeltaSink
+                           ) -> Completion:
+        stream = await provider.client.chat.completions.create(
+            model=provider.model, messages=messages, temperature=temperature,
+            max_tokens=max_tokens, stream=True, stream_options={"include_usage": True})
+        parts: list[str] = []
+        tokens_in = tokens_out = 0
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    tokens_in = chunk.usage.prompt_tokens
+                    tokens_out = chunk.usage.completion_tokens
+                for choice in chunk.choices:
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        await on_delta("".join(parts))
+        return Completion(text="".join(parts).strip(), model=provider.model,
+                          provider=provider.name, tokens_in=tokens_in, tokens_out=tokens_out)
+
+    async def structured(self, messages: list[ChatCompletionMessageParam], response_model: type[T],
+                         *, max_tokens: int = 512, validation_retries: int = 1) -> T:
+        """A reply parsed into `response_model` with `instructor` (tool-call mode), with the
+        same retries and failover as `complete`; temperature 0.
+
+        Raises:
+            LLMUnavailable: every provider failed, or none produced a valid object.
+        """
+        import instructor
+
+        async def call(provider: Provider) -> T:
+            client = instructor.from_openai(provider.client, mode=instructor.Mode.TOOLS)
+            result: T = await client.chat.completions.create(
+                model=provider.model, messages=messages, response_model=response_model,
+                temperature=0, max_tokens=max_tokens, max_retries=validation_retries)
+            return result
+
+        result = await self._with_failover(call, "structured")
+        assert isinstance(result, response_model)
+        return result
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.client.close()
