@@ -1,0 +1,71 @@
+"""`bot rails ...`: run the guardrails outside the bot, for evaluation and tuning."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from bot.guardrails.base import RailContext, run_rails
+from bot.guardrails.policy import GuardrailPolicy, Guardrails, build_guardrails
+
+rails_app = typer.Typer(no_args_is_help=True, help="Evaluate the guardrails.")
+
+
+def input_guardrails(policy: GuardrailPolicy) -> Guardrails:
+    """The policy's input rails (output rails, which may need a model, are left out)."""
+    offline = policy.model_copy(update={"output": policy.output.model_copy(
+        update={"grounding": "lexical"})})
+    return build_guardrails(offline)
+
+
+def _text_of(line: str) -> str:
+    data: Any = json.loads(line)
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+        raise ValueError('expected an object with a string "text"')
+    return str(data["text"])
+
+
+@rails_app.command("check")
+def rails_check(
+        threshold: Annotated[float | None, typer.Option(
+            min=0.0, max=1.0, help="Injection threshold (default: the policy's).")] = None,
+) -> None:
+    """Read JSON lines {"text": ...} on stdin; write one JSON line per input:
+    {"allowed": bool, "rail": str|null, "score": float} (score: the highest rail score, the
+    injection probability). A bad line gets {"error": ...} and the exit code is 1."""
+    from bot.cli import _run, _settings
+
+    settings = _settings()
+
+    async def main() -> int:
+        policy = GuardrailPolicy.load(settings.guardrails_policy)
+        if threshold is not None:
+            policy = policy.model_copy(update={"input": policy.input.model_copy(
+                update={"injection_threshold": threshold})})
+        rails = input_guardrails(policy)
+        failed = 0
+        try:
+            for number, line in enumerate(sys.stdin, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text = _text_of(line)
+                except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                    failed += 1
+                    result: dict[str, Any] = {"error": f"line {number}: {exc}"}
+                else:
+                    outcome = await run_rails(rails.input_rails, text, RailContext(),
+                                              stage="check")
+                    result = {"allowed": outcome.blocked is None,
+                              "rail": outcome.blocked.rail if outcome.blocked else None,
+                              "score": round(outcome.score or 0.0, 6)}
+                sys.stdout.write(json.dumps(result) + "\n")
+                sys.stdout.flush()
+        finally:
+            rails.close()
+        return 1 if failed else 0
+
+    _run(main())

@@ -1,0 +1,1 @@
+"""Guardrails: input and output rails that allow, redact or block a message (issue 5)."""

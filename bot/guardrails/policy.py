@@ -1,0 +1,190 @@
+"""The guardrail policy: one TOML (or JSON) file, `GUARDRAILS_POLICY`; built-in defaults when
+unset. Every key, with its default, is in `deploy/guardrails.toml`.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import ConfigError
+from bot.guardrails.base import Rail
+from bot.guardrails.pii import PIIRedactor
+from bot.guardrails.rails import (
+    BLOCKED_INPUT,
+    GroundingJudgement,
+    GroundingRail,
+    InjectionRail,
+    Judge,
+    LanguageRail,
+    LengthRail,
+    PIIRail,
+    TopicRail,
+)
+from bot.llm.prompt import passages_block
+from bot.llm.router import LLMRouter
+from bot.messages import Passage
+
+PIIKind = Literal["email", "phone", "card", "iban", "ip", "secret"]  # bot.guardrails.pii.KINDS
+
+NOT_IN_KB = ("I couldn't find that in the knowledge base, so I won't guess. Try rephrasing, "
+             "or ask someone on the team.")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputPolicy(_Section):
+    max_chars: Annotated[int, Field(gt=0)] = 4000
+    too_long_message: str = "That message is too long for me ({max_chars} characters at most)."
+    injection: bool = True
+    # None: the operating point stored with the shipped classifier
+    injection_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    injection_message: str = BLOCKED_INPUT
+    redact_pii: bool = False
+    allowed_languages: list[str] = []
+    language_message: str = "Sorry, I can only answer in these languages: {languages}."
+    blocked_topics: dict[str, list[str]] = {}
+    blocked_message: str = BLOCKED_INPUT
+    allowed_topics: dict[str, list[str]] = {}
+    off_topic_message: str = "Sorry, I can only help with: {topics}."
+
+
+class PassagePolicy(_Section):
+    injection: bool = True
+    # None: the input's threshold. Passages are documentation, scored sentence by sentence:
+    # raise it if legitimate how-to passages get dropped.
+    injection_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class OutputPolicy(_Section):
+    redact_pii: bool = True
+    pii_kinds: list[PIIKind] = ["email", "phone", "card", "iban", "ip", "secret"]
+    phone_regions: list[str] = ["US"]
+    secret_entropy_bits: Annotated[float, Field(gt=0, le=8)] = 4.0
+    knowledge_base_only: bool = False
+    grounding: Literal["lexical", "llm"] = "lexical"
+    min_support: Annotated[float, Field(ge=0, le=1)] = 0.5
+    not_in_kb_message: str = NOT_IN_KB
+
+
+class GuardrailPolicy(_Section):
+    enabled: bool = True
+    input: InputPolicy = InputPolicy()
+    passages: PassagePolicy = PassagePolicy()
+    output: OutputPolicy = OutputPolicy()
+
+    @classmethod
+    def load(cls, path: Path | None) -> GuardrailPolicy:
+        """The policy in `path` (.toml or .json), or the defaults when None.
+
+        Raises:
+            ConfigError: unreadable file, bad syntax, or an unknown or invalid key (named).
+        """
+        if path is None:
+            return cls()
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"GUARDRAILS_POLICY: cannot read {path} ({exc.strerror})"
+                              ) from None
+        try:
+            data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"GUARDRAILS_POLICY: {path}: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(part) for part in err["loc"])
+            raise ConfigError(f"GUARDRAILS_POLICY: {path}: {where}: {err['msg']}") from None
+
+
+def llm_judge(router: LLMRouter) -> Judge:
+    """A grounding judge that asks the router for a `GroundingJudgement` (instructor)."""
+
+    async def judge(answer: str, passages: list[Passage]) -> GroundingJudgement:
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content":
+             "You check answers against sources. supported is true only if every factual "
+             "claim of the answer is stated in or follows from the passages; list the claims "
+             "that are not."},
+            {"role": "user", "content": f"{passages_block(passages)}\n\nAnswer:\n{answer}"},
+        ]
+        return await router.structured(messages, GroundingJudgement)
+
+    return judge
+
+
+@dataclass
+class Guardrails:
+    """The rails built from a policy: input rails (in order), the passage check, output rails
+    (in order), and `redact_draft` for streamed drafts."""
+
+    policy: GuardrailPolicy
+    input_rails: list[Rail] = field(default_factory=list)
+    injection: InjectionRail | None = None
+    passage_injection: bool = False
+    output_rails: list[Rail] = field(default_factory=list)
+    redactor: PIIRedactor | None = None
+
+    def redact_draft(self, text: str) -> str:
+        return self.redactor.redact(text)[0] if self.redactor is not None else text
+
+    def close(self) -> None:
+        if self.injection is not None:
+            self.injection.close()
+
+
+def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None) -> Guardrails:
+    """The rails `policy` asks for. The injection classifier's weights are read here; its
+    embedding model loads at the first check.
+
+    Raises:
+        ConfigError: `grounding = "llm"` without a language model configured.
+    """
+    rails = Guardrails(policy)
+    if not policy.enabled:
+        return rails
+    p_in, p_out = policy.input, policy.output
+    rails.input_rails.append(LengthRail(p_in.max_chars, p_in.too_long_message))
+    if p_in.allowed_languages:
+        rails.input_rails.append(LanguageRail(p_in.allowed_languages, p_in.language_message))
+    if p_in.blocked_topics or p_in.allowed_topics:
+        rails.input_rails.append(TopicRail(p_in.blocked_topics, p_in.allowed_topics,
+                                           p_in.blocked_message, p_in.off_topic_message))
+    if p_in.injection or policy.passages.injection:
+        from bot.guardrails.injection import InjectionClassifier
+
+        classifier = InjectionClassifier.load()
+        threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
+            else classifier.default_threshold
+        p_threshold = policy.passages.injection_threshold
+        rails.injection = InjectionRail(classifier.score, threshold, p_in.injection_message,
+                                        passage_threshold=p_threshold)
+        rails.passage_injection = policy.passages.injection
+        if p_in.injection:
+            rails.input_rails.append(rails.injection)
+    redactor = PIIRedactor(p_out.pii_kinds, p_out.phone_regions, p_out.secret_entropy_bits)
+    if p_in.redact_pii:
+        rails.input_rails.append(PIIRail(redactor))
+    if p_out.redact_pii:
+        rails.redactor = redactor
+        rails.output_rails.append(PIIRail(redactor))
+    judge = None
+    if p_out.grounding == "llm":
+        if router is None:
+            raise ConfigError("GUARDRAILS_POLICY: output.grounding = \"llm\" needs a language "
+                              "model (LLM_BASE_URL, OPENAI_API_KEY or LLM_PROVIDERS)")
+        judge = llm_judge(router)
+    rails.output_rails.append(GroundingRail(p_out.not_in_kb_message,
+                                            always=p_out.knowledge_base_only,
+                                            min_support=p_out.min_support, judge=judge))
+    return rails

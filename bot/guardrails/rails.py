@@ -1,0 +1,271 @@
+"""The rails: small classes with one async `check` method (see `bot.guardrails.base.Rail`).
+
+Input rails run before retrieval and generation, on the user's text; the injection rail also
+checks retrieved passages (indirect injection); output rails run before the reply is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel
+
+from bot.guardrails.base import Action, RailContext, Verdict, allow
+from bot.guardrails.pii import PIIRedactor
+from bot.messages import Passage
+
+BLOCKED_INPUT = "Sorry, I can't help with that request."
+
+
+class LengthRail:
+    """Blocks input longer than `max_chars` characters."""
+
+    name = "length"
+
+    def __init__(self, max_chars: int, message: str) -> None:
+        self.max_chars = max_chars
+        self.message = message
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        if len(text) <= self.max_chars:
+            return allow(self.name)
+        return Verdict(Action.BLOCK, self.name, message=self.message.format(
+            max_chars=self.max_chars), reason=f"{len(text)} characters > {self.max_chars}")
+
+
+class LanguageRail:
+    """Blocks input written in a language outside `allowed` (ISO 639-1 codes), as detected
+    by `langdetect` (a port of Google's language-detection: character n-gram profiles of 55
+    languages). Texts with fewer than `min_letters` letters, or detected with probability
+    below `min_probability`, are allowed: detection on them is unreliable."""
+
+    name = "language"
+
+    def __init__(self, allowed: Iterable[str], message: str, min_letters: int = 20,
+                 min_probability: float = 0.9) -> None:
+        self.allowed = frozenset(code.lower() for code in allowed)
+        self.message = message
+        self.min_letters = min_letters
+        self.min_probability = min_probability
+
+    @staticmethod
+    def _detect(text: str) -> tuple[str, float]:
+        from langdetect import DetectorFactory, LangDetectException, detect_langs
+
+        DetectorFactory.seed = 0  # langdetect samples at random; fixed, it is deterministic
+        try:
+            best = detect_langs(text)[0]
+        except LangDetectException:
+            return "", 0.0
+        return str(best.lang).split("-")[0], float(best.prob)
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        if sum(c.isalpha() for c in text) < self.min_letters:
+            return allow(self.name)
+        lang, probability = await asyncio.to_thread(self._detect, text)
+        if not lang or lang in self.allowed or probability < self.min_probability:
+            return allow(self.name)
+        return Verdict(Action.BLOCK, self.name,
+                       message=self.message.format(languages=", ".join(sorted(self.allowed))),
+                       reason=f"language {lang} ({probability:.2f})")
+
+
+def _keyword_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+    alternatives = [re.escape(w.strip()) for w in words if w.strip()]
+    if not alternatives:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(sorted(alternatives, key=len, reverse=True))
+                      + r")(?!\w)", re.IGNORECASE)
+
+
+class TopicRail:
+    """Keyword lists per topic.
+
+    - `blocked`: topic -> keywords; a message naming any is blocked.
+    - `allowed`: topic -> keywords; when given, a message matching none of them is refused
+      with the list of topics, and one that matches is answered from the knowledge base only
+      (`ctx.knowledge_base_only`, enforced by the grounding rail).
+    Keywords match whole words or phrases, case-insensitively.
+    """
+
+    name = "topic"
+
+    def __init__(self, blocked: dict[str, list[str]], allowed: dict[str, list[str]],
+                 blocked_message: str, off_topic_message: str) -> None:
+        self.blocked = {t: p for t, words in blocked.items()
+                        if (p := _keyword_pattern(words)) is not None}
+        self.allowed = {t: p for t, words in allowed.items()
+                        if (p := _keyword_pattern(words)) is not None}
+        self.blocked_message = blocked_message
+        self.off_topic_message = off_topic_message
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        for topic, pattern in self.blocked.items():
+            if pattern.search(text):
+                return Verdict(Action.BLOCK, self.name, message=self.blocked_message,
+                               reason=f"blocked topic {topic}")
+        if not self.allowed:
+            return allow(self.name)
+        for pattern in self.allowed.values():
+            if pattern.search(text):
+                ctx.knowledge_base_only = True
+                return allow(self.name)
+        return Verdict(Action.BLOCK, self.name, reason="off the allowed topics",
+                       message=self.off_topic_message.format(
+                           topics=", ".join(sorted(self.allowed))))
+
+
+class InjectionRail:
+    """Prompt-injection and jailbreak detection with the offline classifier of
+    `bot.guardrails.injection` (scores in [0, 1]; a text at or above `threshold` is an
+    attack). Scoring runs on one dedicated thread, off the event loop.
+
+    `check` blocks a user message; `check_passages` drops retrieved passages that carry an
+    injection (indirect injection, e.g. a poisoned document in the knowledge base).
+    """
+
+    name = "injection"
+
+    def __init__(self, scorer: Callable[[list[str]], list[float]], threshold: float,
+                 message: str, passage_threshold: float | None = None) -> None:
+        self._scorer = scorer
+        self.threshold = threshold
+        self.passage_threshold = threshold if passage_threshold is None else passage_threshold
+        self.message = message
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rails")
+
+    async def scores(self, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._scorer, texts)
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        [score] = await self.scores([text])
+        if score < self.threshold:
+            return allow(self.name, round(score, 4))
+        return Verdict(Action.BLOCK, self.name, message=self.message,
+                       reason="prompt injection", score=round(score, 4))
+
+    async def check_passages(self, passages: list[Passage]) -> tuple[list[Passage],
+                                                                     list[Verdict]]:
+        """The passages to keep, and a block verdict for each one dropped."""
+        scores = await self.scores([p.text for p in passages])
+        kept: list[Passage] = []
+        verdicts: list[Verdict] = []
+        for passage, score in zip(passages, scores, strict=True):
+            if score < self.passage_threshold:
+                kept.append(passage)
+            else:
+                verdicts.append(Verdict(Action.BLOCK, self.name, score=round(score, 4),
+                                        reason=f"injection in passage from {passage.uri}"))
+        return kept, verdicts
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class PIIRail:
+    """Redacts personal data and secrets (`bot.guardrails.pii`)."""
+
+    name = "pii"
+
+    def __init__(self, redactor: PIIRedactor) -> None:
+        self.redactor = redactor
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        redacted, kinds = self.redactor.redact(text)
+        if not kinds:
+            return allow(self.name)
+        return Verdict(Action.REDACT, self.name, text=redacted,
+                       reason="redacted " + ", ".join(sorted(set(kinds))))
+
+
+_STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before
+being below between both but by can could did do does doing down during each few for from
+further had has have having he her here hers herself him himself his how i if in into is it
+its itself just me more most my myself no nor not now of off on once only or other our ours
+ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were
+what when where which while who whom why will with would you your yours yourself yourselves
+use used using may might must shall one two see also get got make made like want need
+""".split())
+_CITATION = re.compile(r"\[\d+\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"[^\W_]{3,}")
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of 3+ letters or digits, without stop words, crudely stemmed
+    (a trailing "s" removed)."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        if word in _STOPWORDS:
+            continue
+        words.add(word[:-1] if len(word) > 4 and word.endswith("s") else word)
+    return words
+
+
+def lexical_support(answer: str, passages: list[Passage], *, min_overlap: float = 0.6,
+                    min_words: int = 4) -> float | None:
+    """The share of the answer's claim sentences (those with `min_words`+ content words) whose
+    content words appear in the passages at `min_overlap` or more; None when the answer makes
+    no claims (e.g. "I don't know")."""
+    vocabulary: set[str] = set()
+    for passage in passages:
+        vocabulary |= content_words(f"{passage.title} {passage.section} {passage.text}")
+    claims = [words for sentence in _SENTENCE.split(_CITATION.sub("", answer))
+              if len(words := content_words(sentence)) >= min_words]
+    if not claims:
+        return None
+    supported = sum(len(words & vocabulary) / len(words) >= min_overlap for words in claims)
+    return supported / len(claims)
+
+
+class GroundingJudgement(BaseModel):
+    """An LLM judge's verdict: does every claim of the answer follow from the passages?"""
+
+    supported: bool
+    unsupported_claims: list[str] = []
+
+
+Judge = Callable[[str, list[Passage]], Awaitable[GroundingJudgement]]
+
+
+class GroundingRail:
+    """In knowledge-base mode, replaces an answer whose claims have no support in the
+    retrieved passages by `message`. The default check is lexical (`lexical_support` at least
+    `min_support`); with `judge` set, an LLM judge decides instead (structured output).
+    Outside knowledge-base mode the rail allows everything."""
+
+    name = "grounding"
+
+    def __init__(self, message: str, *, always: bool = False, min_support: float = 0.5,
+                 judge: Judge | None = None) -> None:
+        self.message = message
+        self.always = always
+        self.min_support = min_support
+        self.judge = judge
+
+    async def check(self, text: str, ctx: RailContext) -> Verdict:
+        if not (self.always or ctx.knowledge_base_only):
+            return allow(self.name)
+        if not ctx.passages:
+            return Verdict(Action.BLOCK, self.name, message=self.message,
+                           reason="no passages retrieved", score=0.0)
+        if self.judge is not None:
+            judgement = await self.judge(text, ctx.passages)
+            if judgement.supported:
+                return allow(self.name, 1.0)
+            return Verdict(Action.BLOCK, self.name, message=self.message, score=0.0,
+                           reason=f"llm judge: {len(judgement.unsupported_claims)} "
+                                  "unsupported claim(s)")
+        support = lexical_support(text, ctx.passages)
+        if support is None or support >= self.min_support:
+            return allow(self.name, support)
+        return Verdict(Action.BLOCK, self.name, message=self.message, score=round(support, 4),
+                       reason=f"lexical support {support:.2f} < {self.min_support}")

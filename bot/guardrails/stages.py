@@ -1,0 +1,78 @@
+"""Pipeline stages that apply the guardrails (DESIGN.md: input rails before retrieval and
+generation, output rails before the reply is sent)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bot.guardrails.base import RailContext, run_rails
+from bot.guardrails.policy import Guardrails
+from bot.log import get_logger
+from bot.messages import Reply
+from bot.pipeline import Context
+
+log = get_logger("bot.guardrails")
+
+
+class InputRails:
+    """Runs the input rails on the user's text. A block answers with the rail's message (no
+    retrieval, no model, nothing remembered); a redaction replaces the message text for
+    everything after it, the model and the transcript included."""
+
+    def __init__(self, guardrails: Guardrails) -> None:
+        self._rails = guardrails
+
+    async def __call__(self, ctx: Context) -> None:
+        if not self._rails.input_rails:
+            return
+        rail_ctx = RailContext()
+        outcome = await run_rails(self._rails.input_rails, ctx.message.text, rail_ctx,
+                                  stage="input")
+        ctx.verdicts.extend(v.record() for v in outcome.verdicts)
+        ctx.knowledge_base_only = ctx.knowledge_base_only or rail_ctx.knowledge_base_only
+        if outcome.blocked is not None:
+            ctx.blocked = True
+            ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
+                              text=outcome.blocked.message, meta=dict(ctx.message.meta))
+        elif outcome.text != ctx.message.text:
+            ctx.message = replace(ctx.message, text=outcome.text)
+
+
+class CheckPassages:
+    """Drops retrieved passages that carry a prompt injection (indirect injection)."""
+
+    def __init__(self, guardrails: Guardrails) -> None:
+        self._rails = guardrails
+
+    async def __call__(self, ctx: Context) -> None:
+        injection = self._rails.injection
+        if injection is None or not self._rails.passage_injection or not ctx.passages:
+            return
+        ctx.passages, verdicts = await injection.check_passages(ctx.passages)
+        for verdict in verdicts:
+            log.warning("rail verdict", stage="passages", rail=verdict.rail,
+                        action=str(verdict.action), reason=verdict.reason, score=verdict.score)
+            ctx.verdicts.append(verdict.record())
+
+
+class OutputRails:
+    """Runs the output rails on the answer: a redaction rewrites it, a block (no grounding)
+    replaces it with the rail's message and drops its sources."""
+
+    def __init__(self, guardrails: Guardrails) -> None:
+        self._rails = guardrails
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is None or ctx.blocked or not self._rails.output_rails:
+            return
+        if ctx.generated is not None and ctx.generated.error:
+            return  # the apology for a model outage is ours, not the model's
+        rail_ctx = RailContext(passages=ctx.passages,
+                               knowledge_base_only=ctx.knowledge_base_only)
+        outcome = await run_rails(self._rails.output_rails, ctx.reply.text, rail_ctx,
+                                  stage="output")
+        ctx.verdicts.extend(v.record() for v in outcome.verdicts)
+        if outcome.blocked is not None:
+            ctx.reply = replace(ctx.reply, text=outcome.blocked.message, sources=())
+        elif outcome.text != ctx.reply.text:
+            ctx.reply = replace(ctx.reply, text=outcome.text)
