@@ -57,6 +57,7 @@ class Context:
     verdicts: list[dict[str, object]] = field(default_factory=list)
     blocked: bool = False  # an input rail answered instead of the model
     knowledge_base_only: bool = False  # answer from the knowledge base only (grounding)
+    railed: bool = False  # the output rails have run on `reply` (kept for retries)
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
@@ -161,19 +162,32 @@ class Generate:
             data = json.loads(cached)
             ctx.reply = Reply.from_json(data["reply"])
             ctx.generated = Generated(**data["generated"])
+            ctx.railed = bool(data.get("railed"))
+            ctx.verdicts.extend(data.get("verdicts", []))
             return
         draft = self._draft_stream(ctx.message)
-        ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
-                                                       ctx.passages, on_delta=draft)
+        try:
+            ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
+                                                           ctx.passages, on_delta=draft)
+        except BaseException:
+            if draft is not None:
+                draft.cancel()
+            raise
         meta = dict(ctx.message.meta)
         if draft is not None and (handle := await draft.finish()) is not None:
             meta["draft"] = handle
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
                           text=ctx.generated.text, sources=tuple(sources), meta=meta)
-        await self._redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
-                                               "generated": asdict(ctx.generated)}),
-                              ex=self._ttl_s)
+        await store_answer(self._redis, key, ctx, self._ttl_s)
+
+
+async def store_answer(redis: Redis, key: str, ctx: Context, ttl_s: int) -> None:
+    """Keep the reply (and, once the output rails ran, their verdicts) for retries."""
+    assert ctx.reply is not None and ctx.generated is not None
+    await redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
+                                     "generated": asdict(ctx.generated),
+                                     "railed": ctx.railed, "verdicts": ctx.verdicts}), ex=ttl_s)
 
 
 class SaveMemory:

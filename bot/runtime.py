@@ -208,7 +208,7 @@ class Runtime:
                      stream_interval_s=s.llm_stream_edit_interval_s
                      if s.llm_stream and s.llm_configured else None,
                      draft_transform=self.guardrails.redact_draft),
-            OutputRails(self.guardrails),
+            OutputRails(self.guardrails, self.redis, prefix, ANSWER_TTL_S),
             SaveMemory(self.memory),
             RecordTranscript(Transcript(self.pool)),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
@@ -231,7 +231,10 @@ class Runtime:
             ConfigError: a provider's API key variable is unset.
         """
         s = self.settings
-        keys = {"default": s.openai_api_key.get_secret_value()} if s.openai_api_key else {}
+        # OPENAI_API_KEY belongs to the single-provider form only; listed providers name
+        # their own key variable
+        keys = {"default": s.openai_api_key.get_secret_value()} \
+            if s.openai_api_key and not s.llm_providers else {}
         cache = ResponseCache(self.redis, s.bot_key_prefix, s.llm_cache_ttl_s) \
             if s.llm_cache_ttl_s > 0 else None
         return LLMRouter(s.providers(), retries=s.llm_retries,

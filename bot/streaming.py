@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 
@@ -25,6 +26,16 @@ from bot.protocols import DraftEditor
 log = get_logger("bot.streaming")
 
 DRAFT_TTL_S = 24 * 3600
+#: The longest the final send waits for a draft edit in flight (one stuck in a 429 wait).
+FINISH_TIMEOUT_S = 5.0
+_SENTENCE_END = re.compile(r"[.!?…:;]\s|[。！？]|\n")
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to its last finished sentence or line. A draft never shows a half-written
+    last word, so redaction sees every e-mail address, card number or key whole."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[:ends[-1]].rstrip() if ends else ""
 #: Appended to a draft so the reader sees that more is coming.
 TYPING_MARK = " …"
 
@@ -33,8 +44,9 @@ class DraftStream:
     """Args:
         editor: the platform's sender (implements `DraftEditor`).
         message: the message being answered.
-        interval_s: the least time between two platform calls, seconds (Slack allows about
-            one chat.update per second per channel; Telegram about one edit per second).
+        interval_s: the least time between two platform calls, seconds. Platforms rate-limit
+            edits (Slack per method and workspace, Telegram per chat), so keep it at 1 s or
+            more when many answers stream at once.
         transform: applied to every draft text before it is shown (the output rails'
             redaction, so a draft never shows what the final reply would redact).
     """
@@ -64,8 +76,11 @@ class DraftStream:
             return
         if self._task is not None and not self._task.done():
             return
+        shown = complete_sentences(text)
+        if not shown:
+            return
         self._last = now
-        self._task = asyncio.create_task(self._show(text + TYPING_MARK))
+        self._task = asyncio.create_task(self._show(shown + TYPING_MARK))
 
     async def _show(self, text: str) -> None:
         if self._transform is not None:
@@ -84,12 +99,20 @@ class DraftStream:
         except Exception as exc:  # drafts never fail the message
             log.debug("draft update failed", error=type(exc).__name__)
 
-    async def finish(self) -> str | None:
-        """Wait for the platform call in flight; return the draft's handle (None if no draft
-        was shown, or a retry found one from an earlier attempt)."""
+    def cancel(self) -> None:
+        """Stop the platform call in flight (generation failed or timed out): a late draft
+        edit must never land after a retry has finished the message."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def finish(self, timeout_s: float = FINISH_TIMEOUT_S) -> str | None:
+        """Wait (up to `timeout_s`, then cancel) for the platform call in flight; return the
+        draft's handle (None if no draft was shown and no earlier attempt left one)."""
         if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
+            # asyncio.wait neither raises the task's error nor its cancellation
+            await asyncio.wait({self._task}, timeout=timeout_s)
+            if not self._task.done():
+                self._task.cancel()
         if self.handle is None:
             with contextlib.suppress(RedisError, OSError):
                 stored = await self._redis.get(self._key)

@@ -125,9 +125,9 @@ class DiscordSender:
                 else:
                     base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
                     await self._rest.request("POST", base, body, bot_auth=False)
-            elif index == 0 and reply.meta.get("draft"):
-                await self._rest.request(
-                    "PATCH", f"/channels/{conv.channel}/messages/{reply.meta['draft']}", body)
+            elif index == 0 and reply.meta.get("draft") \
+                    and await self._finish_draft(conv.channel, reply.meta["draft"], body):
+                pass
             else:
                 if index == 0 and conv.reply_to:
                     body["message_reference"] = {"message_id": conv.reply_to,
@@ -138,6 +138,18 @@ class DiscordSender:
                 body["enforce_nonce"] = True
                 await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _finish_draft(self, channel: str, message_id: str, body: dict[str, Any]
+                            ) -> bool:
+        """Edit the streamed draft into the first piece; False when it was deleted (404)."""
+        try:
+            await self._rest.request("PATCH", f"/channels/{channel}/messages/{message_id}",
+                                     body)
+        except DiscordError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def post_draft(self, message: Message, text: str) -> str | None:
         body: dict[str, Any] = {"content": text[:CONTENT_LIMIT],

@@ -15,6 +15,7 @@ import contextlib
 import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -30,6 +31,8 @@ from bot.messages import Message, Reply
 TEXT_LIMIT = 3900
 THREAD_TTL_S = 7 * 24 * 3600
 MAX_RATE_LIMIT_WAITS = 3
+#: chat.update errors meaning the draft cannot be finished in place.
+DRAFT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 
 
 class SlackThreads:
@@ -84,9 +87,9 @@ class SlackSender:
                 await self._threads.mark(conv.channel, conv.thread)
         done = await self._progress.delivered(reply.message_id)
         for index, piece in enumerate(pieces[done:], start=done):
-            if index == 0 and reply.meta.get("draft"):
-                await self._client.chat_update(channel=conv.channel, ts=reply.meta["draft"],
-                                               text=piece)
+            if index == 0 and reply.meta.get("draft") \
+                    and await self._finish_draft(conv.channel, reply.meta["draft"], piece):
+                pass
             elif reply.meta.get("response_url"):
                 await self._post_response_url(reply.meta["response_url"], piece)
             else:
@@ -94,6 +97,17 @@ class SlackSender:
                                                     thread_ts=conv.thread, unfurl_links=False,
                                                     unfurl_media=False)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _finish_draft(self, channel: str, ts: str, piece: str) -> bool:
+        """Edit the streamed draft into the answer's first piece; False when the draft is
+        gone or can no longer be edited (deleted by a user), so the piece is posted anew."""
+        try:
+            await self._client.chat_update(channel=channel, ts=ts, text=piece)
+        except SlackApiError as exc:
+            if exc.response.get("error") in DRAFT_GONE:
+                return False
+            raise
+        return True
 
     async def post_draft(self, message: Message, text: str) -> str | None:
         if message.meta.get("response_url"):

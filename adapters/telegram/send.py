@@ -22,6 +22,8 @@ from bot.messages import Message, Reply
 
 TEXT_LIMIT_UTF16 = 4096
 MAX_RATE_LIMIT_WAITS = 3
+#: editMessageText refusals meaning the draft cannot be finished in place.
+DRAFT_GONE = ("message to edit not found", "message can't be edited")
 
 
 def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
@@ -64,9 +66,15 @@ class TelegramSender:
         done = await self._progress.delivered(reply.message_id)
         for index, (text, entities) in enumerate(pieces[done:], start=done):
             if index == 0 and reply.meta.get("draft"):
-                await self._edit(int(conv.channel), int(reply.meta["draft"]), text, entities)
-                await self._progress.record(reply.message_id, index + 1)
-                continue
+                try:
+                    await self._edit(int(conv.channel), int(reply.meta["draft"]), text,
+                                     entities)
+                except BadRequest as exc:  # the draft was deleted: post the answer anew
+                    if not any(gone in str(exc).lower() for gone in DRAFT_GONE):
+                        raise
+                else:
+                    await self._progress.record(reply.message_id, index + 1)
+                    continue
             quote = (ReplyParameters(message_id=int(conv.reply_to),
                                      allow_sending_without_reply=True)
                      if index == 0 and conv.reply_to else None)

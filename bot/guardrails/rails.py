@@ -15,7 +15,10 @@ from pydantic import BaseModel
 
 from bot.guardrails.base import Action, RailContext, Verdict, allow
 from bot.guardrails.pii import PIIRedactor
+from bot.log import get_logger
 from bot.messages import Passage
+
+log = get_logger("bot.guardrails")
 
 BLOCKED_INPUT = "Sorry, I can't help with that request."
 
@@ -258,14 +261,22 @@ class GroundingRail:
             return Verdict(Action.BLOCK, self.name, message=self.message,
                            reason="no passages retrieved", score=0.0)
         if self.judge is not None:
-            judgement = await self.judge(text, ctx.passages)
-            if judgement.supported:
-                return allow(self.name, 1.0)
-            return Verdict(Action.BLOCK, self.name, message=self.message, score=0.0,
-                           reason=f"llm judge: {len(judgement.unsupported_claims)} "
-                                  "unsupported claim(s)")
+            try:
+                judgement = await self.judge(text, ctx.passages)
+            except Exception as exc:  # the judge's model is down: fall back to the lexical
+                log.warning("grounding judge failed, using the lexical check",
+                            error=type(exc).__name__)
+            else:
+                return self._judged(judgement)
         support = lexical_support(text, ctx.passages)
         if support is None or support >= self.min_support:
             return allow(self.name, support)
         return Verdict(Action.BLOCK, self.name, message=self.message, score=round(support, 4),
                        reason=f"lexical support {support:.2f} < {self.min_support}")
+
+    def _judged(self, judgement: GroundingJudgement) -> Verdict:
+        if judgement.supported:
+            return allow(self.name, 1.0)
+        return Verdict(Action.BLOCK, self.name, message=self.message, score=0.0,
+                       reason=f"llm judge: {len(judgement.unsupported_claims)} "
+                              "unsupported claim(s)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from redis.asyncio import Redis
+
 from bot.guardrails.base import RailContext, run_rails
 from bot.guardrails.policy import Guardrails
 from bot.log import get_logger
 from bot.messages import Reply
-from bot.pipeline import Context
+from bot.pipeline import Context, store_answer
 
 log = get_logger("bot.guardrails")
 
@@ -57,13 +59,19 @@ class CheckPassages:
 
 class OutputRails:
     """Runs the output rails on the answer: a redaction rewrites it, a block (no grounding)
-    replaces it with the rail's message and drops its sources."""
+    replaces it with the rail's message and drops its sources. The railed reply replaces the
+    kept answer (`<p>:answer:<message id>`), so a retry sends exactly what the first attempt
+    began to send, even where a rail is not deterministic (an LLM judge)."""
 
-    def __init__(self, guardrails: Guardrails) -> None:
+    def __init__(self, guardrails: Guardrails, redis: Redis | None = None, prefix: str = "",
+                 ttl_s: int = 24 * 3600) -> None:
         self._rails = guardrails
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is None or ctx.blocked or not self._rails.output_rails:
+        if ctx.reply is None or ctx.blocked or ctx.railed or not self._rails.output_rails:
             return
         if ctx.generated is not None and ctx.generated.error:
             return  # the apology for a model outage is ours, not the model's
@@ -76,3 +84,7 @@ class OutputRails:
             ctx.reply = replace(ctx.reply, text=outcome.blocked.message, sources=())
         elif outcome.text != ctx.reply.text:
             ctx.reply = replace(ctx.reply, text=outcome.text)
+        ctx.railed = True
+        if self._redis is not None and ctx.generated is not None:
+            await store_answer(self._redis, f"{self._prefix}:answer:{ctx.message.id}", ctx,
+                               self._ttl_s)

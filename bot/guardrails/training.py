@@ -12,14 +12,28 @@ benign messages that talk about prompts, code or are not in English.
 
 Threshold (`operating_point`): the spec's operating point on the validation split, the only use
 of validation rows: the middle of the threshold interval where validation recall >= 0.97 and FPR
-<= 0.01 both hold. A training-only reference (5-fold out-of-fold FPR 0.5% on the training rows)
-is printed beside it; the training split's hard negatives make that one far stricter. Prints
+<= 0.01 both hold, scored as the bot scores (one text per call). A training-only reference
+(5-fold out-of-fold FPR 0.5% on the training rows) is printed beside it; the training
+split's hard negatives make that one far stricter. Prints
 validation precision / recall / FPR and the OOD flag rates per category, for this model and for
 a plain char n-gram logistic regression on train.csv at 0.5. Design choices measured on
 validation recall at FPR 1% (n-gram + augmentation, embeddings batched): n-gram LR only 0.968,
 embedding LR only 0.863, joint LR on both blocks 0.951 (0.965 with the embedding block scaled by
-0.25), n-gram LR blended with embedding networks at alpha 0.25: 0.971 (shipped). Seeds are
+0.25), n-gram LR blended with embedding networks at alpha 0.25: 0.971 (before the chat data,
+below). Seeds are
 fixed, so reruns give the same weights.
+
+Chat register: `augment_chat.csv` (hand-written greetings, thanks, acknowledgements,
+questions about the bot, corrections, support senses of instructions/system/prompt/role/override/
+reset/developer mode/jailbreak/admin, code, ~10 languages, plus chatty attacks) is trained on
+with sample weight `CHAT_WEIGHT` 0.3 (the embedding networks, which take no sample weights, see
+1 in `MLP_CHAT_EVERY` benign chat rows), and the blend weight `ALPHA` is 0.35. Without it
+(`--no-chat`) the model flagged 28-31% of the held-out `benign_chat` rows ("hi", "thanks!",
+"You are a great bot"); with it 7%, while validation recall at the midpoint threshold stays
+above 0.97 (0.9715, FPR 0.0086): the band is narrow, because the S-Labs splits label short
+questions about the model's setup ("Describe the topics you must avoid") as attacks, which
+conflicts with benign questions about the bot. Measured alternatives: chat weight 1.0 or
+alpha 0.25 empty the band.
 """
 
 from __future__ import annotations
@@ -58,11 +72,11 @@ MAX_FPR = 0.01
 OOF_FPR = 0.005
 AUG_WEIGHT = 3.0
 #: Sample weight of the chat-register rows (`augment_chat.csv`).
-CHAT_WEIGHT = 1.0
-MLP_CHAT_EVERY = 0
+CHAT_WEIGHT = 0.3
+MLP_CHAT_EVERY = 1
 C_NGRAM = 1.0
 #: Weight of the embedding networks in the blend, their count and width.
-ALPHA = 0.25
+ALPHA = 0.35
 MLP_SEEDS = (0, 1, 2)
 MLP_HIDDEN = 32
 DATA_DIR = Path(__file__).with_name("data")
@@ -189,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=DATA_DIR / "injection.npz")
     ap.add_argument("--cache", type=Path, default=None, help="embedding cache (.npz)")
     ap.add_argument("--no-augment", action="store_true", help="dataset rows only (ablation)")
+    ap.add_argument("--no-chat", action="store_true",
+                    help="leave out augment_chat.csv (the earlier model; ablation)")
     ap.add_argument("--no-embed", action="store_true", help="n-gram model only (ablation)")
     args = ap.parse_args(argv)
     np.random.seed(SEED)
@@ -198,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     ood = read_csv(DATA_DIR / "ood_eval.csv")
     aug = [] if args.no_augment else (read_csv(DATA_DIR / "augment_benign.csv")
                                       + read_csv(DATA_DIR / "augment_attacks.csv"))
-    chat = [] if args.no_augment else read_csv(DATA_DIR / "augment_chat.csv")
+    chat = [] if args.no_chat or args.no_augment else read_csv(DATA_DIR / "augment_chat.csv")
     units = training_units(train) + training_units(aug) + training_units(chat)
     n_train = len(training_units(train))
     n_aug = len(training_units(aug))
@@ -213,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     mlp_rows = np.ones(len(units), dtype=bool)
     chat_benign = np.flatnonzero((np.arange(len(units)) >= n_train + n_aug) & (y == 0))
     mlp_rows[chat_benign] = False
-    mlp_rows[chat_benign[::MLP_CHAT_EVERY]] = MLP_CHAT_EVERY > 0
+    if MLP_CHAT_EVERY:
+        mlp_rows[chat_benign[::MLP_CHAT_EVERY]] = True
     aug += chat
     embed = CachedEmbedder(args.cache)
     xn = ngram_matrix(texts)
@@ -248,9 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     vs = clf.score([t for t, _, _ in val])
     vy = [lab for _, lab, _ in val]
     aug_benign = oof[n_train:][y[n_train:] == 0]
-    thr = operating_point(vs, vy, aug_benign)
-    lo_mid = operating_point(vs, vy)
-    for name, t in (("band midpoint", lo_mid), ("shipped", thr)):
+    # the middle of the band: the largest margin to both limits of the spec
+    thr = operating_point(vs, vy)
+    chat_min = operating_point(vs, vy, aug_benign)
+    for name, t in (("fewest chat false positives", chat_min), ("shipped (midpoint)", thr)):
         print(f"  {name} threshold {t:.4f}: OOF false positives on the benign augmentation "
               f"{int((aug_benign >= t).sum())} / {len(aug_benign)}")
     clf.default_threshold = thr

@@ -79,18 +79,34 @@ class CircuitBreaker:
     opened_at: float | None = None
     clock: Callable[[], float] = field(default=time.monotonic)
 
-    def available(self) -> bool:
-        return self.opened_at is None or self.clock() - self.opened_at >= self.cooldown_s
+    trial_in_flight: bool = False
+
+    def acquire(self) -> bool:
+        """May a call go to this provider now? While open: no. After the cooldown: exactly one
+        caller (the half-open trial) until it reports back; the others keep skipping."""
+        if self.opened_at is None:
+            return True
+        if self.trial_in_flight or self.clock() - self.opened_at < self.cooldown_s:
+            return False
+        self.trial_in_flight = True
+        return True
+
+    def release(self) -> None:
+        """The admitted call ended without a verdict on the provider (cancelled, or an error
+        that says nothing about its health): let another trial through."""
+        self.trial_in_flight = False
 
     def record_success(self) -> bool:
         """Close the breaker; True when it was open (half-open trial succeeded)."""
         was_open = self.opened_at is not None
         self.failures = 0
         self.opened_at = None
+        self.trial_in_flight = False
         return was_open
 
     def record_failure(self) -> bool:
         """Count a failed call; True when this failure opens (or re-opens) the breaker."""
+        self.trial_in_flight = False
         self.failures += 1
         if self.failures >= self.failures_to_open:
             self.opened_at = self.clock()
@@ -143,6 +159,15 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
     return False
+
+
+def counts_against_provider(exc: BaseException) -> bool:
+    """True for errors that say the provider is unhealthy or misconfigured (retryable errors,
+    401, 403), not that this one request was bad."""
+    root = _root(exc)
+    if is_retryable(root):
+        return True
+    return isinstance(root, openai.APIStatusError) and root.status_code in (401, 403)
 
 
 def describe(exc: BaseException) -> str:
@@ -240,7 +265,7 @@ class LLMRouter:
                              what: str) -> T | Completion:
         failures: list[str] = []
         for provider in self.providers:
-            if not provider.breaker.available():
+            if not provider.breaker.acquire():
                 failures.append(f"{provider.name}: cooling down")
                 LLM_CALLS.labels(provider.name, "skipped").inc()
                 continue
@@ -252,10 +277,19 @@ class LLMRouter:
                         before_sleep=self._log_retry(provider)):
                     with attempt:
                         result = await call(provider)
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):  # cancelled: no verdict on the provider
+                    provider.breaker.release()
+                    raise
                 failures.append(f"{provider.name}: {describe(exc)}")
                 LLM_CALLS.labels(provider.name, "failed").inc()
-                if provider.breaker.record_failure():
+                if not counts_against_provider(exc):
+                    # this request's fault (a 400, a prompt over the context window, a reply
+                    # that failed validation): try the next provider, the breaker stays closed
+                    provider.breaker.release()
+                    log.warning("llm request refused, trying the next provider",
+                                provider=provider.name, error=describe(exc), what=what)
+                elif provider.breaker.record_failure():
                     LLM_BREAKER_OPEN.labels(provider.name).set(1)
                     log.warning("llm provider circuit opened", provider=provider.name,
                                 cooldown_s=provider.breaker.cooldown_s, error=describe(exc))

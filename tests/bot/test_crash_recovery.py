@@ -25,7 +25,7 @@ async def test_sigkill_between_xadd_and_xack_loses_nothing(
     first = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
     processes.append(first)
     await first.ready()
-    assert await first.post(envelope(id="crash-1", text="survive this")) == 202
+    assert await first.post(envelope(id="crash-1", text="How do I rotate my API key?")) == 202
     await asyncio.wait_for(fake_llm.received.wait(), 60)  # read from the inbox, not acked
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
@@ -40,7 +40,7 @@ async def test_sigkill_between_xadd_and_xack_loses_nothing(
     assert len(callback.calls) == 1
     reply = json.loads(callback.calls[0][0])
     assert reply["id"] == "crash-1"
-    assert reply["answer"] == "ANSWER to: survive this [1]"
+    assert reply["answer"] == "ANSWER to: How do I rotate my API key? [1]"
 
     second.proc.send_signal(signal.SIGTERM)  # graceful: exits 0
     assert second.proc.wait(30) == 0
@@ -84,7 +84,7 @@ async def test_sigterm_finishes_the_message_in_hand_and_exits_0(
     bot = BotProcess(env, tmp_path / "bot.log", "--workers", "1")
     processes.append(bot)
     await bot.ready()
-    assert await bot.post(envelope(id="in-flight", text="take your time")) == 202
+    assert await bot.post(envelope(id="in-flight", text="What does the Pro plan include?")) == 202
     await asyncio.wait_for(fake_llm.received.wait(), 30)
     bot.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(bot.proc.wait, 30) == 0

@@ -24,6 +24,7 @@ TEAM_ID = "T0TEAM0001"
 
 class FakeSlack(LoopbackServer):
     def __init__(self) -> None:
+        self.update_error: str | None = None  # e.g. "message_not_found": chat.update fails
         super().__init__()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.acks: list[dict[str, Any]] = []
@@ -71,6 +72,8 @@ class FakeSlack(LoopbackServer):
             if self.socket_auth_fails:
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        if method == "chat.update" and self.update_error:
+            return web.json_response({"ok": False, "error": self.update_error})
         if method == "chat.update":
             return web.json_response({"ok": True, "channel": body.get("channel"),
                                       "ts": body.get("ts"), "text": body.get("text")})

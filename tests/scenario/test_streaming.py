@@ -16,9 +16,8 @@ from tests.fakes.slack_api import FakeSlack
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.scenario import test_discord, test_slack, test_telegram
 
-WORDS = [f"word{i}" for i in range(16)]
-ANSWER = " ".join(WORDS)
-CHUNKS = len(WORDS)
+ANSWER = "Open the billing app. Tap the settings tab. Choose a new plan. Confirm the change."
+CHUNKS = len(ANSWER.split())  # the fake streams one word per chunk
 
 
 @pytest.fixture
@@ -54,6 +53,24 @@ async def test_slack_edits_one_message(server_factory: Callable[..., Any], slow_
         assert all(u["channel"] == draft["channel"] for u in updates)
         assert 1 < len(updates) <= CHUNKS // 2  # bounded: not one edit per token
         assert updates[-1]["text"] == ANSWER
+    finally:
+        await slack.stop()
+
+
+async def test_a_deleted_draft_gets_the_answer_posted_anew(
+        server_factory: Callable[..., Any], slow_llm: FakeOpenAI) -> None:
+    slack = await FakeSlack().start()
+    try:
+        srv: Server = await server_factory(
+            slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
+            slack_api_url=slack.api_url, **streaming(slow_llm))
+        body = json.dumps(test_slack.payload("app_mention")).encode()
+        assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
+        await slack.wait_for(lambda: slack.posts())  # the first draft is out
+        slack.update_error = "message_not_found"  # ... and a user deletes it
+        await slack.wait_for(lambda: any(p["text"] == ANSWER for p in slack.posts()))
+        draft, final = slack.posts()
+        assert draft["text"].endswith("…") and final["thread_ts"] == draft["thread_ts"]
     finally:
         await slack.stop()
 

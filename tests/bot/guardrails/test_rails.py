@@ -156,3 +156,14 @@ def test_policy_pii_kinds_match_the_redactor() -> None:
     from bot.guardrails.policy import PIIKind
 
     assert get_args(PIIKind) == KINDS
+
+
+async def test_a_failing_judge_falls_back_to_the_lexical_check() -> None:
+    async def judge(answer: str, passages: list[Passage]) -> GroundingJudgement:
+        raise OSError("judge down")
+
+    rail = GroundingRail("nope", always=True, judge=judge)
+    made_up = "The zlib library was written in Fortran by NASA engineers in 1962 for Apollo."
+    assert (await rail.check(made_up, RailContext([ZLIB]))).reason.startswith("lexical")
+    assert (await rail.check("Larger buffer sizes are more efficient for inflate().",
+                             RailContext([ZLIB]))).action is Action.ALLOW

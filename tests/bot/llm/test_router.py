@@ -3,6 +3,7 @@ failover, circuit breaker, timeouts, streaming, structured outputs and the apolo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -205,4 +206,34 @@ async def test_structured_output_through_instructor_with_failover(
     request = backup.requests[-1]
     assert request["tools"][0]["function"]["name"] == "Verdict"
     assert request["temperature"] == 0
+    await router.aclose()
+
+
+async def test_after_cooldown_only_one_trial_call_goes_through(backup: FakeOpenAI) -> None:
+    slow = await FakeOpenAI(answer=lambda body: "slow ok", delay_s=0.5).start()
+    try:
+        clock = Clock()
+        router = LLMRouter([provider("slow", slow), provider("b", backup)], retries=0,
+                           breaker_failures=1, breaker_cooldown_s=60, clock=clock,
+                           sleep=Sleeps())
+        slow.fail_next(500)
+        assert (await router.complete(QUESTION, temperature=0, max_tokens=5)).provider == "b"
+        clock.now += 61  # half-open: five callers at once, one trial
+        results = await asyncio.gather(*[
+            router.complete(QUESTION, temperature=0, max_tokens=5) for _ in range(5)])
+        assert sorted(r.provider for r in results) == ["b"] * 4 + ["slow"]
+        assert len(slow.requests) == 2
+        await router.aclose()
+    finally:
+        await slow.stop()
+
+
+async def test_request_errors_do_not_open_the_breaker(primary: FakeOpenAI,
+                                                      backup: FakeOpenAI) -> None:
+    router = LLMRouter([provider("p400", primary), provider("b", backup)], retries=0,
+                       breaker_failures=2, sleep=Sleeps())
+    primary.fail_next(400, count=3)  # e.g. one prompt over the context window, three times
+    for _ in range(3):
+        assert (await router.complete(QUESTION, temperature=0, max_tokens=5)).provider == "b"
+    assert (await router.complete(QUESTION, temperature=0, max_tokens=5)).provider == "p400"
     await router.aclose()
