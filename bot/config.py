@@ -8,6 +8,7 @@ the log redactor so they never reach a log line.
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -182,7 +183,8 @@ class Settings(BaseSettings):
                                context_tokens=self.llm_context_tokens)]
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value (and the password inside service URLs), for redaction."""
+        """Every secret's plain value (and the password inside service URLs), for redaction,
+        including the API keys that `LLM_PROVIDERS` names by environment variable."""
         values: list[str] = []
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -190,6 +192,10 @@ class Settings(BaseSettings):
                 plain = value.get_secret_value()
                 values.append(plain)
                 values.extend(_url_password(plain))
+        if self.llm_providers:
+            for provider in parse_providers(self.llm_providers):
+                if provider.api_key_env:
+                    values.append(os.environ.get(provider.api_key_env, "").strip())
         return [v for v in values if len(v) >= 4]
 
 

@@ -75,3 +75,11 @@ def test_api_key_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
         config.api_key()
     monkeypatch.setenv("SB_TEST_GROQ_KEY", "gsk-secret")
     assert config.api_key() == "gsk-secret"
+
+
+def test_keys_named_by_providers_are_redacted_from_logs(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setenv("SB_TEST_OTHER_KEY", "gsk-provider-secret-123")
+    s = load_settings(_env_file=None, llm_providers='[{"name": "g", "model": "m", '
+                                                    '"api_key_env": "SB_TEST_OTHER_KEY"}]')
+    assert "gsk-provider-secret-123" in s.secret_values()
