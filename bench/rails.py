@@ -6,8 +6,8 @@ Runs the default policy's input rails (length + the offline injection classifier
 row, one message at a time as the bot does, and prints precision, recall and false-positive
 rate at the threshold, with p50/p95/p99 latency per message. The baseline, run in the same
 process on the same rows, is the kind of keyword list offline guardrail kits fall back to;
-the ratio line compares the two latencies. Default data: the validation split in
-../shared/data/prompt-injection/.
+the ratio line compares the two latencies. Default data: the S-Labs validation split, shipped
+in tests/fixtures/prompt-injection/.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from bot.guardrails.base import RailContext, run_rails
 from bot.guardrails.policy import GuardrailPolicy
 from bot.log import configure_logging
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompt-injection" \
+#: The dataset's validation split, shipped with the tests (tests/fixtures/SOURCES.md).
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "prompt-injection" \
     / "validation.csv"
 
 KEYWORDS = re.compile(

@@ -26,7 +26,8 @@ from bot.guardrails.injection import (
 )
 
 DATA = Path(__file__).resolve().parents[3] / "bot" / "guardrails" / "data"
-SPLITS = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "prompt-injection"
+#: The dataset's validation split, shipped with the tests (tests/fixtures/SOURCES.md).
+SPLITS = Path(__file__).resolve().parents[2] / "fixtures" / "prompt-injection"
 
 MANUAL = (
     "Acme Backup Agent - Installation. Download the installer for your operating system from "
@@ -215,7 +216,6 @@ def test_out_of_distribution_set(clf: InjectionClassifier) -> None:
             assert rate <= 0.15, (cat, rate)
 
 
-@pytest.mark.skipif(not (SPLITS / "validation.csv").exists(), reason="dataset not present")
 def test_validation_split_figures(clf: InjectionClassifier) -> None:
     """The spec: recall >= 0.97 at false-positive rate <= 0.01 on the validation split, at the
     shipped threshold (about 10 s: 2,101 embeddings)."""
