@@ -125,19 +125,23 @@ class DiscordSender:
                 else:
                     base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
                     await self._rest.request("POST", base, body, bot_auth=False)
-            elif index == 0 and reply.meta.get("draft") \
-                    and await self._finish_draft(conv.channel, reply.meta["draft"], body):
-                pass
             else:
-                if index == 0 and conv.reply_to:
-                    body["message_reference"] = {"message_id": conv.reply_to,
-                                                 "fail_if_not_exists": False}
-                # Discord's own idempotency key: a resend with the same nonce within minutes
-                # returns the message already created instead of posting it again
-                body["nonce"] = nonce(reply.message_id, index)
-                body["enforce_nonce"] = True
-                await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
+                draft = reply.meta.get("draft") if index == 0 else None
+                if not (draft and await self._finish_draft(conv.channel, draft, body)):
+                    await self._post(reply, index, body)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _post(self, reply: Reply, index: int, body: dict[str, Any]) -> None:
+        """Post piece `index` as a channel message (the first one quoting the user's)."""
+        conv = reply.conversation
+        if index == 0 and conv.reply_to:
+            body["message_reference"] = {"message_id": conv.reply_to,
+                                         "fail_if_not_exists": False}
+        # Discord's own idempotency key: a resend with the same nonce within minutes
+        # returns the message already created instead of posting it again
+        body["nonce"] = nonce(reply.message_id, index)
+        body["enforce_nonce"] = True
+        await self._rest.request("POST", f"/channels/{conv.channel}/messages", body)
 
     async def _finish_draft(self, channel: str, message_id: str, body: dict[str, Any]
                             ) -> bool:

@@ -87,16 +87,18 @@ class SlackSender:
                 await self._threads.mark(conv.channel, conv.thread)
         done = await self._progress.delivered(reply.message_id)
         for index, piece in enumerate(pieces[done:], start=done):
-            if index == 0 and reply.meta.get("draft") \
-                    and await self._finish_draft(conv.channel, reply.meta["draft"], piece):
-                pass
-            elif reply.meta.get("response_url"):
-                await self._post_response_url(reply.meta["response_url"], piece)
-            else:
-                await self._client.chat_postMessage(channel=conv.channel, text=piece,
-                                                    thread_ts=conv.thread, unfurl_links=False,
-                                                    unfurl_media=False)
+            draft = reply.meta.get("draft") if index == 0 else None
+            if not (draft and await self._finish_draft(conv.channel, draft, piece)):
+                await self._post(reply, piece)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _post(self, reply: Reply, piece: str) -> None:
+        if reply.meta.get("response_url"):
+            await self._post_response_url(reply.meta["response_url"], piece)
+        else:
+            await self._client.chat_postMessage(
+                channel=reply.conversation.channel, text=piece,
+                thread_ts=reply.conversation.thread, unfurl_links=False, unfurl_media=False)
 
     async def _finish_draft(self, channel: str, ts: str, piece: str) -> bool:
         """Edit the streamed draft into the answer's first piece; False when the draft is

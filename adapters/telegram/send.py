@@ -65,16 +65,11 @@ class TelegramSender:
         pieces = render(reply.render())
         done = await self._progress.delivered(reply.message_id)
         for index, (text, entities) in enumerate(pieces[done:], start=done):
-            if index == 0 and reply.meta.get("draft"):
-                try:
-                    await self._edit(int(conv.channel), int(reply.meta["draft"]), text,
-                                     entities)
-                except BadRequest as exc:  # the draft was deleted: post the answer anew
-                    if not any(gone in str(exc).lower() for gone in DRAFT_GONE):
-                        raise
-                else:
-                    await self._progress.record(reply.message_id, index + 1)
-                    continue
+            draft = reply.meta.get("draft") if index == 0 else None
+            if draft and await self._finish_draft(int(conv.channel), int(draft), text,
+                                                  entities):
+                await self._progress.record(reply.message_id, index + 1)
+                continue
             quote = (ReplyParameters(message_id=int(conv.reply_to),
                                      allow_sending_without_reply=True)
                      if index == 0 and conv.reply_to else None)
@@ -91,6 +86,18 @@ class TelegramSender:
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():  # same text again is no error for us
                 raise
+
+    async def _finish_draft(self, chat_id: int, message_id: int, text: str,
+                            entities: list[MessageEntity]) -> bool:
+        """Edit the streamed draft into the first piece; False when it was deleted or can no
+        longer be edited, so the piece is sent anew."""
+        try:
+            await self._edit(chat_id, message_id, text, entities)
+        except BadRequest as exc:
+            if any(gone in str(exc).lower() for gone in DRAFT_GONE):
+                return False
+            raise
+        return True
 
     async def post_draft(self, message: Message, text: str) -> str | None:
         conv = message.conversation

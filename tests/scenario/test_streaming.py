@@ -28,51 +28,52 @@ async def slow_llm() -> AsyncIterator[FakeOpenAI]:
     await server.stop()
 
 
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    server = await FakeSlack().start()
+    yield server
+    await server.stop()
+
+
+async def mention_the_bot(server_factory: Callable[..., Any], slack: FakeSlack,
+                          llm: FakeOpenAI) -> None:
+    """Start a streaming bot on `slack` and send it the documented app_mention event."""
+    srv: Server = await server_factory(
+        slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
+        slack_api_url=slack.api_url, **streaming(llm))
+    body = json.dumps(test_slack.payload("app_mention")).encode()
+    assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
+
+
 def streaming(llm: FakeOpenAI) -> dict[str, Any]:
     return {"llm_base_url": llm.base_url, "llm_stream_edit_interval_s": 0.3,
             "retrieval_top_k": 0}
 
 
-async def test_slack_edits_one_message(server_factory: Callable[..., Any], slow_llm: FakeOpenAI
-                                       ) -> None:
-    slack = await FakeSlack().start()
-    try:
-        srv: Server = await server_factory(
-            slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
-            slack_api_url=slack.api_url, **streaming(slow_llm))
-        body = json.dumps(test_slack.payload("app_mention")).encode()
-        assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
-        await slack.wait_for(lambda: any(
-            m == "chat.update" and b.get("text") == ANSWER for m, b in slack.calls))
-        assert slow_llm.requests[0]["stream"] is True
-        [draft] = slack.posts()  # the only post: the first draft
-        assert draft["text"].endswith("…") and ANSWER.startswith(draft["text"][:-2])
-        assert draft["thread_ts"] == "1515449522.000016"
-        updates = [b for m, b in slack.calls if m == "chat.update"]
-        assert len({u["ts"] for u in updates}) == 1  # one message, edited in place
-        assert all(u["channel"] == draft["channel"] for u in updates)
-        assert 1 < len(updates) <= CHUNKS // 2  # bounded: not one edit per token
-        assert updates[-1]["text"] == ANSWER
-    finally:
-        await slack.stop()
+async def test_slack_edits_one_message(server_factory: Callable[..., Any], slow_llm: FakeOpenAI,
+                                       slack: FakeSlack) -> None:
+    await mention_the_bot(server_factory, slack, slow_llm)
+    await slack.wait_for(lambda: any(
+        m == "chat.update" and b.get("text") == ANSWER for m, b in slack.calls))
+    assert slow_llm.requests[0]["stream"] is True
+    [draft] = slack.posts()  # the only post: the first draft
+    assert draft["text"].endswith("…") and ANSWER.startswith(draft["text"][:-2])
+    assert draft["thread_ts"] == "1515449522.000016"
+    updates = [b for m, b in slack.calls if m == "chat.update"]
+    assert len({u["ts"] for u in updates}) == 1  # one message, edited in place
+    assert all(u["channel"] == draft["channel"] for u in updates)
+    assert 1 < len(updates) <= CHUNKS // 2  # bounded: not one edit per token
+    assert updates[-1]["text"] == ANSWER
 
 
 async def test_a_deleted_draft_gets_the_answer_posted_anew(
-        server_factory: Callable[..., Any], slow_llm: FakeOpenAI) -> None:
-    slack = await FakeSlack().start()
-    try:
-        srv: Server = await server_factory(
-            slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
-            slack_api_url=slack.api_url, **streaming(slow_llm))
-        body = json.dumps(test_slack.payload("app_mention")).encode()
-        assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
-        await slack.wait_for(lambda: slack.posts())  # the first draft is out
-        slack.update_error = "message_not_found"  # ... and a user deletes it
-        await slack.wait_for(lambda: any(p["text"] == ANSWER for p in slack.posts()))
-        draft, final = slack.posts()
-        assert draft["text"].endswith("…") and final["thread_ts"] == draft["thread_ts"]
-    finally:
-        await slack.stop()
+        server_factory: Callable[..., Any], slow_llm: FakeOpenAI, slack: FakeSlack) -> None:
+    await mention_the_bot(server_factory, slack, slow_llm)
+    await slack.wait_for(lambda: slack.posts())  # the first draft is out
+    slack.update_error = "message_not_found"  # ... and a user deletes it
+    await slack.wait_for(lambda: any(p["text"] == ANSWER for p in slack.posts()))
+    draft, final = slack.posts()
+    assert draft["text"].endswith("…") and final["thread_ts"] == draft["thread_ts"]
 
 
 async def test_telegram_edits_one_message(server_factory: Callable[..., Any],
@@ -117,15 +118,7 @@ async def test_discord_edits_the_deferred_response(server_factory: Callable[...,
 
 
 async def test_quick_answers_are_posted_whole(server_factory: Callable[..., Any],
-                                              fake_llm: FakeOpenAI) -> None:
-    slack = await FakeSlack().start()
-    try:
-        srv: Server = await server_factory(
-            slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
-            slack_api_url=slack.api_url, **streaming(fake_llm))
-        body = json.dumps(test_slack.payload("app_mention")).encode()
-        assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
-        await slack.wait_for(lambda: slack.posts())
-        assert [m for m, _ in slack.calls if m.startswith("chat.")] == ["chat.postMessage"]
-    finally:
-        await slack.stop()
+                                              fake_llm: FakeOpenAI, slack: FakeSlack) -> None:
+    await mention_the_bot(server_factory, slack, fake_llm)
+    await slack.wait_for(lambda: slack.posts())
+    assert [m for m, _ in slack.calls if m.startswith("chat.")] == ["chat.postMessage"]
