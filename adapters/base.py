@@ -10,18 +10,21 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from bot.inbox import Inbox
-from bot.protocols import Sender
+from bot.protocols import CommandSpec, Sender
 
 
 @dataclass(frozen=True)
 class AdapterDeps:
     """The narrow capabilities an adapter receives: the inbox to put messages on, Redis for
-    its own small state (keys under `prefix`), and a shared HTTP client session."""
+    its own small state (keys under `prefix`), a shared HTTP client session, and the commands
+    the bot offers (registered where the platform has a command menu; a platform command
+    with one of these names becomes a `Message` with `meta["command"]`)."""
 
     inbox: Inbox
     redis: Redis
     prefix: str
     http: aiohttp.ClientSession
+    commands: tuple[CommandSpec, ...] = ()
 
 
 class PlatformAdapter(Protocol):

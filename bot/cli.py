@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bot.cli_actions import actions_app
 from bot.cli_rails import rails_app
 from bot.config import RetrievalMode, Settings, load_settings
 from bot.errors import BotError, ConfigError, ServiceUnavailable
@@ -34,6 +35,7 @@ dlq_app = typer.Typer(no_args_is_help=True,
                       help="Messages that failed BOT_MAX_DELIVERIES times (dead letters).")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(rails_app, name="rails")
+app.add_typer(actions_app, name="actions")
 out = Console()
 err = Console(stderr=True)
 

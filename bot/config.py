@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # guardrails: the policy file (TOML or JSON); unset means the built-in defaults
     guardrails_policy: Path | None = None
 
+    # actions: plugins, permissions, the http_request built-in
+    bot_action_modules: str = ""
+    bot_action_entry_points: bool = True
+    bot_actions_policy: Path | None = None
+    bot_http_action_url: str | None = None
+    bot_http_action_secret: SecretStr | None = None
+    bot_http_action_timeout_s: PositiveFloat = 10.0
+
     # embeddings
     embedding_backend: EmbeddingBackend = EmbeddingBackend.ONNX
     embedding_model: str = "all-MiniLM-L6-v2"
@@ -181,6 +189,10 @@ class Settings(BaseSettings):
                                api_key_env=None,
                                timeout_s=self.llm_timeout_s,
                                context_tokens=self.llm_context_tokens)]
+
+    def action_modules(self) -> list[str]:
+        """BOT_ACTION_MODULES as a list of module names (comma- or space-separated)."""
+        return [m for m in self.bot_action_modules.replace(",", " ").split() if m]
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value (and the password inside service URLs), for redaction,

@@ -1,5 +1,5 @@
 """The engine's value types: `Conversation` (the reply address), `Message` (one normalized
-inbound message), `Passage` (one retrieved chunk), `Source` and `Reply`.
+inbound message), `Passage` (one retrieved chunk), `Source`, `Button` and `Reply`.
 
 Adapters build `Message`s at the edge; the engine never sees a platform payload. Messages cross
 process boundaries through the Redis inbox as JSON (`to_json` / `from_json`).
@@ -48,7 +48,16 @@ class Message:
         user: the platform's user id of the author.
         text: the message text, as the user wrote it (mentions of the bot removed).
         received_at: when ingress accepted it, Unix time in seconds.
-        meta: small adapter-specific strings the sender needs (never secrets).
+        meta: small adapter-specific strings the sender needs (never secrets). Keys the
+            engine reads, all optional, set by adapters:
+            - "command": the name of a platform command addressed to the bot, without the
+              slash ("create_ticket" for Slack's `/create_ticket`, Telegram's
+              `/create_ticket@bot`, a Discord application command); `text` is then its
+              argument text, possibly "".
+            - "args": a JSON object of the command's typed options (Discord).
+            - "button": the token of a pressed `Button`; `text` is then a short note for the
+              transcript ("(pressed Confirm)").
+            - "roles": comma-separated platform role ids of the author (Discord member roles).
     """
 
     id: str
@@ -105,6 +114,24 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Button:
+    """A button under a reply (Slack block action, Telegram inline keyboard button, Discord
+    button component). Pressing it sends the engine a `Message` whose `meta["button"]` is
+    `token`.
+
+    Attributes:
+        label: the button's text, at most 75 characters (Slack's limit; Discord allows 80).
+        token: what a press carries back, 1-40 characters of [A-Za-z0-9_-]; adapters send it
+            as `sb:<token>` (Telegram callback_data <= 64 bytes, Discord custom_id <= 100).
+        style: "primary", "danger" or "" (the platform's default look).
+    """
+
+    label: str
+    token: str
+    style: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What the engine sends back for one message.
 
@@ -114,6 +141,7 @@ class Reply:
         text: the answer body (Markdown), without the sources list.
         sources: the cited documents, best first.
         meta: the inbound message's `meta`, for the sender.
+        buttons: buttons shown under the reply's last piece, in order.
     """
 
     message_id: str
@@ -121,6 +149,7 @@ class Reply:
     text: str
     sources: tuple[Source, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)
+    buttons: tuple[Button, ...] = ()
 
     def render(self) -> str:
         """Text plus a numbered sources list, as chat platforms show it."""
@@ -140,4 +169,5 @@ class Reply:
         data: dict[str, Any] = json.loads(raw)
         data["conversation"] = Conversation(**data["conversation"])
         data["sources"] = tuple(Source(**s) for s in data["sources"])
+        data["buttons"] = tuple(Button(**b) for b in data.get("buttons", ()))
         return cls(**data)

@@ -1,7 +1,8 @@
 """The pipeline: a list of small stages run in order on one message's `Context`.
 
-Default chain (DESIGN.md, "The path of one message"): already-answered check -> memory load
--> typing indicator -> retrieve -> generate -> memory save -> transcript row -> send. A stage
+Default chain (DESIGN.md, "The path of one message"): already-answered check -> action
+routing -> memory load -> typing indicator -> input rails -> retrieve -> passage check ->
+generate -> output rails -> memory save -> transcript row -> send. A stage
 stops the chain by setting `ctx.done`. Stages are classes with one async method, composed by
 the runtime.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -27,7 +28,7 @@ from tenacity import (
 from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
-from bot.messages import Message, Passage, Reply
+from bot.messages import Button, Message, Passage, Reply
 from bot.protocols import (
     DraftEditor,
     Generated,
@@ -35,6 +36,7 @@ from bot.protocols import (
     Memory,
     Retriever,
     Sender,
+    Toolbox,
     Turn,
     TypingIndicator,
 )
@@ -58,6 +60,7 @@ class Context:
     blocked: bool = False  # an input rail answered instead of the model
     knowledge_base_only: bool = False  # answer from the knowledge base only (grounding)
     railed: bool = False  # the output rails have run on `reply` (kept for retries)
+    action: str = ""  # the action that wrote `reply` (no model involved)
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
@@ -90,7 +93,8 @@ class LoadMemory:
         self._memory = memory
 
     async def __call__(self, ctx: Context) -> None:
-        ctx.history = await self._memory.load(ctx.message.conversation.key)
+        if ctx.reply is None:
+            ctx.history = await self._memory.load(ctx.message.conversation.key)
 
 
 class ShowTyping:
@@ -104,7 +108,7 @@ class ShowTyping:
 
     async def __call__(self, ctx: Context) -> None:
         sender = self._senders.get(ctx.message.conversation.platform)
-        if isinstance(sender, TypingIndicator):
+        if ctx.reply is None and isinstance(sender, TypingIndicator):
             try:
                 await asyncio.wait_for(sender.typing(ctx.message), self._timeout_s)
             except Exception as exc:
@@ -132,13 +136,18 @@ class Generate:
     (`DraftEditor`), the answer is shown as it arrives in one message edited at most once per
     `stream_interval_s` (`bot.streaming.DraftStream`); the reply then finishes that message
     (`reply.meta["draft"]`). `draft_transform` is applied to drafts (output redaction).
+
+    Tools: `tools(message)` gives the tools the model may call for this message (the actions
+    its author may run), or None.
     """
 
     def __init__(self, generator: Generator, redis: Redis, prefix: str, ttl_s: int, *,
                  senders: Mapping[str, Sender] | None = None,
                  stream_interval_s: float | None = None,
-                 draft_transform: Callable[[str], str] | None = None) -> None:
+                 draft_transform: Callable[[str], str] | None = None,
+                 tools: Callable[[Message], Awaitable[Toolbox | None]] | None = None) -> None:
         self._generator = generator
+        self._tools = tools
         self._redis = redis
         self._prefix = prefix
         self._ttl_s = ttl_s
@@ -157,18 +166,17 @@ class Generate:
         if ctx.reply is not None:  # already answered by a rail
             return
         key = f"{self._prefix}:answer:{ctx.message.id}"
-        cached = await self._redis.get(key)
-        if cached is not None:
-            data = json.loads(cached)
-            ctx.reply = Reply.from_json(data["reply"])
-            ctx.generated = Generated(**data["generated"])
-            ctx.railed = bool(data.get("railed"))
-            ctx.verdicts.extend(data.get("verdicts", []))
+        if await load_answer(self._redis, key, ctx):
             return
+        toolbox = await self._tools(ctx.message) if self._tools is not None else None
         draft = self._draft_stream(ctx.message)
         try:
-            ctx.generated = await self._generator.generate(ctx.message.text, ctx.history,
-                                                           ctx.passages, on_delta=draft)
+            if toolbox is None:  # (generators without tools keep their old signature)
+                ctx.generated = await self._generator.generate(
+                    ctx.message.text, ctx.history, ctx.passages, on_delta=draft)
+            else:
+                ctx.generated = await self._generator.generate(
+                    ctx.message.text, ctx.history, ctx.passages, on_delta=draft, tools=toolbox)
         except BaseException:
             if draft is not None:
                 draft.cancel()
@@ -178,8 +186,25 @@ class Generate:
             meta["draft"] = handle
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
-                          text=ctx.generated.text, sources=tuple(sources), meta=meta)
+                          text=ctx.generated.text, sources=tuple(sources), meta=meta,
+                          buttons=ctx.generated.buttons)
         await store_answer(self._redis, key, ctx, self._ttl_s)
+
+
+async def load_answer(redis: Redis, key: str, ctx: Context) -> bool:
+    """Restore a reply kept by `store_answer` into `ctx`; False when there is none."""
+    cached = await redis.get(key)
+    if cached is None:
+        return False
+    data = json.loads(cached)
+    ctx.reply = Reply.from_json(data["reply"])
+    generated = dict(data["generated"])
+    generated["buttons"] = tuple(Button(**b) for b in generated.get("buttons", ()))
+    ctx.generated = Generated(**generated)
+    ctx.railed = bool(data.get("railed"))
+    ctx.action = str(data.get("action", ""))
+    ctx.verdicts.extend(data.get("verdicts", []))
+    return True
 
 
 async def store_answer(redis: Redis, key: str, ctx: Context, ttl_s: int) -> None:
@@ -187,7 +212,8 @@ async def store_answer(redis: Redis, key: str, ctx: Context, ttl_s: int) -> None
     assert ctx.reply is not None and ctx.generated is not None
     await redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
                                      "generated": asdict(ctx.generated),
-                                     "railed": ctx.railed, "verdicts": ctx.verdicts}), ex=ttl_s)
+                                     "railed": ctx.railed, "action": ctx.action,
+                                     "verdicts": ctx.verdicts}), ex=ttl_s)
 
 
 class SaveMemory:
@@ -195,8 +221,9 @@ class SaveMemory:
         self._memory = memory
 
     async def __call__(self, ctx: Context) -> None:
-        # neither a blocked message nor the apology for a model outage is worth remembering
-        if ctx.reply is not None and not ctx.blocked \
+        # neither a blocked message, an action's reply nor the apology for a model outage is
+        # worth remembering
+        if ctx.reply is not None and not ctx.blocked and not ctx.action \
                 and not (ctx.generated and ctx.generated.error):
             await self._memory.append(ctx.message.conversation.key, [
                 Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
@@ -210,7 +237,8 @@ class RecordTranscript:
     async def __call__(self, ctx: Context) -> None:
         if ctx.reply is not None:
             await self._transcript.record(ctx.message, ctx.reply, ctx.generated,
-                                          ctx.latency_ms, ctx.verdicts)
+                                          ctx.latency_ms, ctx.verdicts,
+                                          action=ctx.action or None)
 
 
 class SendReply:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from bot.messages import Message, Passage, Reply
+from bot.messages import Button, Message, Passage, Reply
 
 
 class Retriever(Protocol):
@@ -49,6 +49,55 @@ class DraftEditor(Protocol):
         ...
 
 
+@runtime_checkable
+class GroupDirectory(Protocol):
+    """Optional sender capability: whether a message's author belongs to a platform group,
+    for action permissions. `group` is a Slack user group id ("S0SUPPORT"), Telegram's
+    "admins" (the administrators of the message's chat), or a Discord role id."""
+
+    async def in_group(self, message: Message, group: str) -> bool:
+        """Raises on a failure to ask the platform (the caller then denies)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOption:
+    """One typed argument of a command, for platforms that register commands with typed
+    options (Discord application command options).
+
+    Attributes:
+        name: 1-32 lowercase characters.
+        description: 1-100 characters.
+        kind: "string", "integer", "number" or "boolean".
+        required: whether the command needs it.
+        choices: the allowed values, when the argument is an enumeration.
+    """
+
+    name: str
+    description: str
+    kind: str
+    required: bool
+    choices: tuple[str | int | float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """A command the bot offers, for the platforms' command menus (Telegram setMyCommands,
+    Discord application commands).
+
+    Attributes:
+        name: 1-32 characters of lowercase letters, digits and "_".
+        description: 1-100 characters.
+        options: typed arguments, in order.
+        usage: the argument syntax for text commands, e.g. "<title> [priority=low|high]".
+    """
+
+    name: str
+    description: str
+    options: tuple[CommandOption, ...] = ()
+    usage: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
     """One remembered utterance; role is "user" or "assistant"."""
@@ -69,6 +118,10 @@ class Memory(Protocol):
         append repeated with the same non-empty `once_id` changes nothing."""
         ...
 
+    async def forget(self, conversation_key: str) -> None:
+        """Drop every remembered turn of the conversation."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Generated:
@@ -81,13 +134,39 @@ class Generated:
     tokens_out: int = 0
     error: str = ""
     trace_id: str = ""
+    buttons: tuple[Button, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """The result of one tool call: `content` for the model, `buttons` for the reply (a
+    confirmation the user must press)."""
+
+    content: str
+    buttons: tuple[Button, ...] = ()
+
+
+class Toolbox(Protocol):
+    """The tools a model may call while answering one message (the actions its author may
+    run), as OpenAI function-tool schemas."""
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """`[{"type": "function", "function": {"name", "description", "parameters"}}]`."""
+        ...
+
+    async def call(self, name: str, arguments: str, call_index: int) -> ToolOutput:
+        """Run tool `name` with `arguments` (a JSON object as text, as the model wrote it);
+        `call_index` counts the calls made for this message from 0. Never raises for a bad
+        call: the output says what went wrong."""
+        ...
 
 
 class Generator(Protocol):
     """Writes the answer from the question, the remembered turns and the retrieved passages."""
 
     async def generate(self, question: str, history: list[Turn], passages: list[Passage],
-                       on_delta: Callable[[str], Awaitable[None]] | None = None
-                       ) -> Generated:
-        """`on_delta`, when given, is awaited with the answer so far as it streams in."""
+                       on_delta: Callable[[str], Awaitable[None]] | None = None,
+                       tools: Toolbox | None = None) -> Generated:
+        """`on_delta`, when given, is awaited with the answer so far as it streams in;
+        `tools`, when given, may be called by the model before it answers."""
         ...

@@ -18,6 +18,14 @@ from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
+from actions.arguments import command_spec
+from actions.audit import AuditLog
+from actions.builtin import builtin_specs
+from actions.policy import ActionsPolicy, Permissions
+from actions.registry import Registry, discover
+from actions.runner import ActionRunner, ActionServices
+from actions.stage import RouteAction
+from actions.tools import toolbox_factory
 from adapters.base import AdapterDeps, PlatformAdapter
 from adapters.console.adapter import ConsoleAdapter
 from adapters.console.send import ConsoleSender
@@ -45,7 +53,7 @@ from bot.pipeline import (
     SendReply,
     ShowTyping,
 )
-from bot.protocols import Generator, Retriever, Sender
+from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
 from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
@@ -64,6 +72,24 @@ REDIS_CONNECTIONS = 512
 
 #: How long a generated answer is kept for retries of its message, seconds.
 ANSWER_TTL_S = 24 * 3600
+
+
+#: The platform command that asks a question (Discord needs it registered with its option).
+ASK_COMMAND = CommandSpec(
+    name="ask", description="Ask a question about the knowledge base",
+    options=(CommandOption("question", "your question", "string", True),),
+    usage="/ask <question>")
+
+
+def build_action_registry(s: Settings) -> Registry:
+    """The built-in actions, installed plugins' and BOT_ACTION_MODULES' actions.
+
+    Raises:
+        ConfigError: two actions share a name (both origins named), or a plugin fails to load.
+    """
+    secret = s.bot_http_action_secret.get_secret_value() if s.bot_http_action_secret else ""
+    return discover(builtin_specs(s.bot_http_action_url, secret, s.bot_http_action_timeout_s),
+                    s.action_modules(), use_entry_points=s.bot_action_entry_points)
 
 
 def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
@@ -186,8 +212,11 @@ class Runtime:
         self.retriever: Retriever = _LazyRetriever(self)
         self.console = ConsoleAdapter(self.inbox, self.rendezvous)
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
+        self.actions = build_action_registry(s)
+        actions_policy = ActionsPolicy.load(s.bot_actions_policy)
+        commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions if a.name != "ask"])
         self.platforms = build_platforms(s, AdapterDeps(self.inbox, self.redis, prefix,
-                                                        self.http))
+                                                        self.http, commands=commands))
         self.senders: dict[str, Sender] = {
             **{p.name: p.sender for p in self.platforms},
             "console": ConsoleSender(self.rendezvous),
@@ -197,8 +226,14 @@ class Runtime:
         }
         router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
         self.guardrails = build_guardrails(GuardrailPolicy.load(s.guardrails_policy), router)
+        self.transcript = Transcript(self.pool)
+        self.action_runner = ActionRunner(
+            self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
+            self.redis, prefix, ActionServices(self.memory, self.retriever, self.transcript,
+                                               self.http))
         self.pipeline = Pipeline([
             AlreadyAnswered(self.redis, prefix),
+            RouteAction(self.action_runner, self.redis, prefix, ANSWER_TTL_S),
             LoadMemory(self.memory),
             ShowTyping(self.senders),
             InputRails(self.guardrails),
@@ -207,10 +242,11 @@ class Runtime:
             Generate(self.generator, self.redis, prefix, ANSWER_TTL_S, senders=self.senders,
                      stream_interval_s=s.llm_stream_edit_interval_s
                      if s.llm_stream and s.llm_configured else None,
-                     draft_transform=self.guardrails.redact_draft),
+                     draft_transform=self.guardrails.redact_draft,
+                     tools=toolbox_factory(self.action_runner) if router is not None else None),
             OutputRails(self.guardrails, self.redis, prefix, ANSWER_TTL_S),
             SaveMemory(self.memory),
-            RecordTranscript(Transcript(self.pool)),
+            RecordTranscript(self.transcript),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
         ], timeout_s=s.bot_message_timeout_s)
 

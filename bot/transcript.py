@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from typing import Any
 
 import asyncpg
 
@@ -20,8 +21,10 @@ class Transcript:
         self._pool = pool
 
     async def record(self, message: Message, reply: Reply, generated: Generated | None,
-                     latency_ms: int, verdicts: list[dict[str, object]]) -> None:
-        """Record the exchange in one transaction."""
+                     latency_ms: int, verdicts: list[dict[str, object]],
+                     action: str | None = None) -> None:
+        """Record the exchange in one transaction; `action` names the action that wrote the
+        reply (None: the model or a rail did)."""
         conv = message.conversation
         sources = json.dumps([asdict(s) for s in reply.sources])
         async with self._pool.acquire() as conn, conn.transaction():
@@ -37,12 +40,36 @@ class Transcript:
             await conn.execute(
                 """INSERT INTO messages (conversation_id, direction, message_id, text, sources,
                                          verdicts, model, latency_ms, tokens_in, tokens_out,
-                                         error, trace_id)
-                   VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11)
+                                         error, trace_id, action)
+                   VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11,
+                           $12)
                    ON CONFLICT DO NOTHING""",
                 conv.key, message.id, reply.text, sources, json.dumps(verdicts),
                 generated.model if generated else None, latency_ms,
                 generated.tokens_in if generated else None,
                 generated.tokens_out if generated else None,
                 (generated.error or None) if generated else None,
-                (generated.trace_id or None) if generated else None)
+                (generated.trace_id or None) if generated else None, action)
+
+    async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:
+        """The sources of the conversation's last answer not written by an action (a list of
+        `Source` fields as dicts), or None when there is no such answer."""
+        raw = await self._pool.fetchval(
+            """SELECT sources FROM messages
+               WHERE conversation_id = $1 AND direction = 'out' AND action IS NULL
+               ORDER BY created_at DESC, id DESC LIMIT 1""", conversation_key)
+        if raw is None:
+            return None
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        return list(value)
+
+    async def rate_last_answer(self, conversation_key: str, vote: int) -> bool:
+        """Store `vote` (+1 thumbs up, -1 thumbs down) in `feedback` of the conversation's
+        last answer not written by an action; False when there is none."""
+        done = await self._pool.fetchval(
+            """UPDATE messages SET feedback = $2 WHERE id = (
+                 SELECT id FROM messages
+                 WHERE conversation_id = $1 AND direction = 'out' AND action IS NULL
+                 ORDER BY created_at DESC, id DESC LIMIT 1)
+               RETURNING id""", conversation_key, vote)
+        return done is not None

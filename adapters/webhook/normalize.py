@@ -2,7 +2,8 @@
 
 Body: `{"id": str, "user": str, "conversation": str, "text": str}`; ids are 1-200 characters,
 text 1-32,000 characters. The message id is `webhook:<name>:<id>`, so a repeated `id` on the
-same webhook is recognized as a duplicate.
+same webhook is recognized as a duplicate. A button press sends `"button": "<token>"` (a token
+from a reply's `buttons`) instead of `text`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class WebhookEnvelope(BaseModel):
     id: NoNul = Field(min_length=1, max_length=200)
     user: NoNul = Field(min_length=1, max_length=200)
     conversation: NoNul = Field(min_length=1, max_length=200)
-    text: NoNul = Field(min_length=1, max_length=32_000)
+    text: NoNul | None = Field(default=None, min_length=1, max_length=32_000)
+    button: NoNul | None = Field(default=None, min_length=1, max_length=64,
+                                 pattern=r"^[A-Za-z0-9_-]+$")
 
 
 def normalize(name: str, payload: Any) -> Message:
@@ -43,7 +46,12 @@ def normalize(name: str, payload: Any) -> Message:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "body"
         raise PayloadError(f"{field}: {err['msg']}") from None
+    meta = {"webhook": name, "id": env.id}
+    if env.button:
+        meta["button"] = env.button
+    elif not env.text:
+        raise PayloadError("text: Field required")
     return Message(id=f"webhook:{name}:{env.id}",
                    conversation=Conversation(platform="webhook", workspace=name,
                                              channel=env.conversation),
-                   user=env.user, text=env.text, meta={"webhook": name, "id": env.id})
+                   user=env.user, text=env.text or "(pressed a button)", meta=meta)

@@ -26,11 +26,16 @@ class CallbackError(Exception):
 
 
 def reply_body(reply: Reply) -> dict[str, Any]:
-    """The JSON shape of a reply, in responses and callbacks."""
-    return {"id": reply.meta.get("id", reply.message_id),
-            "conversation": reply.conversation.channel,
-            "answer": reply.text,
-            "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
+    """The JSON shape of a reply, in responses and callbacks; `buttons` only when the reply
+    has some (press one by sending `{"button": token}` in place of `text`)."""
+    body: dict[str, Any] = {
+        "id": reply.meta.get("id", reply.message_id),
+        "conversation": reply.conversation.channel,
+        "answer": reply.text,
+        "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
+    if reply.buttons:
+        body["buttons"] = [{"label": b.label, "token": b.token} for b in reply.buttons]
+    return body
 
 
 class WebhookSender:

@@ -4,14 +4,12 @@ unset. Every key, with its default, is in `deploy/guardrails.toml`.
 
 from __future__ import annotations
 
-import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
 from openai.types.chat import ChatCompletionMessageParam
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ConfigError
 from bot.guardrails.base import Rail
@@ -30,6 +28,7 @@ from bot.guardrails.rails import (
 from bot.llm.prompt import passages_block
 from bot.llm.router import LLMRouter
 from bot.messages import Passage
+from bot.policyfile import load_policy_file
 
 PIIKind = Literal["email", "phone", "card", "iban", "ip", "secret"]  # bot.guardrails.pii.KINDS
 
@@ -88,23 +87,7 @@ class GuardrailPolicy(_Section):
         Raises:
             ConfigError: unreadable file, bad syntax, or an unknown or invalid key (named).
         """
-        if path is None:
-            return cls()
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"GUARDRAILS_POLICY: cannot read {path} ({exc.strerror})"
-                              ) from None
-        try:
-            data = json.loads(raw) if path.suffix == ".json" else tomllib.loads(raw)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"GUARDRAILS_POLICY: {path}: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(part) for part in err["loc"])
-            raise ConfigError(f"GUARDRAILS_POLICY: {path}: {where}: {err['msg']}") from None
+        return load_policy_file(cls, path, "GUARDRAILS_POLICY")
 
 
 def llm_judge(router: LLMRouter) -> Judge:

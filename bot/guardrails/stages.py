@@ -25,7 +25,7 @@ class InputRails:
         self._rails = guardrails
 
     async def __call__(self, ctx: Context) -> None:
-        if not self._rails.input_rails:
+        if not self._rails.input_rails or ctx.reply is not None:  # an action answered
             return
         rail_ctx = RailContext()
         outcome = await run_rails(self._rails.input_rails, ctx.message.text, rail_ctx,
@@ -61,7 +61,8 @@ class OutputRails:
     """Runs the output rails on the answer: a redaction rewrites it, a block (no grounding)
     replaces it with the rail's message and drops its sources. The railed reply replaces the
     kept answer (`<p>:answer:<message id>`), so a retry sends exactly what the first attempt
-    began to send, even where a rail is not deterministic (an LLM judge)."""
+    began to send, even where a rail is not deterministic (an LLM judge). An action's reply
+    (no model wrote it, nothing to ground) is only redacted."""
 
     def __init__(self, guardrails: Guardrails, redis: Redis | None = None, prefix: str = "",
                  ttl_s: int = 24 * 3600) -> None:
@@ -75,6 +76,11 @@ class OutputRails:
             return
         if ctx.generated is not None and ctx.generated.error:
             return  # the apology for a model outage is ours, not the model's
+        if ctx.action:
+            ctx.reply = replace(ctx.reply, text=self._rails.redact_draft(ctx.reply.text))
+            ctx.railed = True
+            await self._keep(ctx)
+            return
         rail_ctx = RailContext(passages=ctx.passages,
                                knowledge_base_only=ctx.knowledge_base_only)
         outcome = await run_rails(self._rails.output_rails, ctx.reply.text, rail_ctx,
@@ -85,6 +91,9 @@ class OutputRails:
         elif outcome.text != ctx.reply.text:
             ctx.reply = replace(ctx.reply, text=outcome.text)
         ctx.railed = True
+        await self._keep(ctx)
+
+    async def _keep(self, ctx: Context) -> None:
         if self._redis is not None and ctx.generated is not None:
             await store_answer(self._redis, f"{self._prefix}:answer:{ctx.message.id}", ctx,
                                self._ttl_s)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from openai.types.chat import ChatCompletionMessageParam
+
 from bot.llm.prompt import NO_LLM_NOTE, PromptBudget, build_prompt, heading, number_sources
-from bot.llm.router import DeltaSink, LLMRouter, LLMUnavailable
+from bot.llm.router import Completion, DeltaSink, LLMRouter, LLMUnavailable
 from bot.log import get_logger
-from bot.messages import Passage
-from bot.protocols import Generated, Turn
+from bot.messages import Button, Passage
+from bot.protocols import Generated, Toolbox, Turn
 
 log = get_logger("bot.llm")
+
+#: Model turns per answer when tools are offered (each may call several tools).
+MAX_TOOL_ROUNDS = 4
+TOOLS_NOTE = ("You may call the tools provided to act for the user. Call a tool only when the "
+              "user asks for what it does. Tools run as the user who wrote the message; you "
+              "cannot act for anybody else. When a tool result says it was not run yet, tell "
+              "the user to press Confirm under your answer.")
 
 
 def apology(trace_id: str) -> str:
@@ -40,12 +51,19 @@ class ChatGenerator:
         self.budget = PromptBudget(context_tokens=context, max_tokens=max_tokens)
 
     async def generate(self, question: str, history: list[Turn], passages: list[Passage],
-                       on_delta: DeltaSink | None = None) -> Generated:
+                       on_delta: DeltaSink | None = None,
+                       tools: Toolbox | None = None) -> Generated:
         prompt = build_prompt(question, history, passages, self.budget)
         if prompt.dropped_turns or prompt.dropped_passages:
             log.info("prompt trimmed to the context window", tokens=prompt.tokens,
                      dropped_turns=prompt.dropped_turns,
                      dropped_passages=prompt.dropped_passages)
+        if tools is not None and tools.schemas():
+            try:
+                return await self._with_tools(list(prompt.messages), tools)
+            except LLMUnavailable as exc:
+                return Generated(text=apology(exc.trace_id), model="none", error=str(exc),
+                                 trace_id=exc.trace_id)
         try:
             completion = await self.router.complete(
                 prompt.messages, temperature=self._temperature, max_tokens=self._max_tokens,
@@ -56,6 +74,42 @@ class ChatGenerator:
         return Generated(text=completion.text or "(the model returned an empty answer)",
                          model=completion.model, tokens_in=completion.tokens_in,
                          tokens_out=completion.tokens_out)
+
+    async def _with_tools(self, messages: list[ChatCompletionMessageParam], tools: Toolbox
+                          ) -> Generated:
+        """Let the model call tools (up to MAX_TOOL_ROUNDS turns), feeding each result back,
+        then return its answer. Not streamed."""
+        messages.insert(1, {"role": "system", "content": TOOLS_NOTE})
+        buttons: list[Button] = []
+        tokens_in = tokens_out = calls = 0
+        completion: Completion | None = None
+        for _round in range(MAX_TOOL_ROUNDS):
+            completion = await self.router.complete(
+                messages, temperature=self._temperature, max_tokens=self._max_tokens,
+                tools=tools.schemas())
+            tokens_in += completion.tokens_in
+            tokens_out += completion.tokens_out
+            if not completion.tool_calls:
+                break
+            assistant: dict[str, Any] = {
+                "role": "assistant", "content": completion.text or None,
+                "tool_calls": [{"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": c.arguments}}
+                               for c in completion.tool_calls]}
+            messages.append(assistant)  # type: ignore[arg-type]
+            for call in completion.tool_calls:
+                output = await tools.call(call.name, call.arguments, calls)
+                calls += 1
+                buttons.extend(output.buttons)
+                messages.append({"role": "tool", "tool_call_id": call.id,
+                                 "content": output.content})
+        assert completion is not None
+        text = completion.text if not completion.tool_calls else ""
+        if not text:
+            text = ("Please confirm below." if buttons
+                    else "(the model returned an empty answer)")
+        return Generated(text=text, model=completion.model, tokens_in=tokens_in,
+                         tokens_out=tokens_out, buttons=tuple(buttons))
 
     async def close(self) -> None:
         await self.router.aclose()
@@ -72,7 +126,8 @@ class ExtractiveGenerator:
         self._max_chars = max_chars
 
     async def generate(self, question: str, history: list[Turn], passages: list[Passage],
-                       on_delta: DeltaSink | None = None) -> Generated:
+                       on_delta: DeltaSink | None = None,
+                       tools: Toolbox | None = None) -> Generated:
         if not passages:
             return Generated(text="I found nothing about that in the knowledge base.\n"
                              + NO_LLM_NOTE, model=self.model)

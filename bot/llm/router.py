@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import openai
 from openai import AsyncOpenAI
@@ -57,8 +57,19 @@ class LLMUnavailable(BotError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for: `arguments` is its JSON text, unparsed."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Completion:
-    """A model's answer. `provider` is the provider's name ("cache" for a cached answer)."""
+    """A model's answer. `provider` is the provider's name ("cache" for a cached answer);
+    `tool_calls` are the tools the model wants called before it answers (then `text` is
+    usually empty)."""
 
     text: str
     model: str
@@ -66,6 +77,7 @@ class Completion:
     tokens_in: int = 0
     tokens_out: int = 0
     cached: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
@@ -310,7 +322,8 @@ class LLMRouter:
 
     async def complete(self, messages: list[ChatCompletionMessageParam], *, temperature: float,
                        max_tokens: int, on_delta: DeltaSink | None = None,
-                       cacheable: bool = False) -> Completion:
+                       cacheable: bool = False,
+                       tools: list[dict[str, Any]] | None = None) -> Completion:
         """One chat completion from the first provider that answers.
 
         Args:
@@ -321,10 +334,20 @@ class LLMRouter:
                 again from the beginning.
             cacheable: the caller allows the response cache (the router further requires
                 temperature 0).
+            tools: OpenAI function-tool schemas the model may call; with tools the call is
+                neither streamed nor cached, and `Completion.tool_calls` holds the calls.
 
         Raises:
             LLMUnavailable: every provider failed or is cooling down.
         """
+        if tools:
+            async def call_with_tools(provider: Provider) -> Completion:
+                return await self._complete_once(provider, messages, temperature, max_tokens,
+                                                 tools)
+
+            with_tools = await self._with_failover(call_with_tools, "chat")
+            assert isinstance(with_tools, Completion)
+            return with_tools
         use_cache = self.cache is not None and cacheable and temperature == 0
         if use_cache and self.cache is not None:
             hit = await self.cache.get(messages, [p.model for p in self.providers], temperature)
@@ -345,15 +368,23 @@ class LLMRouter:
         return result
 
     async def _complete_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
-                             temperature: float, max_tokens: int) -> Completion:
+                             temperature: float, max_tokens: int,
+                             tools: list[dict[str, Any]] | None = None) -> Completion:
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         completion = await provider.client.chat.completions.create(
             model=provider.model, messages=messages, temperature=temperature,
-            max_tokens=max_tokens)
-        text = (completion.choices[0].message.content or "") if completion.choices else ""
+            max_tokens=max_tokens, **extra)
+        message = completion.choices[0].message if completion.choices else None
+        text = (message.content or "") if message is not None else ""
+        raw_calls = (message.tool_calls or []) if message is not None else []
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+            for c in raw_calls if getattr(c, "function", None) is not None)
         usage = completion.usage
         return Completion(text=text.strip(), model=provider.model, provider=provider.name,
                           tokens_in=usage.prompt_tokens if usage else 0,
-                          tokens_out=usage.completion_tokens if usage else 0)
+                          tokens_out=usage.completion_tokens if usage else 0,
+                          tool_calls=calls)
 
     async def _stream_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
                            temperature: float, max_tokens: int, on_delta: DeltaSink

@@ -4,8 +4,9 @@ records each request body and answers with a completion whose text is produced b
 
 Also: `"stream": true` answers as server-sent events (one chunk per word, a usage chunk when
 `stream_options.include_usage`, then `[DONE]`); a request with `tools` is answered with a tool
-call whose arguments come from `tool_arguments`; `fail_next(status, ...)` makes the next
-requests fail with that status (and optional Retry-After) before answering normally."""
+call whose arguments come from `tool_arguments`, or, with `tool_calls`, with the calls that
+function returns for the request (none: a normal answer); `fail_next(status, ...)` makes the
+next requests fail with that status (and optional Retry-After) before answering normally."""
 
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ class FakeOpenAI(LoopbackServer):
     def __init__(self, answer: Callable[[dict[str, Any]], str] = default_answer,
                  delay_s: float = 0.0,
                  tool_arguments: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 chunk_delay_s: float = 0.0) -> None:
+                 chunk_delay_s: float = 0.0,
+                 tool_calls: Callable[[dict[str, Any]], list[tuple[str, Any]]] | None = None
+                 ) -> None:
         self.answer = answer
+        self.tool_calls = tool_calls
         self.chunk_delay_s = chunk_delay_s  # between streamed chunks
         self.delay_s = delay_s
         self.tool_arguments = tool_arguments
@@ -98,7 +102,11 @@ class FakeOpenAI(LoopbackServer):
             return web.Response(status=status, headers=headers, content_type="application/json",
                                 text=json.dumps({"error": {"message": f"injected {status}",
                                                            "type": "fake", "code": status}}))
-        if body.get("tools") and self.tool_arguments is not None:
+        if body.get("tools") and self.tool_calls is not None:
+            calls = self.tool_calls(body)
+            if calls:
+                return self._tool_calls(body, calls)
+        elif body.get("tools") and self.tool_arguments is not None:
             return self._tool_call(body)
         text = self.answer(body)
         if body.get("stream"):
@@ -149,6 +157,21 @@ class FakeOpenAI(LoopbackServer):
                 "role": "assistant", "content": None, "tool_calls": [{
                     "id": f"call_{len(self.requests)}", "type": "function",
                     "function": {"name": name, "arguments": arguments}}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
+
+    def _tool_calls(self, body: dict[str, Any], calls: list[tuple[str, Any]]) -> web.Response:
+        """Answer with these (name, arguments) calls; arguments given as a str are sent as
+        they are (for malformed JSON), others JSON-encoded."""
+        n = len(self.requests)
+        tool_calls = [{"id": f"call_{n}_{i}", "type": "function",
+                       "function": {"name": name, "arguments": args if isinstance(args, str)
+                                    else json.dumps(args)}}
+                      for i, (name, args) in enumerate(calls)]
+        return web.Response(content_type="application/json", text=json.dumps({
+            "id": f"chatcmpl-{n}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", "fake"),
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": tool_calls}}],
             "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}))
 
     def routes(self) -> list[web.RouteDef]:

@@ -1,0 +1,309 @@
+"""Running actions: permission check, argument validation, confirmation, timeout, retries,
+the audit row, and the reply. The same `ActionRunner.invoke` serves commands, buttons and LLM
+tool calls; the caller always comes from the platform message (`Caller.of`), never from
+arguments, so neither a user nor a model can act as somebody else.
+
+Confirmation (`confirm=True`): the first invocation only stores the validated call in Redis
+(`<p>:action:call:<id>`, 15 minutes) and answers with Confirm/Cancel buttons; the action runs
+when the same user presses Confirm, once (the first press claims the call). A tool call gets
+the same buttons, so a model cannot skip them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from tenacity import (
+    AsyncRetrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from actions.arguments import ArgumentError, parse_json_object, parse_text, usage, validate
+from actions.audit import AuditLog, redact_args
+from actions.policy import Permissions
+from actions.registry import Registry
+from actions.spec import (
+    ActionContext,
+    ActionError,
+    ActionResult,
+    ActionSpec,
+    Caller,
+    LastAnswer,
+    Via,
+)
+from bot.log import get_logger
+from bot.messages import Button, Message
+from bot.protocols import Memory, Retriever
+
+log = get_logger("actions")
+CONFIRM_TTL_S = 15 * 60
+BUTTON_TTL_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an invocation came to.
+
+    Attributes:
+        action: the action's name ("" when unknown).
+        status: ok, denied, invalid_args, needs_confirmation, cancelled, timeout, failed,
+            interrupted, unknown or expired.
+        text: the reply for the user (Markdown).
+        buttons: buttons under the reply.
+        trace_id: names the run in logs and the audit row.
+        ephemeral: only the caller needs to see it (denials, usage errors).
+    """
+
+    action: str
+    status: str
+    text: str
+    buttons: tuple[Button, ...] = ()
+    trace_id: str = ""
+    ephemeral: bool = False
+
+    def for_model(self) -> str:
+        """The tool result the model reads."""
+        if self.status == "needs_confirmation":
+            return ("NOT RUN YET: the user was shown Confirm/Cancel buttons and must press "
+                    "Confirm; tell them so. " + self.text)
+        return f"[{self.status}] {self.text}"
+
+
+@dataclass(frozen=True)
+class ActionServices:
+    """What actions may use (see `ActionContext`)."""
+
+    memory: Memory
+    retriever: Retriever
+    transcript: LastAnswer
+    http: aiohttp.ClientSession
+
+
+def _render(result: Any) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(result, ActionResult):
+        return result.text, result.buttons
+    if result is None:
+        return "Done.", ()
+    if isinstance(result, BaseModel):
+        return f"```json\n{result.model_dump_json(indent=2)}\n```", ()
+    if isinstance(result, (dict, list)):
+        return f"```json\n{json.dumps(result, indent=2, default=str)}\n```", ()
+    return str(result), ()
+
+
+def _summary(args: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items()) or \
+        "no arguments"
+
+
+class ActionRunner:
+    """Invokes registered actions for messages."""
+
+    def __init__(self, registry: Registry, permissions: Permissions, audit: AuditLog,
+                 redis: Redis, prefix: str, services: ActionServices) -> None:
+        self.registry = registry
+        self.permissions = permissions
+        self._audit = audit
+        self._redis = redis
+        self._prefix = prefix
+        self._services = services
+
+    async def available(self, message: Message, *, tools_only: bool = False
+                        ) -> list[ActionSpec]:
+        """The actions `message`'s author may run where it was sent."""
+        found = []
+        for spec in self.registry:
+            if tools_only and not spec.tool:
+                continue
+            if await self.permissions.check(spec, message) is None:
+                found.append(spec)
+        return found
+
+    def _key(self, call: str) -> str:
+        return f"{self._prefix}:action:call:{call}"
+
+    async def _store(self, kind: str, data: dict[str, Any], ttl_s: int) -> str:
+        call = secrets.token_urlsafe(12)
+        await self._redis.set(self._key(call), json.dumps({"kind": kind, **data}), ex=ttl_s)
+        return call
+
+    async def _buttons(self, buttons: Sequence[Any], message: Message) -> tuple[Button, ...]:
+        out = []
+        for b in buttons:
+            call = await self._store("run", {"action": b.action, "args": b.args,
+                                             "platform": message.conversation.platform},
+                                     BUTTON_TTL_S)
+            out.append(Button(label=b.label[:75], token=f"r{call}", style=b.style))
+        return tuple(out)
+
+    # invocation -----------------------------------------------------------------------------
+
+    async def invoke(self, message: Message, name: str, via: Via, *,
+                     text: str | None = None, args: dict[str, Any] | str | None = None,
+                     call_id: str, confirmed: bool = False) -> Outcome:
+        """Run action `name` for `message`'s author with arguments from `text` (command text)
+        or `args` (a dict, or a JSON object string from a tool call). `call_id` is unique per
+        invocation and stable across retries. Never raises for the action's own failures;
+        raises only when Postgres or Redis fail (the message is then retried)."""
+        trace_id = uuid.uuid4().hex[:12]
+        spec = self.registry.get(name)
+        if spec is None:
+            return Outcome("", "unknown", f"There is no action `{name}`. Try `!help`.",
+                           ephemeral=True)
+        denial = await self.permissions.check(spec, message)
+        raw: dict[str, Any] = {}
+        try:
+            if isinstance(args, str):
+                raw = parse_json_object(args)
+            elif args is not None:
+                raw = dict(args)
+            else:
+                raw = parse_text(spec.args_model, text or "")
+        except ArgumentError as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        if denial is not None:
+            reply = f"Sorry, {denial.reason}."
+            await self._audit.record(call_id, spec.name, via, message, redact_args(raw),
+                                     trace_id, "denied", reply, error=denial.reason)
+            log.info("action denied", action=spec.name, via=via, trace_id=trace_id)
+            return Outcome(spec.name, "denied", reply, trace_id=trace_id, ephemeral=True)
+        model: BaseModel | None = None
+        if not problem:
+            try:
+                model = validate(spec, raw)
+            except ArgumentError as exc:
+                problem = str(exc)
+        if model is None:
+            reply = f"`{spec.name}`: {problem}.\nUsage: `{usage(spec)}`"
+            await self._audit.record(call_id, spec.name, via, message, redact_args(raw),
+                                     trace_id, "invalid_args", reply, error=problem)
+            return Outcome(spec.name, "invalid_args", reply, trace_id=trace_id, ephemeral=True)
+        if self.permissions.confirm(spec) and not confirmed:
+            return await self._ask_confirmation(spec, message, via, model, call_id, trace_id)
+        return await self._run(spec, message, via, model, call_id, trace_id)
+
+    async def _ask_confirmation(self, spec: ActionSpec, message: Message, via: Via,
+                                model: BaseModel, call_id: str, trace_id: str) -> Outcome:
+        shown = redact_args(model)
+        call = await self._store("confirm", {
+            "action": spec.name, "args": model.model_dump(mode="json"), "user": message.user,
+            "platform": message.conversation.platform}, CONFIRM_TTL_S)
+        reply = (f"Run `{spec.name}` with {_summary(shown)}? Only the person who asked can "
+                 f"confirm; this expires in {CONFIRM_TTL_S // 60} minutes.")
+        await self._audit.record(call_id, spec.name, via, message, shown, trace_id,
+                                 "needs_confirmation", reply)
+        return Outcome(spec.name, "needs_confirmation", reply, trace_id=trace_id, buttons=(
+            Button("Confirm", f"c{call}", "primary"), Button("Cancel", f"x{call}", "danger")))
+
+    async def _run(self, spec: ActionSpec, message: Message, via: Via, model: BaseModel,
+                   call_id: str, trace_id: str) -> Outcome:
+        args = redact_args(model)
+        prior = await self._audit.begin(call_id, spec.name, via, message, args, trace_id)
+        if prior is not None:
+            if prior.status != "running":  # a retry of a finished run: the same reply
+                return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
+            if not spec.idempotent:
+                reply = (f"`{spec.name}` was interrupted and may or may not have completed "
+                         f"(trace id {prior.trace_id}). Please check before running it again.")
+                await self._audit.finish(call_id, "interrupted", reply=reply, attempts=1,
+                                         duration_ms=0)
+                return Outcome(spec.name, "interrupted", reply, trace_id=prior.trace_id)
+            trace_id = prior.trace_id
+        ctx = ActionContext(
+            caller=Caller.of(message), message=message, via=via, call_id=call_id,
+            trace_id=trace_id, memory=self._services.memory,
+            retriever=self._services.retriever, transcript=self._services.transcript,
+            http=self._services.http, available=lambda: self.available(message))
+        timeout_s = self.permissions.timeout_s(spec)
+        attempts = 0
+        started = time.perf_counter()
+
+        async def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            async with asyncio.timeout(timeout_s):
+                return await spec.call(ctx, model)
+
+        status, error, buttons = "ok", "", ()
+        try:
+            if spec.idempotent and spec.retries > 0:
+                async for retry in AsyncRetrying(
+                        stop=stop_after_attempt(spec.retries + 1),
+                        wait=wait_exponential_jitter(initial=0.2, max=2.0),
+                        retry=retry_if_not_exception_type(ActionError), reraise=True):
+                    with retry:
+                        result = await attempt()
+            else:
+                result = await attempt()
+            reply, buttons = _render(result)
+        except ActionError as exc:
+            status, error = "failed", f"ActionError: {exc}"
+            reply = f"Sorry, `{spec.name}` failed: {exc} (trace id {trace_id})."
+        except TimeoutError:
+            status, error = "timeout", f"timed out after {timeout_s:g} s"
+            reply = (f"`{spec.name}` did not finish within {timeout_s:g} s and was stopped "
+                     f"(trace id {trace_id}).")
+        except Exception as exc:
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            reply = f"Sorry, `{spec.name}` failed (trace id {trace_id})."
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        await self._audit.finish(call_id, status, reply=reply, result=reply if status == "ok"
+                                 else "", error=error, attempts=attempts,
+                                 duration_ms=duration_ms)
+        log.info("action run", action=spec.name, via=via, status=status, attempts=attempts,
+                 duration_ms=duration_ms, trace_id=trace_id,
+                 error=error.split(":")[0] if error else None)
+        return Outcome(spec.name, status, reply, trace_id=trace_id,
+                       buttons=await self._buttons(buttons, message))
+
+    # buttons --------------------------------------------------------------------------------
+
+    async def press(self, message: Message, token: str) -> Outcome:
+        """A pressed button (`message.meta["button"] == token`): confirm or cancel a stored
+        call (only its requester, once), or run a button's action for whoever pressed it."""
+        kind, call = token[:1], token[1:]
+        raw = await self._redis.get(self._key(call)) if call else None
+        if raw is None:
+            return Outcome("", "expired", "This button has expired. Please run the command "
+                           "again.", ephemeral=True)
+        data = json.loads(raw)
+        name = str(data.get("action", ""))
+        if kind == "r" and data.get("kind") == "run":
+            return await self.invoke(message, name, "button", args=data.get("args") or {},
+                                     call_id=message.id)
+        if kind not in ("c", "x") or data.get("kind") != "confirm":
+            return Outcome(name, "expired", "This button is not valid.", ephemeral=True)
+        if message.user != data.get("user") or \
+                message.conversation.platform != data.get("platform"):
+            reply = "Only the person who asked can confirm or cancel this."
+            await self._audit.record(message.id, name, "button", message, {}, uuid.uuid4().hex[
+                :12], "denied", reply, error="not the requester")
+            return Outcome(name, "denied", reply, ephemeral=True)
+        claim = f"{self._key(call)}:claimed"
+        if not await self._redis.set(claim, message.id, nx=True, ex=CONFIRM_TTL_S):
+            holder = await self._redis.get(claim)
+            holder = holder.decode() if isinstance(holder, bytes) else holder
+            if holder != message.id:  # another press got it first; a retry of ours goes on
+                return Outcome(name, "expired", "This was already answered.", ephemeral=True)
+        if kind == "x":
+            reply = f"Cancelled: `{name}` did not run."
+            await self._audit.record(message.id, name, "button", message,
+                                     redact_args(data.get("args") or {}),
+                                     uuid.uuid4().hex[:12], "cancelled", reply)
+            return Outcome(name, "cancelled", reply)
+        return await self.invoke(message, name, "button", args=data.get("args") or {},
+                                 call_id=message.id, confirmed=True)

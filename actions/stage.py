@@ -1,0 +1,79 @@
+"""The pipeline stage that routes a message to an action (DESIGN.md, "action routing").
+
+A message is an action call when:
+- it carries a pressed button (`meta["button"]`);
+- it is a platform command (`meta["command"]`) naming an action (`/start` names `help`);
+  arguments come from `meta["args"]` (typed options) or the command's text;
+- its text is `!name args` (`!` then an action name; an unknown `!name` is answered with a
+  pointer to `!help`).
+Any other message, `/ask question` included, goes on to the model. The action's reply is
+kept for retries like a generated answer (`<p>:answer:<message id>`), and `ctx.action` tells
+later stages that no model wrote it: input rails, retrieval and generation skip it, output
+rails only redact, memory does not keep it, the transcript row names the action.
+"""
+
+from __future__ import annotations
+
+import re
+
+from redis.asyncio import Redis
+
+from actions.runner import ActionRunner, Outcome
+from bot.messages import Reply
+from bot.pipeline import Context, load_answer, store_answer
+from bot.protocols import Generated
+
+BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?:\s+(.*))?$", re.DOTALL)
+ALIASES = {"start": "help"}  # Telegram sends /start when a user opens the bot
+ASK_HINT = "Ask me something, e.g. `/ask how do I …`, or see what I can do with `/help`."
+
+
+class RouteAction:
+    """Runs the action a message calls, if it calls one (see the module docstring)."""
+
+    def __init__(self, runner: ActionRunner, redis: Redis, prefix: str, ttl_s: int) -> None:
+        self._runner = runner
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl_s = ttl_s
+
+    async def __call__(self, ctx: Context) -> None:
+        message = ctx.message
+        meta = message.meta
+        registry = self._runner.registry
+        key = f"{self._prefix}:answer:{message.id}"
+        outcome: Outcome | None = None
+        if meta.get("button"):
+            if await load_answer(self._redis, key, ctx):
+                ctx.action = ctx.action or "button"
+                return
+            outcome = await self._runner.press(message, meta["button"])
+        elif meta.get("command"):
+            name = meta["command"].lower()
+            name = ALIASES.get(name, name) if name not in registry else name
+            if name in registry:
+                if await load_answer(self._redis, key, ctx):
+                    ctx.action = ctx.action or name
+                    return
+                outcome = await self._runner.invoke(
+                    message, name, "command", call_id=message.id,
+                    args=meta["args"] if meta.get("args") else None, text=message.text)
+            elif not message.text.strip():
+                outcome = Outcome("", "unknown", ASK_HINT, ephemeral=True)
+        elif match := BANG.match(message.text.strip()):
+            if await load_answer(self._redis, key, ctx):
+                ctx.action = ctx.action or match.group(1).lower()
+                return
+            outcome = await self._runner.invoke(message, match.group(1).lower(), "command",
+                                                text=match.group(2) or "", call_id=message.id)
+        if outcome is None:
+            return
+        reply_meta = dict(meta)
+        if outcome.ephemeral:
+            reply_meta["ephemeral"] = "1"
+        ctx.action = outcome.action or "unknown"
+        ctx.reply = Reply(message_id=message.id, conversation=message.conversation,
+                          text=outcome.text, meta=reply_meta, buttons=outcome.buttons)
+        ctx.generated = Generated(text=outcome.text, model=f"action:{ctx.action}",
+                                  trace_id=outcome.trace_id)
+        await store_answer(self._redis, key, ctx, self._ttl_s)

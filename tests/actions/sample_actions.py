@@ -1,0 +1,90 @@
+"""Actions for the tests (loaded with BOT_ACTION_MODULES=tests.actions.sample_actions)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from actions import ActionButton, ActionContext, ActionError, ActionResult, action
+
+#: What the actions did, in order: (action, caller user, arguments...).
+CALLS: list[tuple[str, ...]] = []
+FLAKY_FAILURES = {"left": 0}
+
+
+class CreateTicket(BaseModel):
+    title: str = Field(min_length=3, description="what is wrong")
+    priority: Literal["low", "normal", "high"] = "normal"
+
+
+@action(description="Open a ticket in the team's tracker", confirm=True, roles={"support"})
+async def create_ticket(ctx: ActionContext, args: CreateTicket) -> str:
+    CALLS.append(("create_ticket", ctx.caller.user, args.title, args.priority))
+    return f"Opened ticket #{len(CALLS)}: {args.title} ({args.priority})"
+
+
+class Deploy(BaseModel):
+    service: str
+    api_token: SecretStr = Field(description="a deploy token")
+    note: str = ""
+
+
+@action(description="Deploy a service", roles={"ops"})
+async def deploy(ctx: ActionContext, args: Deploy) -> str:
+    CALLS.append(("deploy", ctx.caller.user, args.service))
+    return f"Deployed {args.service}."
+
+
+@action(description="Takes too long", timeout_s=0.3)
+async def slow(ctx: ActionContext) -> str:
+    await asyncio.sleep(30)
+    return "never"
+
+
+@action(description="Always fails")
+async def boom(ctx: ActionContext) -> str:
+    CALLS.append(("boom", ctx.caller.user))
+    raise RuntimeError("kaboom with ghp_0123456789abcdefABCDEF0123456789abcd")
+
+
+@action(description="Refuses politely")
+async def refuse(ctx: ActionContext) -> str:
+    raise ActionError("the tracker is read-only today")
+
+
+@action(description="Fails twice, then works", idempotent=True, retries=2)
+async def flaky(ctx: ActionContext) -> str:
+    CALLS.append(("flaky", ctx.caller.user))
+    if FLAKY_FAILURES["left"] > 0:
+        FLAKY_FAILURES["left"] -= 1
+        raise ConnectionError("tracker unreachable")
+    return "worked"
+
+
+class Whoami(BaseModel):
+    user: str = Field(default="", description="ignored: the caller is who wrote the message")
+
+
+@action(description="Say who is asking")
+async def whoami(ctx: ActionContext, args: Whoami) -> str:
+    CALLS.append(("whoami", ctx.caller.user, args.user))
+    return f"You are {ctx.caller.platform}:{ctx.caller.user}"
+
+
+class Grant(BaseModel):
+    user: str = Field(description="who gets admin rights")
+
+
+@action(description="Make a user an admin", roles={"admins"})
+async def grant_admin(ctx: ActionContext, args: Grant) -> str:
+    CALLS.append(("grant_admin", ctx.caller.user, args.user))
+    return f"{args.user} is now an admin."
+
+
+@action(description="Offer a follow-up button", tool=False)
+async def menu(ctx: ActionContext) -> ActionResult:
+    return ActionResult("Pick one:", buttons=(
+        ActionButton("Who am I?", "whoami"),
+        ActionButton("Ticket: printer", "create_ticket", {"title": "Printer jam"}, "primary")))

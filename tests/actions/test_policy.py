@@ -1,0 +1,99 @@
+"""The actions policy: the decorator's defaults, the deployment's overrides, grants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actions.policy import ActionsPolicy, Permissions
+from actions.spec import ActionSpec, spec_of
+from bot.errors import ConfigError
+from bot.messages import Conversation, Message
+from tests.actions import sample_actions
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def msg(platform: str = "slack", user: str = "U1", channel: str = "C1") -> Message:
+    return Message(id="m", conversation=Conversation(platform=platform, channel=channel),
+                   user=user, text="!x")
+
+
+def spec(func: object) -> ActionSpec:
+    found = spec_of(func)
+    assert found is not None
+    return found
+
+
+def write(tmp_path: Path, text: str, name: str = "actions.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+async def test_roles_users_platforms_and_channels(tmp_path: Path) -> None:
+    policy = ActionsPolicy.load(write(tmp_path, """
+[roles]
+support = ["slack:user:U0ALICE", "telegram:5555"]
+
+[actions.whoami]
+platforms = ["slack", "webhook"]
+channels = ["slack:C0OPS", "webhook:c1"]
+
+[actions.boom]
+enabled = false
+
+[actions.slow]
+users = ["discord:user:42"]
+timeout_s = 2.5
+confirm = true
+"""))
+    perms = Permissions(policy, {})
+    ticket = spec(sample_actions.create_ticket)
+    assert await perms.check(ticket, msg(user="U0ALICE")) is None
+    assert await perms.check(ticket, msg("telegram", "5555")) is None
+    denial = await perms.check(ticket, msg(user="U0BOB"))
+    assert denial is not None and "role: support" in denial.reason
+    # the same user id on another platform is somebody else
+    assert await perms.check(ticket, msg("discord", "U0ALICE")) is not None
+    whoami = spec(sample_actions.whoami)
+    assert await perms.check(whoami, msg(channel="C0OPS")) is None
+    assert "this channel" in (await perms.check(whoami, msg(channel="C1"))).reason  # type: ignore[union-attr]
+    assert "on telegram" in (await perms.check(whoami, msg("telegram"))).reason  # type: ignore[union-attr]
+    assert "turned off" in (await perms.check(spec(sample_actions.boom), msg())).reason  # type: ignore[union-attr]
+    slow = spec(sample_actions.slow)
+    assert await perms.check(slow, msg("discord", "42")) is None
+    assert await perms.check(slow, msg("discord", "43")) is not None
+    assert perms.timeout_s(slow) == 2.5 and perms.confirm(slow) is True
+    assert perms.timeout_s(whoami) == whoami.timeout_s and perms.confirm(ticket) is True
+
+
+async def test_groups_need_the_platform_and_unknown_roles_grant_nothing() -> None:
+    perms = Permissions(ActionsPolicy(roles={"support": frozenset({"slack:group:S1"})}), {})
+    # no GroupDirectory for slack here: a group cannot be checked, so it is not held
+    assert await perms.check(spec(sample_actions.create_ticket), msg()) is not None
+    assert await perms.check(spec(sample_actions.deploy), msg()) is not None  # role "ops" unset
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("[actions.x]\nroles = 'support'\n", "actions.x.roles"),
+    ("[actions.x]\ncolour = 1\n", "actions.x.colour"),
+    ("[roles]\nsupport = ['slack-U1']\n", "bad grant"),
+    ("[actions.x]\ntimeout_s = 0\n", "timeout_s"),
+    ("[roles\n", "actions.toml"),
+])
+def test_bad_policy_files_are_config_errors(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match="BOT_ACTIONS_POLICY") as err:
+        ActionsPolicy.load(write(tmp_path, text))
+    assert problem in str(err.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        ActionsPolicy.load(tmp_path / "missing.toml")
+
+
+def test_the_shipped_policy_is_the_default_and_json_works(tmp_path: Path) -> None:
+    assert ActionsPolicy.load(REPO / "deploy" / "actions.toml") == ActionsPolicy()
+    assert ActionsPolicy.load(None) == ActionsPolicy()
+    loaded = ActionsPolicy.load(write(tmp_path, '{"roles": {"ops": ["slack:user:U1"]}}',
+                                      "actions.json"))
+    assert loaded.roles == {"ops": frozenset({"slack:user:U1"})}
