@@ -1,8 +1,9 @@
 """Arguments: from command text or typed options to the action's pydantic model, and from the
 model to usage lines, platform command options and LLM tool schemas.
 
-Text commands (`/name ...` in Slack and Telegram, `!name ...` anywhere) are split like a shell
-line (`shlex`: quotes group words). `key=value` words set arguments by name. Other words fill
+Text commands (`/name ...` in Slack and Telegram, `!name ...` anywhere) are split at
+whitespace; double quotes group words (`split_words`). `key=value` words set the argument
+`key` by name. Other words fill
 the arguments in order (required ones first), one word each, except that a text argument with
 no required argument after it takes all the remaining words:
 
@@ -72,24 +73,35 @@ def _ordered(model: type[BaseModel]) -> list[tuple[str, FieldInfo]]:
                                                          if not f[1].is_required()]
 
 
+def split_words(text: str) -> list[str]:
+    """Words of a command line: whitespace-separated, double quotes (straight or curly, as
+    phones type them) group words; apostrophes are letters ("doesn't"). Unbalanced quotes
+    fall back to plain whitespace splitting."""
+    straight = text.replace("\u201c", '"').replace("\u201d", '"')
+    lexer = shlex.shlex(straight, posix=True)
+    lexer.whitespace_split = True
+    lexer.quotes = '"'
+    lexer.commenters = ""
+    lexer.escape = ""
+    try:
+        return list(lexer)
+    except ValueError:
+        return text.split()
+
+
 def parse_text(model: type[BaseModel], text: str) -> dict[str, Any]:
-    """Command text -> raw argument values (validated later by the model).
+    """Command text -> raw argument values (validated later by the model). A `key=value`
+    word whose key is not an argument's name is an ordinary word.
 
     Raises:
-        ArgumentError: unbalanced quotes, an unknown `key=`, or more words than arguments.
+        ArgumentError: more words than the arguments can take.
     """
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise ArgumentError(f"cannot read the arguments: {exc}") from None
     fields = model.model_fields
     named: dict[str, str] = {}
     positional: list[str] = []
-    for word in words:
+    for word in split_words(text):
         key, eq, value = word.partition("=")
-        if eq and key.isidentifier():
-            if key not in fields:
-                raise ArgumentError(f"unknown argument {key!r}")
+        if eq and key in fields:
             named[key] = value
         else:
             positional.append(word)

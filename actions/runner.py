@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import time
+import traceback
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from tenacity import (
 )
 
 from actions.arguments import ArgumentError, parse_json_object, parse_text, usage, validate
-from actions.audit import AuditLog, redact_args
+from actions.audit import AuditLog, redact_args, redact_text
 from actions.policy import Permissions
 from actions.registry import Registry
 from actions.spec import (
@@ -260,6 +261,9 @@ class ActionRunner:
         except Exception as exc:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             reply = f"Sorry, `{spec.name}` failed (trace id {trace_id})."
+            # the traceback, for whoever debugs the plugin; secrets in it are redacted
+            log.error("action raised", action=spec.name, trace_id=trace_id,
+                      traceback=redact_text("".join(traceback.format_exception(exc))))
         duration_ms = int((time.perf_counter() - started) * 1000)
         await self._audit.finish(call_id, status, reply=reply, result=reply if status == "ok"
                                  else "", error=error, attempts=attempts,

@@ -159,7 +159,8 @@ class ActionSpec:
         idempotent: safe to run twice; only then is a failed attempt retried (`retries`
             times) and a run interrupted by a crash run again.
         tool: offered to the LLM as a tool.
-        origin: where it came from ("builtin", "entry point <ep> (<dist>)", "module <name>").
+        origin: where it came from: "builtin", "module <name>" (BOT_ACTION_MODULES), or
+            "entry point <name> = <value> (<distribution> <version>)".
     """
 
     name: str

@@ -32,7 +32,7 @@ from adapters.console.send import ConsoleSender
 from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.send import WebhookSender
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
-from bot.errors import ServiceUnavailable
+from bot.errors import ConfigError, ServiceUnavailable
 from bot.guardrails.policy import GuardrailPolicy, build_guardrails
 from bot.guardrails.stages import CheckPassages, InputRails, OutputRails
 from bot.inbox import Inbox
@@ -85,9 +85,13 @@ def build_action_registry(s: Settings) -> Registry:
     """The built-in actions, installed plugins' and BOT_ACTION_MODULES' actions.
 
     Raises:
-        ConfigError: two actions share a name (both origins named), or a plugin fails to load.
+        ConfigError: two actions share a name (both origins named), a plugin fails to load,
+            or BOT_HTTP_ACTION_URL is set without BOT_HTTP_ACTION_SECRET.
     """
     secret = s.bot_http_action_secret.get_secret_value() if s.bot_http_action_secret else ""
+    if s.bot_http_action_url and len(secret) < 16:
+        raise ConfigError("BOT_HTTP_ACTION_SECRET: set a secret of at least 16 characters to "
+                          "sign http_request calls to BOT_HTTP_ACTION_URL")
     return discover(builtin_specs(s.bot_http_action_url, secret, s.bot_http_action_timeout_s),
                     s.action_modules(), use_entry_points=s.bot_action_entry_points)
 

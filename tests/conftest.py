@@ -98,6 +98,8 @@ def isolated_env(services: Services, database_url: str, data_dir: Path) -> dict[
         "BOT_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}",
         "BOT_DATA_DIR": str(data_dir),
         "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        # plugins installed in the developer's environment stay out of the tests' bots
+        "BOT_ACTION_ENTRY_POINTS": "false",
     }
 
 

@@ -89,7 +89,8 @@ def test_broken_plugins_fail_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_bot_actions_list_shows_plugins_and_refuses_duplicates(tmp_path: Path) -> None:
     install_plugin(tmp_path, "demo_plugin_cli", PLUGIN, "demo_plugin_cli")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
-           "BOT_HTTP_ACTION_URL": "http://127.0.0.1:9/hook"}
+           "BOT_HTTP_ACTION_URL": "http://127.0.0.1:9/hook",
+           "BOT_HTTP_ACTION_SECRET": "0123456789abcdef-signing"}
     listed = subprocess.run([sys.executable, "-m", "bot", "actions", "list", "--json"],
                             env=env, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
@@ -105,3 +106,7 @@ def test_bot_actions_list_shows_plugins_and_refuses_duplicates(tmp_path: Path) -
     assert "demo_plugin_cli (demo-plugin 1.0)" in dup.stderr
     assert "module tests.actions.sample_actions" in dup.stderr
     assert "Traceback" not in dup.stderr
+    unsigned = subprocess.run([sys.executable, "-m", "bot", "actions", "list"],
+                              env={**env, "BOT_HTTP_ACTION_SECRET": ""},
+                              capture_output=True, text=True, timeout=60)
+    assert unsigned.returncode == 2 and "BOT_HTTP_ACTION_SECRET" in unsigned.stderr

@@ -192,7 +192,7 @@ async def test_a_run_interrupted_by_a_crash_is_not_repeated(srv: Server) -> None
 
 
 async def test_secrets_in_arguments_never_reach_the_audit_row(srv: Server) -> None:
-    reply = await say(srv, "olga", f"!deploy web api_token=hunter2hunter2 note='key {SECRET}'")
+    reply = await say(srv, "olga", f'!deploy web api_token=hunter2hunter2 note="key {SECRET}"')
     assert reply["answer"] == "Deployed web."
     [row] = await audit(srv)
     assert row["args"] == {"service": "web", "api_token": "[REDACTED]",
