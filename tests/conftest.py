@@ -24,8 +24,11 @@ from bot.config import Settings, load_settings
 from bot.runtime import Runtime
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, server_factory  # noqa: F401
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 from tests.fakes.processes import bot_command, processes  # noqa: F401
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.telegram_api import FakeTelegram
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 
@@ -141,6 +144,30 @@ def subprocess_env(settings_env: dict[str, str], **extra: str) -> dict[str, str]
 @pytest.fixture
 async def fake_llm() -> AsyncIterator[FakeOpenAI]:
     server = await FakeOpenAI().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    """A fake Slack Web API on loopback (tests/fakes/slack_api.py)."""
+    server = await FakeSlack().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    """A fake Telegram Bot API on loopback (tests/fakes/telegram_api.py)."""
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def discord_api() -> AsyncIterator[FakeDiscord]:
+    """A fake Discord REST API and gateway on loopback (tests/fakes/discord_api.py)."""
+    server = await FakeDiscord().start()
     yield server
     await server.stop()
 

@@ -5,7 +5,14 @@ Interactions (PROTOCOLS.md 3.2): Ed25519 over `timestamp + raw body` with the ap
 public key (PyNaCl), 401 on any failure (missing or non-hex headers included), then parsing (400).
 PING is answered with PONG; a slash command is stored and answered at once with a deferred
 response (type 5: the user sees "thinking..."), well within the 3-second limit, and completed
-through the interaction webhook by the sender; components are acknowledged (type 6).
+through the interaction webhook by the sender. A press of one of the bot's buttons is stored
+and acknowledged with DEFERRED_UPDATE_MESSAGE (type 6: the answer then edits the message that
+holds the button), or, when it cannot be stored, answered with an ephemeral apology (type 4);
+other components are acknowledged (type 6).
+
+Commands: with a bot token and `deps.commands`, the bot's commands are registered as global
+CHAT_INPUT application commands (bulk overwrite, `PUT /applications/{id}/commands`) in the
+background at start (see `commands.py`); a failure is logged, never fatal.
 
 Gateway: discord.py with the GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES and MESSAGE_CONTENT
 intents; `DISCORD_API_URL` and `DISCORD_GATEWAY_URL` repoint discord.py's class-level
@@ -28,11 +35,13 @@ from nacl.signing import VerifyKey
 from redis.exceptions import RedisError
 
 from adapters.base import AdapterDeps
+from adapters.discord.commands import register_commands
 from adapters.discord.normalize import (
     AUTOCOMPLETE,
     MESSAGE_COMPONENT,
     PING,
     Skip,
+    normalize_component,
     normalize_interaction,
     normalize_message_create,
 )
@@ -43,7 +52,9 @@ from bot.log import get_logger
 
 log = get_logger("adapters.discord")
 ENQUEUE_ATTEMPTS = 4  # waits 1 + 2 + 4 s for Redis: the gateway never redelivers
-PONG, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE, AUTOCOMPLETE_RESULT = 1, 5, 6, 8
+PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE = 1, 4, 5, 6
+AUTOCOMPLETE_RESULT = 8
+EPHEMERAL = 1 << 6
 
 
 def verify_ed25519(key: VerifyKey, body: bytes, timestamp: str | None,
@@ -72,15 +83,18 @@ class DiscordAdapter:
     def __init__(self, deps: AdapterDeps, *, bot_token: str | None, public_key: str | None,
                  api_url: str, gateway_url: str) -> None:
         self._deps = deps
+        self._commands = frozenset(c.name for c in deps.commands)
         self._bot_token = bot_token
         self._key = VerifyKey(bytes.fromhex(public_key)) if public_key else None
         self._api_url = api_url
         self._gateway_url = gateway_url
         self._threads = DiscordThreads(deps.redis, deps.prefix)
-        self.sender = DiscordSender(DiscordRest(deps.http, api_url, bot_token), self._threads,
+        self._rest = DiscordRest(deps.http, api_url, bot_token)
+        self.sender = DiscordSender(self._rest, self._threads,
                                     SendProgress(deps.redis, deps.prefix))
         self._client: discord.Client | None = None
         self._gateway: asyncio.Task[None] | None = None
+        self._registering: asyncio.Task[None] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/discord/interactions", self.handle)] if self._key else []
@@ -103,22 +117,32 @@ class DiscordAdapter:
         if kind == PING:
             return _json({"type": PONG})
         if kind == MESSAGE_COMPONENT:
-            return _json({"type": DEFERRED_UPDATE_MESSAGE})
+            return await self._component(payload)
         if kind == AUTOCOMPLETE:
             return _json({"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}})
-        message = normalize_interaction(payload)
+        message = normalize_interaction(payload, self._commands)
         if isinstance(message, Skip):
-            return _json({"type": 4, "data": {"content": "Ask me a question, e.g. "
-                                                         "`/ask question: how do I ...`",
-                                               "flags": 1 << 6}})
+            return _ephemeral("Ask me a question, e.g. `/ask question: how do I ...`")
         try:
             await self._deps.inbox.enqueue(message)
         except (RedisError, OSError, BacklogFull):
             log.error("discord interaction not stored", interaction=payload.get("id"))
-            return _json({"type": 4, "data": {"content": "Sorry, I cannot take questions "
-                                                         "right now. Please try again.",
-                                               "flags": 1 << 6}})
+            return _ephemeral("Sorry, I cannot take questions right now. Please try again.")
         return _json({"type": DEFERRED_CHANNEL_MESSAGE})
+
+    async def _component(self, payload: dict[str, Any]) -> web.Response:
+        """A button press: stored, then DEFERRED_UPDATE_MESSAGE; other components are only
+        acknowledged."""
+        message = normalize_component(payload)
+        if isinstance(message, Skip):
+            log.debug("discord component acknowledged", reason=message.reason)
+            return _json({"type": DEFERRED_UPDATE_MESSAGE})
+        try:
+            await self._deps.inbox.enqueue(message)
+        except (RedisError, OSError, BacklogFull):
+            log.error("discord button press not stored", interaction=payload.get("id"))
+            return _ephemeral("Sorry, I cannot take that right now. Please try again.")
+        return _json({"type": DEFERRED_UPDATE_MESSAGE})
 
     # gateway ----------------------------------------------------------------------------------
 
@@ -127,6 +151,9 @@ class DiscordAdapter:
         never waits on Discord."""
         if not self._bot_token:
             return
+        if self._deps.commands:
+            self._registering = asyncio.create_task(
+                register_commands(self._rest, self._deps.commands), name="discord-commands")
         if self._api_url.rstrip("/") != discord.http.Route.BASE:
             discord.http.Route.BASE = self._api_url.rstrip("/")
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(self._gateway_url)
@@ -158,6 +185,11 @@ class DiscordAdapter:
                 backoff_s = min(backoff_s * 2, 60.0)
 
     async def stop(self) -> None:
+        if self._registering is not None:
+            self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registering
+            self._registering = None
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -180,7 +212,7 @@ class DiscordAdapter:
                     in_bot_thread = is_thread and await self._threads.contains(channel_id)
                     normalized = normalize_message_create(
                         _payload(message), str(client.user.id), is_thread=is_thread,
-                        in_bot_thread=in_bot_thread)
+                        in_bot_thread=in_bot_thread, commands=self._commands)
                     if isinstance(normalized, Skip):
                         log.debug("discord message not answered", reason=normalized.reason)
                         return
@@ -213,10 +245,21 @@ def _report_gateway_end(task: asyncio.Task[None]) -> None:
         log.error("discord gateway stopped", error=type(error).__name__)
 
 
+def _ephemeral(content: str) -> web.Response:
+    """An immediate reply only the user sees (CHANNEL_MESSAGE_WITH_SOURCE, EPHEMERAL)."""
+    return _json({"type": CHANNEL_MESSAGE, "data": {"content": content, "flags": EPHEMERAL}})
+
+
 def _payload(message: discord.Message) -> dict[str, Any]:
-    """The MESSAGE_CREATE fields `normalize_message_create` reads, from discord.py's object."""
-    return {"id": str(message.id), "channel_id": str(message.channel.id),
-            "guild_id": str(message.guild.id) if message.guild else None,
-            "type": message.type.value, "content": message.content,
-            "author": {"id": str(message.author.id), "bot": message.author.bot},
-            "mentions": [{"id": str(m.id)} for m in message.mentions]}
+    """The MESSAGE_CREATE fields `normalize_message_create` reads, from discord.py's object;
+    `member.roles` (ids, without @everyone) when the author is a guild member."""
+    payload: dict[str, Any] = {
+        "id": str(message.id), "channel_id": str(message.channel.id),
+        "guild_id": str(message.guild.id) if message.guild else None,
+        "type": message.type.value, "content": message.content,
+        "author": {"id": str(message.author.id), "bot": message.author.bot},
+        "mentions": [{"id": str(m.id)} for m in message.mentions]}
+    if isinstance(message.author, discord.Member):
+        payload["member"] = {"roles": [str(r.id) for r in message.author.roles
+                                       if not r.is_default()]}
+    return payload

@@ -7,6 +7,12 @@ after a crash returns the message already posted. Content is split at 2,000 char
 (`allowed_mentions.parse = []`). On 429 the body's `retry_after` (or `Retry-After`) is waited
 out, up to 3 times. Interaction follow-ups need no bot token (the interaction token
 authorizes them); channel messages and typing use `Authorization: Bot <token>`.
+
+`Reply.buttons` go under the last piece as button components (`custom_id` `sb:<token>`, label
+<= 80 characters; style 1 primary, 4 danger, 2 secondary), in action rows of up to 5 buttons,
+at most 5 rows. An interaction's original response is always sent with `components` (empty
+without buttons), so a message whose button was pressed loses its buttons when the answer
+replaces it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,15 @@ from redis.exceptions import RedisError
 
 from adapters.progress import SendProgress
 from adapters.text import split_text
-from bot.messages import Message, Reply
+from bot.messages import Button, Message, Reply
 
 CONTENT_LIMIT = 2000
+BUTTON_LABEL_LIMIT = 80
+BUTTONS_PER_ROW = 5
+MAX_ROWS = 5
+ACTION_ROW, BUTTON = 1, 2
+BUTTON_STYLES = {"primary": 1, "danger": 4}
+SECONDARY = 2
 MAX_RATE_LIMIT_WAITS = 3
 THREAD_TTL_S = 7 * 24 * 3600
 
@@ -52,8 +64,15 @@ class DiscordRest:
         self._api = api_url.rstrip("/")
         self._bot_token = bot_token
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+    async def request(self, method: str, path: str,
+                      body: dict[str, Any] | list[Any] | None = None, *,
                       bot_auth: bool = True) -> Any:
+        """One REST call; the parsed JSON answer (None for an empty body).
+
+        Raises:
+            DiscordError: an error status (429 after 3 waits included).
+            aiohttp.ClientError, OSError: no answer.
+        """
         headers = {"Content-Type": "application/json"}
         if bot_auth and self._bot_token:
             headers["Authorization"] = f"Bot {self._bot_token}"
@@ -69,6 +88,18 @@ class DiscordRest:
                     raise DiscordError(response.status, text)
                 return json.loads(text) if text else None
         raise AssertionError("unreachable")
+
+
+def components(buttons: tuple[Button, ...]) -> list[dict[str, Any]]:
+    """Action rows of button components for `buttons` (up to 25; the rest are dropped)."""
+    rows: list[dict[str, Any]] = []
+    kept = buttons[:BUTTONS_PER_ROW * MAX_ROWS]
+    for start in range(0, len(kept), BUTTONS_PER_ROW):
+        rows.append({"type": ACTION_ROW, "components": [
+            {"type": BUTTON, "style": BUTTON_STYLES.get(b.style, SECONDARY),
+             "label": b.label[:BUTTON_LABEL_LIMIT], "custom_id": f"sb:{b.token}"}
+            for b in kept[start:start + BUTTONS_PER_ROW]]})
+    return rows
 
 
 def _original(meta: dict[str, str]) -> str:
@@ -98,9 +129,10 @@ class DiscordThreads:
 
 
 class DiscordSender:
-    """Implements `bot.protocols.Sender`, `TypingIndicator` and `DraftEditor` for Discord. A
-    streamed draft is the interaction's original response (edited with PATCH @original) or a
-    channel message (posted with its own nonce, edited with PATCH)."""
+    """Implements `bot.protocols.Sender`, `TypingIndicator`, `DraftEditor` and
+    `GroupDirectory` for Discord. A streamed draft is the interaction's original response
+    (edited with PATCH @original) or a channel message (posted with its own nonce, edited
+    with PATCH)."""
 
     def __init__(self, rest: DiscordRest, threads: DiscordThreads,
                  progress: SendProgress) -> None:
@@ -118,8 +150,11 @@ class DiscordSender:
         done = await self._progress.delivered(reply.message_id)
         for index, piece in enumerate(pieces[done:], start=done):
             body: dict[str, Any] = {"content": piece, "allowed_mentions": no_pings}
+            if reply.buttons and index == len(pieces) - 1:
+                body["components"] = components(reply.buttons)
             if reply.meta.get("mode") == "interaction":
                 if index == 0:  # the deferred response, or the draft streamed into it
+                    body.setdefault("components", [])  # a pressed message loses its buttons
                     await self._rest.request("PATCH", _original(reply.meta), body,
                                              bot_auth=False)
                 else:
@@ -177,6 +212,12 @@ class DiscordSender:
         else:
             await self._rest.request(
                 "PATCH", f"/channels/{message.conversation.channel}/messages/{handle}", body)
+
+    async def in_group(self, message: Message, group: str) -> bool:
+        """Whether the author has the role `group` (a role id), from `meta["roles"]` as the
+        adapter read it from the member; False outside guilds. Never calls Discord."""
+        roles = message.meta.get("roles", "")
+        return bool(group) and group in roles.split(",")
 
     async def typing(self, message: Message) -> None:
         if message.meta.get("mode") == "gateway":

@@ -1,6 +1,11 @@
 """Slack ingress: the Events API at `POST /slack/events` (events, slash commands,
 interactivity) and Socket Mode when `SLACK_APP_TOKEN` is set.
 
+Slash commands and presses of the bot's buttons (`block_actions`, PROTOCOLS.md 1.7) are stored
+like events (503 when they cannot be); other interactions are acknowledged and ignored. Slack
+has no API to register slash commands (they live in the app's manifest), so `deps.commands`
+only decides which commands pass without text.
+
 HTTP order of checks (PROTOCOLS.md 1.2, 1.3, 5.2): `ssl_check` probes are answered 200 at
 once (they carry no event); every other request must carry a valid v0 signature over the raw
 body within 5 minutes (401 `{"error": "invalid request"}`, Bolt's answer) before it is parsed;
@@ -32,6 +37,7 @@ from adapters.slack.normalize import (
     Skip,
     SlackIdentity,
     is_from_a_bot,
+    normalize_block_action,
     normalize_command,
     normalize_event,
 )
@@ -56,6 +62,7 @@ class SlackAdapter:
     def __init__(self, deps: AdapterDeps, *, bot_token: str, api_url: str,
                  signing_secret: str | None, app_token: str | None) -> None:
         self._deps = deps
+        self._commands = frozenset(c.name for c in deps.commands)
         self._client = web_client(bot_token, api_url)
         self._api_url = api_url
         self._signing_secret = signing_secret
@@ -155,7 +162,7 @@ class SlackAdapter:
         return web.Response(status=200)
 
     async def _command(self, form: dict[str, str]) -> web.StreamResponse:
-        message = normalize_command(form)
+        message = normalize_command(form, self._commands)
         if isinstance(message, Skip):
             return web.json_response({"response_type": "ephemeral",
                                       "text": "Ask me something, e.g. `/ask how do I ...`"})
@@ -168,8 +175,12 @@ class SlackAdapter:
         return web.json_response({"response_type": "in_channel"})
 
     async def _interaction(self, payload: Any) -> web.StreamResponse:
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        log.debug("slack interaction acknowledged", type=kind)
+        try:
+            await self._press(payload)
+        except StoreUnavailable as exc:
+            log.error("slack button press not stored; asking Slack to retry", error=str(exc))
+            return web.json_response({"error": "temporarily unavailable"}, status=503,
+                                     headers={"Retry-After": "5"})
         return web.Response(status=200)
 
     # shared by HTTP and Socket Mode -----------------------------------------------------------
@@ -187,10 +198,23 @@ class SlackAdapter:
                                                          str(event["thread_ts"]))
             except (RedisError, OSError, BacklogFull) as exc:
                 raise StoreUnavailable(type(exc).__name__) from exc
-        message = normalize_event(envelope, me, in_bot_thread=in_thread)
+        message = normalize_event(envelope, me, in_bot_thread=in_thread,
+                                  commands=self._commands)
         if isinstance(message, Skip):
             log.debug("slack event not answered", reason=message.reason,
                       event_id=envelope.get("event_id"))
+            return
+        await self._enqueue(message)
+
+    async def _press(self, payload: Any) -> None:
+        """Store a press of one of the bot's buttons; other interactions are only logged.
+
+        Raises:
+            StoreUnavailable: the inbox cannot store it.
+        """
+        message = normalize_block_action(payload)
+        if isinstance(message, Skip):
+            log.debug("slack interaction acknowledged", reason=message.reason)
             return
         await self._enqueue(message)
 
@@ -208,9 +232,12 @@ class SlackAdapter:
             if request.type == "events_api" and request.payload.get("type") == "event_callback":
                 await self._event(request.payload)
             elif request.type == "slash_commands":
-                message = normalize_command({k: str(v) for k, v in request.payload.items()})
+                message = normalize_command({k: str(v) for k, v in request.payload.items()},
+                                            self._commands)
                 if not isinstance(message, Skip):
                     await self._enqueue(message)
+            elif request.type == "interactive":
+                await self._press(request.payload)
         except StoreUnavailable as exc:
             log.error("slack envelope not stored; not acknowledged", error=str(exc))
             return

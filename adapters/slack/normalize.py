@@ -4,7 +4,10 @@ Which events are answered (PROTOCOLS.md 1.1):
 - `app_mention` in channels; the mention of the bot is removed from the text;
 - `message` in a DM (`channel_type == "im"`);
 - `message` in a channel thread the bot already takes part in (`message.channels`), so a
-  follow-up in the thread needs no new mention.
+  follow-up in the thread needs no new mention;
+- `message` anywhere whose text starts with `!name` for one of the bot's commands (only where
+  Slack delivers such events: the app must subscribe to `message.channels`). The text is left
+  as is; the engine parses `!name args` itself.
 Never answered: the bot's own messages and other bots' (`bot_id`, `bot_profile`, or `user` ==
 the bot user), edits and deletions (`message_changed`, `message_deleted`) and other subtypes
 but `file_share` and `thread_broadcast`, and every other event type.
@@ -13,11 +16,16 @@ The message id is `slack:<team>:<channel>:<ts>`: stable across Slack's retries o
 and the same for the `app_mention` and the `message` event Slack sends for one message, so the
 inbox answers it once. Replies go in the thread: `thread_ts = event.thread_ts or event.ts`; in a
 DM a top-level message is answered top-level, and the DM is one conversation.
+
+Slash commands (PROTOCOLS.md 1.6) become `meta["command"]` (the name without "/"), and
+`block_actions` presses of the bot's own buttons (action_id `sb:<token>`, PROTOCOLS.md 1.7)
+become `meta["button"]`; see `normalize_command` and `normalize_block_action`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +33,9 @@ from bot.messages import Conversation, Message
 
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}
 _MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+_BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?=\s|$)")
+#: action_id prefix of the buttons the bot sends (see send.py); the rest is the token.
+BUTTON_PREFIX = "sb:"
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,12 @@ def strip_mention(text: str, bot_user_id: str) -> str:
     return " ".join(cleaned.split())
 
 
+def is_bang_command(text: str, commands: Collection[str]) -> bool:
+    """Whether `text` starts with `!name` (then a space or the end) for a name in `commands`."""
+    match = _BANG.match(text)
+    return match is not None and match.group(1).lower() in commands
+
+
 def is_from_a_bot(event: dict[str, Any], me: SlackIdentity) -> bool:
     return bool(event.get("bot_id") or event.get("bot_profile")
                 or event.get("user") == me.user_id or event.get("subtype") == "bot_message")
@@ -64,11 +81,14 @@ def thread_of(event: dict[str, Any]) -> str | None:
 
 
 def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
-                    in_bot_thread: bool = False) -> Message | Skip:
+                    in_bot_thread: bool = False,
+                    commands: Collection[str] = ()) -> Message | Skip:
     """An `event_callback` envelope -> Message, or Skip with the reason.
 
     Args:
         in_bot_thread: the event's thread is one the bot has replied in.
+        commands: the bot's command names; a channel message starting with `!name` for one
+            of them is answered even outside the bot's threads.
     """
     event = envelope.get("event")
     if not isinstance(event, dict):
@@ -83,10 +103,10 @@ def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
     user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
     if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)):
         return Skip("no user, channel or ts")
-    if kind == "message" and event.get("channel_type") != "im" and not (
-            event.get("thread_ts") and in_bot_thread):
-        return Skip("channel message outside the bot's threads")
     text = strip_mention(str(event.get("text") or ""), me.user_id)
+    if kind == "message" and event.get("channel_type") != "im" and not (
+            event.get("thread_ts") and in_bot_thread) and not is_bang_command(text, commands):
+        return Skip("channel message outside the bot's threads")
     if not text:
         return Skip("empty text")
     team = str(envelope.get("team_id") or event.get("team") or "-")
@@ -99,19 +119,72 @@ def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
               "channel_type": str(event.get("channel_type", ""))})
 
 
-def normalize_command(form: dict[str, str]) -> Message | Skip:
-    """A slash command form -> Message; the reply goes to the command's `response_url`.
-    The id uses `trigger_id`, unique per invocation."""
+def normalize_command(form: dict[str, str], commands: Collection[str] = ()
+                      ) -> Message | Skip:
+    """A slash command form (PROTOCOLS.md 1.6) -> Message; the reply goes to the command's
+    `response_url`. The id uses `trigger_id`, unique per invocation:
+    `slack:<team>:command:<trigger_id>`.
+
+    `meta["command"]` is the command's name without "/" ("create_ticket"), `text` its
+    argument text. A command in `commands` is passed on even with no text (`/help`); any
+    other command needs text (a question), else Skip("command without text").
+    """
     text = (form.get("text") or "").strip()
     user, channel = form.get("user_id"), form.get("channel_id")
     trigger = form.get("trigger_id")
     if not (user and channel and trigger):
         return Skip("incomplete command")
-    if not text:
+    name = (form.get("command") or "").strip().lstrip("/").lower()
+    if not text and name not in commands:
         return Skip("command without text")
     team = form.get("team_id") or "-"
     return Message(
         id=f"slack:{team}:command:{trigger}",
         conversation=Conversation(platform="slack", channel=channel, workspace=team),
         user=user, text=text,
-        meta={"command": form.get("command", ""), "response_url": form.get("response_url", "")})
+        meta={"command": name, "response_url": form.get("response_url", "")})
+
+
+def _pressed(actions: Any) -> dict[str, Any] | None:
+    """The first action of the payload on one of the bot's buttons."""
+    for action in actions if isinstance(actions, list) else []:
+        if isinstance(action, dict) and str(action.get("action_id", "")).startswith(
+                BUTTON_PREFIX) and len(str(action["action_id"])) > len(BUTTON_PREFIX):
+            return action
+    return None
+
+
+def normalize_block_action(payload: Any) -> Message | Skip:
+    """A `block_actions` interaction payload (PROTOCOLS.md 1.7) -> Message, or Skip.
+
+    Only presses of the bot's own buttons (action_id `sb:<token>`) are messages: id
+    `slack:<team>:button:<trigger_id>`, text "(pressed <label>)", conversation: the channel
+    and thread of the message that holds the button. `meta`: "button" (the token) and, when
+    Slack gives one, "response_url" with "replace_original" = "1", so the answer replaces the
+    message that held the button.
+    """
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    if kind != "block_actions":
+        return Skip(f"interaction type {kind}")
+    action = _pressed(payload.get("actions"))
+    if action is None:
+        return Skip("no press of a bot button")
+    container = payload.get("container") or {}
+    message = payload.get("message") or {}
+    author = payload.get("user") or {}
+    user = author.get("id")
+    channel = (payload.get("channel") or {}).get("id") or container.get("channel_id")
+    trigger = payload.get("trigger_id")
+    if not (isinstance(user, str) and isinstance(channel, str) and trigger):
+        return Skip("no user, channel or trigger_id")
+    team = str((payload.get("team") or {}).get("id") or author.get("team_id") or "-")
+    thread = message.get("thread_ts") or container.get("thread_ts")
+    label = action.get("text", {}).get("text") if isinstance(action.get("text"), dict) else None
+    meta = {"button": str(action["action_id"])[len(BUTTON_PREFIX):]}
+    if payload.get("response_url"):
+        meta.update(response_url=str(payload["response_url"]), replace_original="1")
+    return Message(
+        id=f"slack:{team}:button:{trigger}",
+        conversation=Conversation(platform="slack", channel=channel, workspace=team,
+                                  thread=str(thread) if thread else None),
+        user=user, text=f"(pressed {label})" if label else "(pressed a button)", meta=meta)

@@ -5,12 +5,20 @@ Markdown becomes Slack mrkdwn (`slackify-markdown`: **bold** -> *bold*, links ->
 `&`, `<`, `>` escaped). Text is split into messages of at most 3,900 characters, under the
 4,000 Slack recommends for `text`. Rate limits: slack_sdk's `AsyncRateLimitErrorRetryHandler`
 waits for `Retry-After` on 429 (up to 3 times) before the send fails and the engine retries.
+
+`Reply.buttons` go under the last message as Block Kit (PROTOCOLS.md 1.5, 1.7): a `section`
+with the piece as mrkdwn (a section holds at most 3,000 characters, so a reply with buttons is
+split at 3,000) and an `actions` block of `button` elements whose `action_id` is
+`sb:<token>`; `text` stays as the notification fallback. A press comes back as a
+`block_actions` payload (see normalize.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Any
 
 import aiohttp
 from redis.asyncio import Redis
@@ -26,9 +34,13 @@ from slackify_markdown import slackify_markdown
 from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.errors import TransientError
-from bot.messages import Message, Reply
+from bot.messages import Button, Message, Reply
 
 TEXT_LIMIT = 3900
+SECTION_LIMIT = 3000
+BUTTON_LABEL_LIMIT = 75
+MAX_BUTTONS = 25  # elements of one actions block
+GROUP_CACHE_S = 60.0
 THREAD_TTL_S = 7 * 24 * 3600
 MAX_RATE_LIMIT_WAITS = 3
 #: chat.update errors meaning the draft cannot be finished in place.
@@ -66,10 +78,27 @@ def to_mrkdwn(markdown: str) -> str:
     return str(slackify_markdown(markdown)).strip()
 
 
+def button_blocks(piece: str, buttons: tuple[Button, ...]) -> list[dict[str, Any]]:
+    """Block Kit for a message with buttons: a mrkdwn section holding `piece` (at most
+    3,000 characters) and an actions block with up to 25 buttons (label <= 75 characters,
+    `action_id` `sb:<token>`, `value` the token; `style` only for "primary"/"danger")."""
+    elements: list[dict[str, Any]] = []
+    for button in buttons[:MAX_BUTTONS]:
+        element: dict[str, Any] = {
+            "type": "button", "action_id": f"sb:{button.token}", "value": button.token,
+            "text": {"type": "plain_text", "text": button.label[:BUTTON_LABEL_LIMIT]}}
+        if button.style in ("primary", "danger"):
+            element["style"] = button.style
+        elements.append(element)
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": piece[:SECTION_LIMIT]}},
+            {"type": "actions", "elements": elements}]
+
+
 class SlackSender:
-    """Implements `bot.protocols.Sender` and `DraftEditor` for Slack. Pieces already delivered
-    by an earlier attempt at the same reply are skipped. A streamed draft is a
-    chat.postMessage edited with chat.update; slash commands (response_url) are not drafted."""
+    """Implements `bot.protocols.Sender`, `DraftEditor` and `GroupDirectory` for Slack. Pieces
+    already delivered by an earlier attempt at the same reply are skipped. A streamed draft is
+    a chat.postMessage edited with chat.update; slash commands (response_url) are not
+    drafted."""
 
     def __init__(self, client: AsyncWebClient, threads: SlackThreads,
                  http: aiohttp.ClientSession, progress: SendProgress) -> None:
@@ -77,9 +106,11 @@ class SlackSender:
         self._threads = threads
         self._http = http
         self._progress = progress
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def send(self, reply: Reply) -> None:
-        pieces = split_text(to_mrkdwn(reply.render()), TEXT_LIMIT)
+        limit = SECTION_LIMIT if reply.buttons else TEXT_LIMIT
+        pieces = split_text(to_mrkdwn(reply.render()), limit)
         conv = reply.conversation
         if conv.thread and not reply.meta.get("response_url"):
             # before posting, best effort: the thread's follow-ups are answered from now on
@@ -87,24 +118,36 @@ class SlackSender:
                 await self._threads.mark(conv.channel, conv.thread)
         done = await self._progress.delivered(reply.message_id)
         for index, piece in enumerate(pieces[done:], start=done):
+            blocks = (button_blocks(piece, reply.buttons)
+                      if reply.buttons and index == len(pieces) - 1 else None)
             draft = reply.meta.get("draft") if index == 0 else None
-            if not (draft and await self._finish_draft(conv.channel, draft, piece)):
-                await self._post(reply, piece)
+            if not (draft and await self._finish_draft(conv.channel, draft, piece, blocks)):
+                await self._post(reply, index, piece, blocks)
             await self._progress.record(reply.message_id, index + 1)
 
-    async def _post(self, reply: Reply, piece: str) -> None:
+    async def _post(self, reply: Reply, index: int, piece: str,
+                    blocks: list[dict[str, Any]] | None) -> None:
         if reply.meta.get("response_url"):
-            await self._post_response_url(reply.meta["response_url"], piece)
+            body: dict[str, Any] = {
+                "response_type": "ephemeral" if reply.meta.get("ephemeral") == "1"
+                else "in_channel", "text": piece}
+            if blocks:
+                body["blocks"] = blocks
+            if index == 0 and reply.meta.get("replace_original") == "1":
+                # the message holding the pressed button becomes the answer's first piece
+                body["replace_original"] = True
+            await self._post_response_url(reply.meta["response_url"], body)
         else:
             await self._client.chat_postMessage(
-                channel=reply.conversation.channel, text=piece,
+                channel=reply.conversation.channel, text=piece, blocks=blocks,
                 thread_ts=reply.conversation.thread, unfurl_links=False, unfurl_media=False)
 
-    async def _finish_draft(self, channel: str, ts: str, piece: str) -> bool:
+    async def _finish_draft(self, channel: str, ts: str, piece: str,
+                            blocks: list[dict[str, Any]] | None) -> bool:
         """Edit the streamed draft into the answer's first piece; False when the draft is
         gone or can no longer be edited (deleted by a user), so the piece is posted anew."""
         try:
-            await self._client.chat_update(channel=channel, ts=ts, text=piece)
+            await self._client.chat_update(channel=channel, ts=ts, text=piece, blocks=blocks)
         except SlackApiError as exc:
             if exc.response.get("error") in DRAFT_GONE:
                 return False
@@ -125,13 +168,31 @@ class SlackSender:
         await self._client.chat_update(channel=message.conversation.channel, ts=handle,
                                        text=to_mrkdwn(text)[:TEXT_LIMIT])
 
-    async def _post_response_url(self, url: str, piece: str) -> None:
-        """POST to a slash command's response_url. Errors carry the status only: the URL is a
-        credential (it can post to the channel for 30 minutes) and must not reach a log."""
+    async def in_group(self, message: Message, group: str) -> bool:
+        """Whether the message's author is in the Slack user group `group` (an id such as
+        "S0SUPPORT"), from `usergroups.users.list`; each group's members are cached in-process
+        for 60 s.
+
+        Raises:
+            slack_sdk.errors.SlackApiError: Slack refused (unknown group, missing scope
+                `usergroups:read`, ...); connection errors as slack_sdk raises them.
+        """
+        now = time.monotonic()
+        cached = self._groups.get(group)
+        if cached is None or cached[0] <= now:
+            response = await self._client.usergroups_users_list(usergroup=group)
+            users = response.get("users") or []
+            cached = (now + GROUP_CACHE_S, frozenset(str(u) for u in users))
+            self._groups[group] = cached
+        return message.user in cached[1]
+
+    async def _post_response_url(self, url: str, body: dict[str, Any]) -> None:
+        """POST to a slash command's or interaction's response_url (PROTOCOLS.md 1.6). Errors
+        carry the status only: the URL is a credential (it can post to the channel for 30
+        minutes) and must not reach a log."""
         for _attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
-                async with self._http.post(url, json={"response_type": "in_channel",
-                                                      "text": piece}) as response:
+                async with self._http.post(url, json=body) as response:
                     if response.status == 429:
                         await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
                         continue

@@ -9,7 +9,12 @@ Telegram redeliver it; 503 only when it cannot be stored, so that Telegram retri
 Polling (PROTOCOLS.md 2.3): getUpdates with `offset = last update_id + 1`, the offset kept in
 Redis (`<p>:telegram:offset:<bot id>`) and advanced only after the updates are stored, so a
 restart neither loses nor re-answers updates. Callback queries are always answered
-(answerCallbackQuery), or the client shows a spinner.
+(answerCallbackQuery), or the client shows a spinner; a press of one of the bot's buttons is
+then stored like a message.
+
+At start, in both modes, the bot's commands (`deps.commands`) are registered for the chat
+menu with setMyCommands (PROTOCOLS.md 2.4), in the background: a failure is logged, never
+fatal.
 """
 
 from __future__ import annotations
@@ -19,25 +24,53 @@ import contextlib
 import hmac
 import json
 import random
+import re
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from redis.exceptions import RedisError
-from telegram import Bot
+from telegram import Bot, BotCommand
 from telegram.error import TelegramError
 from telegram.request import HTTPXRequest
 
 from adapters.base import AdapterDeps
 from adapters.progress import SendProgress
-from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
+from adapters.telegram.normalize import (
+    Skip,
+    TelegramIdentity,
+    normalize_callback,
+    normalize_update,
+)
 from adapters.telegram.send import TelegramSender
 from bot.errors import BacklogFull
 from bot.log import get_logger
+from bot.messages import Message
+from bot.protocols import CommandSpec
 
 log = get_logger("adapters.telegram")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 OFFSET_TTL_S = 6 * 24 * 3600
+COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+COMMAND_DESCRIPTION_LIMIT = 256
+MAX_COMMANDS = 100
+
+
+def bot_commands(specs: tuple[CommandSpec, ...]) -> list[BotCommand]:
+    """setMyCommands entries (PROTOCOLS.md 2.4): names of 1-32 of [a-z0-9_] (others are
+    skipped with a warning), descriptions cut to 256 characters (the name when empty), at most
+    100 commands."""
+    commands: list[BotCommand] = []
+    for spec in specs:
+        if not COMMAND_NAME.match(spec.name):
+            log.warning("telegram cannot offer this command name; skipped", command=spec.name)
+            continue
+        description = (spec.description.strip() or spec.name)[:COMMAND_DESCRIPTION_LIMIT]
+        commands.append(BotCommand(spec.name, description))
+    if len(commands) > MAX_COMMANDS:
+        log.warning("telegram offers at most 100 commands; the rest are not in the menu",
+                    dropped=len(commands) - MAX_COMMANDS)
+    return commands[:MAX_COMMANDS]
 
 
 class Unavailable(Exception):
@@ -52,6 +85,7 @@ class TelegramAdapter:
     def __init__(self, deps: AdapterDeps, *, token: str, api_url: str,
                  webhook_secret: str | None, poll_timeout_s: int) -> None:
         self._deps = deps
+        self._commands = frozenset(c.name for c in deps.commands)
         base = api_url.rstrip("/")
         # our own request objects, so that stop() closes their connections even when the Bot
         # was never initialized (PTB's shutdown() does nothing then)
@@ -64,6 +98,7 @@ class TelegramAdapter:
         self.sender = TelegramSender(self._bot, SendProgress(deps.redis, deps.prefix))
         self._identity: TelegramIdentity | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._registering: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     def routes(self) -> list[web.RouteDef]:
@@ -81,12 +116,33 @@ class TelegramAdapter:
     async def start(self) -> None:
         for request in self._requests:
             await request.initialize()  # re-opens clients closed by an earlier stop()
+        if self._deps.commands:
+            self._registering = asyncio.create_task(self._register_commands(),
+                                                    name="telegram-commands")
         if self._webhook_secret is None:
             self._stopping.clear()
             self._poller = asyncio.create_task(self._poll(), name="telegram-poller")
 
+    async def _register_commands(self) -> None:
+        """setMyCommands with the bot's commands; failures are logged, never raised."""
+        commands = bot_commands(self._deps.commands)
+        if not commands:
+            return
+        try:
+            await self._bot.set_my_commands(commands)
+        except (TelegramError, OSError, RuntimeError) as exc:
+            log.error("telegram setMyCommands failed; the command menu is not updated",
+                      error=type(exc).__name__)
+        else:
+            log.info("telegram commands registered", count=len(commands))
+
     async def stop(self) -> None:
         self._stopping.set()
+        if self._registering is not None:
+            self._registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registering
+            self._registering = None
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -121,10 +177,12 @@ class TelegramAdapter:
 
     async def _process(self, update: Any) -> None:
         me = await self.identity()
+        message: Message | Skip
         if isinstance(update, dict) and isinstance(update.get("callback_query"), dict):
             await self._answer_callback(update["callback_query"])
-            return
-        message = normalize_update(update, me)
+            message = normalize_callback(update, me)
+        else:
+            message = normalize_update(update, me, self._commands)
         if isinstance(message, Skip):
             log.debug("telegram update not answered", reason=message.reason)
             return
@@ -134,7 +192,7 @@ class TelegramAdapter:
             raise Unavailable(type(exc).__name__) from exc
 
     async def _answer_callback(self, query: dict[str, Any]) -> None:
-        """Stop the client's spinner; buttons carry no action in this version."""
+        """Stop the client's spinner (a press is then stored like a message)."""
         query_id = query.get("id")
         if not isinstance(query_id, str):
             return

@@ -6,9 +6,16 @@ acknowledged and skipped, never refused.
 
 Answered (PROTOCOLS.md 2.4): every text message in a private chat; in groups, a command
 addressed to the bot (`/cmd` or `/cmd@thisbot`; `/cmd@otherbot` is ignored), a message that
-mentions `@thisbot`, and a reply to one of the bot's messages (with privacy mode on, these are
-what a group bot receives anyway). Not answered: edits (`edited_message`), channel posts,
-messages from bots, bare commands without a question, and every other update kind.
+mentions `@thisbot`, a reply to one of the bot's messages (with privacy mode on, these are
+what a group bot receives anyway), and a message starting with `!name` for one of the bot's
+commands (left as is: the engine parses it). Not answered: edits (`edited_message`), channel
+posts, messages from bots, bare unknown commands without a question, and every other update
+kind.
+
+A command the bot offers (`commands`), and `/start`, becomes `meta["command"]` (the name,
+lowercased) with the argument text as `text`, possibly ""; any other command is a question (the
+text after it). A `callback_query` on one of the bot's buttons (`callback_data` `sb:<token>`)
+becomes `meta["button"]` (`normalize_callback`).
 
 The message id is `telegram:<bot id>:<update_id>`; replies go to the same chat, the same forum
 topic (`message_thread_id`) and quote the message (`reply_parameters`).
@@ -17,6 +24,7 @@ topic (`message_thread_id`) and quote the message (`reply_parameters`).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +32,11 @@ from bot.messages import Conversation, Message
 
 GROUP_TYPES = {"group", "supergroup"}
 _COMMAND = re.compile(r"^/([A-Za-z0-9_]{1,32})(?:@([A-Za-z0-9_]{3,64}))?(?:\s+|$)")
+_BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?=\s|$)")
+#: callback_data prefix of the bot's buttons (see send.py); the rest is the token.
+BUTTON_PREFIX = "sb:"
+#: commands passed on even when not among the bot's commands (the engine maps it to help).
+ALWAYS_COMMANDS = frozenset({"start"})
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,20 @@ def _remove_mentions(text: str, entities: list[dict[str, Any]], username: str) -
     return " ".join(cleaned.split()), mentioned
 
 
-def normalize_update(update: Any, me: TelegramIdentity) -> Message | Skip:
-    """One update -> Message, or Skip with the reason."""
+def is_bang_command(text: str, commands: Collection[str]) -> bool:
+    """Whether `text` starts with `!name` (then a space or the end) for a name in `commands`."""
+    match = _BANG.match(text)
+    return match is not None and match.group(1).lower() in commands
+
+
+def normalize_update(update: Any, me: TelegramIdentity,
+                     commands: Collection[str] = ()) -> Message | Skip:
+    """One `message` update -> Message, or Skip with the reason.
+
+    Args:
+        commands: the names of the bot's commands (`/name` of one of them is passed on even
+            without text, with `meta["command"]`; `!name` of one of them addresses the bot).
+    """
     if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
         return Skip("no update_id")
     if "message" not in update:
@@ -83,27 +108,84 @@ def normalize_update(update: Any, me: TelegramIdentity) -> Message | Skip:
     chat_type = chat.get("type")
     command = _COMMAND.match(text)
     addressed = chat_type == "private"
+    name = ""
     if command:
         target = command.group(2)
         if target and target.lower() != me.username.lower():
             return Skip("command for another bot")
         text = text[command.end():]
         addressed = True
+        if command.group(1).lower() in commands or command.group(1).lower() in ALWAYS_COMMANDS:
+            name = command.group(1).lower()
     text, mentioned = _remove_mentions(text, entities if not command else [], me.username)
     if chat_type in GROUP_TYPES:
         replied = ((msg.get("reply_to_message") or {}).get("from") or {}).get("id") == me.id
-        addressed = addressed or mentioned or replied
+        addressed = addressed or mentioned or replied or is_bang_command(text, commands)
     elif chat_type != "private":
         return Skip(f"chat type {chat_type}")
     if not addressed:
         return Skip("group message not addressed to the bot")
-    if not text:
+    if not text and not name:
         return Skip("command without a question")
-    thread = msg.get("message_thread_id") if msg.get("is_topic_message") else None
+    meta = {"chat_type": str(chat_type)}
+    if name:
+        meta["command"] = name
     return Message(
         id=f"telegram:{me.id}:{update['update_id']}",
-        conversation=Conversation(platform="telegram", channel=str(chat_id),
-                                  thread=str(thread) if thread is not None else None,
-                                  reply_to=str(message_id)),
-        user=str(sender.get("id", "")), text=text,
-        meta={"chat_type": str(chat_type)})
+        conversation=_conversation(msg, chat_id, message_id),
+        user=str(sender.get("id", "")), text=text, meta=meta)
+
+
+def _conversation(msg: dict[str, Any], chat_id: int, message_id: int) -> Conversation:
+    """The reply address: the chat, the forum topic, quoting `message_id`."""
+    thread = msg.get("message_thread_id") if msg.get("is_topic_message") else None
+    return Conversation(platform="telegram", channel=str(chat_id),
+                        thread=str(thread) if thread is not None else None,
+                        reply_to=str(message_id))
+
+
+def _button_label(msg: dict[str, Any], data: str) -> str | None:
+    """The text of the inline keyboard button of `msg` that carries `data`, if any."""
+    keyboard = (msg.get("reply_markup") or {}).get("inline_keyboard") or []
+    for row in keyboard if isinstance(keyboard, list) else []:
+        for button in row if isinstance(row, list) else []:
+            if isinstance(button, dict) and button.get("callback_data") == data:
+                return str(button.get("text") or "") or None
+    return None
+
+
+def normalize_callback(update: Any, me: TelegramIdentity) -> Message | Skip:
+    """A `callback_query` update on one of the bot's buttons (`callback_data` `sb:<token>`,
+    PROTOCOLS.md 2.4) -> Message, or Skip.
+
+    Id `telegram:<bot id>:<update_id>`; text "(pressed <label>)" (the label read from the
+    message's inline keyboard); the conversation is the chat and topic of the message that
+    holds the button, quoting it. `meta`: "button" (the token), "chat_type" and
+    "button_message" (that message's id, whose keyboard the sender removes). Presses on
+    inline-mode messages (no `message`) are skipped.
+    """
+    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        return Skip("no update_id")
+    query = update.get("callback_query")
+    if not isinstance(query, dict):
+        return Skip("no callback_query")
+    data = query.get("data")
+    if not isinstance(data, str) or not data.startswith(BUTTON_PREFIX) or data == BUTTON_PREFIX:
+        return Skip("not a press of a bot button")
+    msg = query.get("message")
+    sender = query.get("from") or {}
+    if not isinstance(msg, dict):
+        return Skip("button on an inline message")
+    chat = msg.get("chat") or {}
+    chat_id, message_id = chat.get("id"), msg.get("message_id")
+    if not isinstance(chat_id, int) or not isinstance(message_id, int) or not sender.get("id"):
+        return Skip("no chat, message or user id")
+    if sender.get("is_bot"):
+        return Skip("from a bot")
+    label = _button_label(msg, data)
+    return Message(
+        id=f"telegram:{me.id}:{update['update_id']}",
+        conversation=_conversation(msg, chat_id, message_id),
+        user=str(sender["id"]), text=f"(pressed {label})" if label else "(pressed a button)",
+        meta={"button": data[len(BUTTON_PREFIX):], "chat_type": str(chat.get("type")),
+              "button_message": str(message_id)})

@@ -6,6 +6,11 @@ UTF-16 code units with the entities clipped per piece (PROTOCOLS.md 2.4). The fi
 quotes the user's message (`reply_parameters`, sent even if that message was deleted) in the
 same forum topic. A 429 raises `RetryAfter` in PTB: we wait `retry_after` seconds and try
 again, up to 3 times, then the send fails and the engine retries the message.
+
+`Reply.buttons` become one row of an inline keyboard under the last piece (`callback_data`
+`sb:<token>`, at most 64 bytes, PROTOCOLS.md 2.4). When the reply answers a press
+(`meta["button_message"]`), that message's keyboard is removed first (editMessageReplyMarkup,
+best effort), so a confirmation cannot be pressed twice.
 """
 
 from __future__ import annotations
@@ -13,14 +18,25 @@ from __future__ import annotations
 import asyncio
 
 import telegramify_markdown
-from telegram import Bot, MessageEntity, ReplyParameters
-from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram import (
+    Bot,
+    ChatMember,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    MessageEntity,
+    ReplyParameters,
+)
+from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.progress import SendProgress
 from bot.errors import TransientError
-from bot.messages import Message, Reply
+from bot.log import get_logger
+from bot.messages import Button, Message, Reply
 
+log = get_logger("adapters.telegram")
 TEXT_LIMIT_UTF16 = 4096
+CALLBACK_DATA_LIMIT = 64  # bytes
+ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)  # "creator", "administrator"
 MAX_RATE_LIMIT_WAITS = 3
 #: editMessageText refusals meaning the draft cannot be finished in place.
 DRAFT_GONE = ("message to edit not found", "message can't be edited")
@@ -33,9 +49,23 @@ def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
     return [(piece, [MessageEntity(**e.to_dict()) for e in ents]) for piece, ents in pieces]
 
 
+def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+    """One row of inline buttons with `callback_data` `sb:<token>`; a button whose data
+    would exceed 64 bytes is left out (logged). None when no button is left."""
+    row: list[InlineKeyboardButton] = []
+    for button in buttons:
+        data = f"sb:{button.token}"
+        if len(data.encode()) > CALLBACK_DATA_LIMIT:
+            log.warning("telegram button token too long; button left out", label=button.label)
+            continue
+        row.append(InlineKeyboardButton(button.label, callback_data=data))
+    return InlineKeyboardMarkup([row]) if row else None
+
+
 class TelegramSender:
-    """Implements `bot.protocols.Sender`, `TypingIndicator` and `DraftEditor` for Telegram
-    (a streamed draft is a sendMessage edited with editMessageText)."""
+    """Implements `bot.protocols.Sender`, `TypingIndicator`, `DraftEditor` and
+    `GroupDirectory` for Telegram (a streamed draft is a sendMessage edited with
+    editMessageText)."""
 
     def __init__(self, bot: Bot, progress: SendProgress) -> None:
         self._bot = bot
@@ -64,10 +94,14 @@ class TelegramSender:
         thread = int(conv.thread) if conv.thread else None
         pieces = render(reply.render())
         done = await self._progress.delivered(reply.message_id)
+        if done == 0 and reply.meta.get("button_message"):
+            await self._remove_keyboard(int(conv.channel), int(reply.meta["button_message"]))
+        markup = keyboard(reply.buttons)
         for index, (text, entities) in enumerate(pieces[done:], start=done):
+            last_markup = markup if index == len(pieces) - 1 else None
             draft = reply.meta.get("draft") if index == 0 else None
             if draft and await self._finish_draft(int(conv.channel), int(draft), text,
-                                                  entities):
+                                                  entities, last_markup):
                 await self._progress.record(reply.message_id, index + 1)
                 continue
             quote = (ReplyParameters(message_id=int(conv.reply_to),
@@ -75,24 +109,51 @@ class TelegramSender:
                      if index == 0 and conv.reply_to else None)
             await self._call("send_message", chat_id=int(conv.channel), text=text,
                              entities=entities, message_thread_id=thread,
-                             reply_parameters=quote, disable_notification=False)
+                             reply_parameters=quote, disable_notification=False,
+                             reply_markup=last_markup)
             await self._progress.record(reply.message_id, index + 1)
 
+    async def _remove_keyboard(self, chat_id: int, message_id: int) -> None:
+        """Best effort: a keyboard already gone, or any error, is ignored."""
+        try:
+            await self._bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id,
+                                                      reply_markup=None)
+        except (TelegramError, RuntimeError) as exc:
+            log.debug("telegram keyboard not removed", error=type(exc).__name__)
+
+    async def in_group(self, message: Message, group: str) -> bool:
+        """Whether the author is in `group`. Only "admins" is known: the chat's creator and
+        administrators (getChatMember status "creator" or "administrator"); any other group,
+        and any private chat, is False.
+
+        Raises:
+            TransientError: Telegram is unreachable.
+            telegram.error.TelegramError: Telegram refused (e.g. the bot left the chat).
+        """
+        chat_id = int(message.conversation.channel)
+        # private chats have the user's (positive) id; groups have negative ids
+        if group != "admins" or message.meta.get("chat_type") == "private" or chat_id > 0:
+            return False
+        member = await self._call("get_chat_member", chat_id=chat_id, user_id=int(message.user))
+        return getattr(member, "status", None) in ADMIN_STATUSES
+
     async def _edit(self, chat_id: int, message_id: int, text: str,
-                    entities: list[MessageEntity]) -> None:
+                    entities: list[MessageEntity],
+                    markup: InlineKeyboardMarkup | None = None) -> None:
         try:
             await self._call("edit_message_text", chat_id=chat_id, message_id=message_id,
-                             text=text, entities=entities)
+                             text=text, entities=entities, reply_markup=markup)
         except BadRequest as exc:
             if "not modified" not in str(exc).lower():  # same text again is no error for us
                 raise
 
     async def _finish_draft(self, chat_id: int, message_id: int, text: str,
-                            entities: list[MessageEntity]) -> bool:
+                            entities: list[MessageEntity],
+                            markup: InlineKeyboardMarkup | None) -> bool:
         """Edit the streamed draft into the first piece; False when it was deleted or can no
         longer be edited, so the piece is sent anew."""
         try:
-            await self._edit(chat_id, message_id, text, entities)
+            await self._edit(chat_id, message_id, text, entities, markup)
         except BadRequest as exc:
             if any(gone in str(exc).lower() for gone in DRAFT_GONE):
                 return False

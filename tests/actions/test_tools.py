@@ -13,28 +13,16 @@ import pytest
 from tests.actions import sample_actions
 from tests.actions.test_runner import POLICY, audit, say
 from tests.fakes.bot_server import Server
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, ToolScript
 
+SCRIPT = ToolScript("Model answer [1]")
 #: the calls the fake model makes for the next question (then it answers)
-PLAN: list[tuple[str, Any]] = []
-
-
-def plan(body: dict[str, Any]) -> list[tuple[str, Any]]:
-    if body["messages"][-1]["role"] == "tool":
-        return []  # results are in: answer
-    calls = list(PLAN)
-    PLAN.clear()
-    return calls
-
-
-def answer(body: dict[str, Any]) -> str:
-    results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
-    return "Model says: " + " | ".join(results) if results else "Model answer [1]"
+PLAN = SCRIPT.plan
 
 
 @pytest.fixture
 async def llm() -> AsyncIterator[FakeOpenAI]:
-    server = await FakeOpenAI(answer=answer, tool_calls=plan).start()
+    server = await FakeOpenAI(answer=SCRIPT.answer, tool_calls=SCRIPT.tool_calls).start()
     yield server
     await server.stop()
 

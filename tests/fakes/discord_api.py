@@ -1,7 +1,9 @@
 """A fake Discord REST API and gateway on 127.0.0.1.
 
-REST (`/api/v10`): users/@me, oauth2/applications/@me, channel messages and typing, and the
-interaction webhook (`PATCH .../messages/@original`, follow-up `POST`); responses carry
+REST (`/api/v10`): users/@me, oauth2/applications/@me, channel messages and typing, the
+interaction webhook (`PATCH .../messages/@original`, follow-up `POST`), and the bulk overwrite
+of global commands (`PUT /applications/{app}/commands`, echoed with ids; `commands_status`
+other than 200 makes it fail). Every call is recorded with its JSON body; responses carry
 `Content-Type: application/json` exactly (discord.py parses nothing else); `rate_limit_next`
 makes the next channel message answer 429 with `retry_after` and `Via` (PROTOCOLS.md 4.3).
 Gateway (`/gateway`): HELLO, IDENTIFY (recorded, with its intents), READY, a GUILD_CREATE with
@@ -24,6 +26,7 @@ GUILD_ID = "1200000000000000001"
 CHANNEL_ID = "1300000000000000001"
 THREAD_ID = "1300000000000000002"
 DM_CHANNEL_ID = "1300000000000000003"
+ROLE_ID = "1600000000000000001"  # the guild's "Support" role
 
 
 def _json(payload: Any, status: int = 200, **headers: str) -> web.Response:
@@ -40,6 +43,7 @@ class FakeDiscord(LoopbackServer):
         self.rate_limit_next = 0
         self.reject_from_post = -1  # with rate_limit_next: start rate limiting at that post
         self.refuse_intents = False
+        self.commands_status = 200
         self.changed = asyncio.Condition()
         self._id = 1400000000000000000
         self._seq = 0
@@ -56,11 +60,15 @@ class FakeDiscord(LoopbackServer):
         return [(path, body or {}) for method, path, body, _ in self.calls
                 if method == "POST" and path.endswith("/messages")]
 
+    def bodies(self, method: str, path: str) -> list[Any]:
+        """The JSON bodies of the calls of `method` on `path` (relative to /api/v10)."""
+        return [body for m, p, body, _ in self.calls if m == method and p == path]
+
     async def wait_for(self, predicate: Any, timeout_s: float = 30) -> None:
         async with self.changed:
             await asyncio.wait_for(self.changed.wait_for(predicate), timeout_s)
 
-    async def _record(self, request: web.Request) -> dict[str, Any] | None:
+    async def _record(self, request: web.Request) -> Any:
         raw = await request.read()
         body = json.loads(raw) if raw else None
         async with self.changed:
@@ -100,6 +108,17 @@ class FakeDiscord(LoopbackServer):
             return web.Response(status=204)
         self._id += 1
         return _json({"id": str(self._id), "type": 0, "content": ""})
+
+    async def _commands(self, request: web.Request) -> web.Response:
+        body = await self._record(request)
+        if self.commands_status != 200:
+            return _json({"message": "Invalid Form Body", "code": 50035}, self.commands_status)
+        echoed = []
+        for command in body or []:
+            self._id += 1
+            echoed.append({**command, "id": str(self._id), "version": str(self._id),
+                           "application_id": request.match_info["app"]})
+        return _json(echoed)
 
     async def _send(self, ws: web.WebSocketResponse, kind: str, data: Any) -> None:
         self._seq += 1
@@ -149,6 +168,7 @@ class FakeDiscord(LoopbackServer):
                 web.patch("/api/v10/channels/{channel}/messages/{message}", self._ok),
                 web.patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._ok),
                 web.post("/api/v10/webhooks/{app}/{token}", self._ok),
+                web.put("/api/v10/applications/{app}/commands", self._commands),
                 web.get("/gateway", self._gateway)]
 
 
@@ -160,6 +180,9 @@ def guild() -> dict[str, Any]:
         "system_channel_flags": 0, "nsfw_level": 0, "preferred_locale": "en-US",
         "member_count": 2, "large": False, "unavailable": False, "joined_at": None,
         "roles": [{"id": GUILD_ID, "name": "@everyone", "permissions": "0", "position": 0,
+                   "color": 0, "hoist": False, "managed": False, "mentionable": False,
+                   "flags": 0},
+                  {"id": ROLE_ID, "name": "Support", "permissions": "0", "position": 1,
                    "color": 0, "hoist": False, "managed": False, "mentionable": False,
                    "flags": 0}],
         "emojis": [], "stickers": [], "members": [], "voice_states": [], "presences": [],
@@ -177,8 +200,10 @@ def guild() -> dict[str, Any]:
 
 def message_create(content: str, *, channel: str = CHANNEL_ID, guild_id: str | None = GUILD_ID,
                    author_id: str = "42", bot: bool = False, mention_bot: bool = False,
-                   message_id: str = "1500000000000000001") -> dict[str, Any]:
-    """A MESSAGE_CREATE payload as Discord documents it (developers/resources/message)."""
+                   message_id: str = "1500000000000000001", roles: tuple[str, ...] = ()
+                   ) -> dict[str, Any]:
+    """A MESSAGE_CREATE payload as Discord documents it (developers/resources/message);
+    in a guild the author's partial `member` has `roles` (role ids)."""
     author = {"id": author_id, "username": "ada", "discriminator": "0", "avatar": None,
               "global_name": "Ada", "bot": bot}
     data: dict[str, Any] = {
@@ -190,6 +215,6 @@ def message_create(content: str, *, channel: str = CHANNEL_ID, guild_id: str | N
         "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0}
     if guild_id:
         data["guild_id"] = guild_id
-        data["member"] = {"roles": [], "joined_at": "2026-01-01T00:00:00+00:00",
-                          "deaf": False, "mute": False}
+        data["member"] = {"roles": list(roles), "joined_at": "2026-01-01T00:00:00+00:00",
+                          "deaf": False, "mute": False, "flags": 0}
     return data

@@ -38,6 +38,28 @@ def default_answer(request: dict[str, Any]) -> str:
     return f"ANSWER to: {last_user} [1]"
 
 
+class ToolScript:
+    """A model that calls tools on cue, for `FakeOpenAI(answer=script.answer,
+    tool_calls=script.tool_calls)`: the (name, arguments) calls queued on `plan` are made for
+    the next request that offers tools; once tool results are in, it answers
+    "Model says: <result> | <result>", and `plain_answer` when no tool ran."""
+
+    def __init__(self, plain_answer: str = "Model answer") -> None:
+        self.plan: list[tuple[str, Any]] = []
+        self.plain_answer = plain_answer
+
+    def tool_calls(self, body: dict[str, Any]) -> list[tuple[str, Any]]:
+        if body["messages"][-1]["role"] == "tool":
+            return []  # results are in: answer
+        calls = list(self.plan)
+        self.plan.clear()
+        return calls
+
+    def answer(self, body: dict[str, Any]) -> str:
+        results = [m["content"] for m in body["messages"] if m["role"] == "tool"]
+        return "Model says: " + " | ".join(results) if results else self.plain_answer
+
+
 class LoopbackServer:
     """An aiohttp app served on 127.0.0.1 at a free port; subclasses add routes."""
 

@@ -1,15 +1,21 @@
 """A fake Slack Web API and Socket Mode server on 127.0.0.1, recording every call.
 
-- `POST /api/auth.test`, `/api/chat.postMessage`, `/api/apps.connections.open` (JSON or form);
+- `POST /api/auth.test`, `/api/chat.postMessage`, `/api/chat.update`,
+  `/api/apps.connections.open` (JSON or form; bodies recorded as sent, `blocks` included);
   `rate_limit_next` makes the next chat.postMessage calls answer 429 with Retry-After: 1.
+- `GET /api/usergroups.users.list?usergroup=S...`: the members in `usergroups` (group id ->
+  user ids), `{"ok": false, "error": "no_such_subteam"}` for another group.
 - `GET /link` (WebSocket): sends `hello`, then every envelope put on `envelopes`; records acks.
-- `POST /response/{id}`: a slash command's response_url.
+- `POST /response/{id}`: a slash command's or interaction's response_url (JSON body recorded).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -20,6 +26,17 @@ from tests.fakes.openai_server import LoopbackServer
 BOT_USER_ID = "U0SWITCHBD"
 BOT_ID = "B0SWITCHBD"
 TEAM_ID = "T0TEAM0001"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def signed_headers(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None,
+                   content_type: str = "application/json") -> dict[str, str]:
+    """The headers Slack sends with a request to the app: `X-Slack-Signature` =
+    "v0=" + hex HMAC-SHA256(secret, "v0:<timestamp>:" + body) (PROTOCOLS.md 1.2)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
+            "Content-Type": content_type}
 
 
 class FakeSlack(LoopbackServer):
@@ -32,6 +49,7 @@ class FakeSlack(LoopbackServer):
         self.rate_limit_next = 0
         self.socket_auth_fails = False
         self.response_url_status = 200
+        self.usergroups: dict[str, list[str]] = {}
         self.changed = asyncio.Condition()
         self._ts = 1_700_000_000
 
@@ -41,6 +59,10 @@ class FakeSlack(LoopbackServer):
 
     def posts(self) -> list[dict[str, Any]]:
         return [body for method, body in self.calls if method == "chat.postMessage"]
+
+    def responses(self) -> list[dict[str, Any]]:
+        """Bodies posted to response_urls, with the url's `id`."""
+        return [body for method, body in self.calls if method == "response_url"]
 
     async def wait_for(self, predicate: Any, timeout_s: float = 30) -> None:
         async with self.changed:
@@ -58,6 +80,7 @@ class FakeSlack(LoopbackServer):
             body = json.loads(raw) if raw else {}
         else:
             body = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        body.update(request.query)
         body["_auth"] = request.headers.get("Authorization", "")
         if method == "chat.postMessage" and self.rate_limit_next > 0:
             self.rate_limit_next -= 1
@@ -72,6 +95,11 @@ class FakeSlack(LoopbackServer):
             if self.socket_auth_fails:
                 return web.json_response({"ok": False, "error": "invalid_auth"})
             return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link"})
+        if method == "usergroups.users.list":
+            group = str(body.get("usergroup", ""))
+            if group not in self.usergroups:
+                return web.json_response({"ok": False, "error": "no_such_subteam"})
+            return web.json_response({"ok": True, "users": self.usergroups[group]})
         if method == "chat.update" and self.update_error:
             return web.json_response({"ok": False, "error": self.update_error})
         if method == "chat.update":
@@ -111,5 +139,6 @@ class FakeSlack(LoopbackServer):
         return web.Response(text="ok", status=self.response_url_status)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/{method}", self._api), web.get("/link", self._socket),
+        return [web.post("/api/{method}", self._api), web.get("/api/{method}", self._api),
+                web.get("/link", self._socket),
                 web.post("/response/{id}", self._response_url)]

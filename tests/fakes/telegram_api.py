@@ -1,7 +1,11 @@
 """A fake Telegram Bot API server on 127.0.0.1: `/bot<token>/<method>` answers getMe,
-sendMessage, sendChatAction, answerCallbackQuery, deleteWebhook and getUpdates (long polling
-over a queue of updates, honouring `offset`), and records every call with its parameters.
-`rate_limit_next` makes the next sendMessage calls answer 429 with `retry_after: 1`."""
+sendMessage, editMessageText, editMessageReplyMarkup, sendChatAction, answerCallbackQuery,
+setMyCommands, getChatMember, deleteWebhook and getUpdates (long polling over a queue of
+updates, honouring `offset`), and records every call with its parameters (JSON-encoded values
+such as `reply_markup` and `commands` decoded). `rate_limit_next` makes the next sendMessage
+calls answer 429 with `retry_after: 1`. getChatMember answers "creator" for `creators`,
+"administrator" for `admins` (chat id -> user ids), "member" otherwise. `errors` (method ->
+description) makes every call of that method fail with 400 and that description."""
 
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ class FakeTelegram(LoopbackServer):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.updates: list[dict[str, Any]] = []
         self.rate_limit_next = 0
+        self.admins: dict[int, set[int]] = {}
+        self.creators: dict[int, int] = {}
+        self.errors: dict[str, str] = {}
         self.changed = asyncio.Condition()
         self._message_id = 5000
 
@@ -37,6 +44,10 @@ class FakeTelegram(LoopbackServer):
 
     def methods(self) -> list[str]:
         return [m for m, _ in self.calls]
+
+    def params(self, method: str) -> list[dict[str, Any]]:
+        """The parameters of every call of `method`, in order."""
+        return [p for m, p in self.calls if m == method]
 
     async def wait_for(self, predicate: Any, timeout_s: float = 30) -> None:
         async with self.changed:
@@ -82,6 +93,16 @@ class FakeTelegram(LoopbackServer):
                 "id": BOT_ID, "is_bot": True, "first_name": "Switchboard",
                 "username": BOT_USERNAME, "can_join_groups": True,
                 "can_read_all_group_messages": False, "supports_inline_queries": False}})
+        if method in self.errors:
+            return web.json_response({"ok": False, "error_code": 400,
+                                      "description": self.errors[method]}, status=400)
+        if method == "getChatMember":
+            return web.json_response({"ok": True, "result": self._member(
+                int(params["chat_id"]), int(params["user_id"]))})
+        if method == "editMessageReplyMarkup":
+            return web.json_response({"ok": True, "result": {
+                "message_id": int(params["message_id"]), "date": int(time.time()),
+                "chat": {"id": params["chat_id"], "type": "supergroup"}, "text": "..."}})
         if method == "editMessageText":
             return web.json_response({"ok": True, "result": {
                 "message_id": int(params["message_id"]), "date": int(time.time()),
@@ -95,6 +116,20 @@ class FakeTelegram(LoopbackServer):
                 "chat": {"id": params["chat_id"], "type": "private"},
                 "text": params.get("text", "")}})
         return web.json_response({"ok": True, "result": True})
+
+    def _member(self, chat_id: int, user_id: int) -> dict[str, Any]:
+        """A ChatMember as the Bot API returns it (every field PTB requires)."""
+        user = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+        if self.creators.get(chat_id) == user_id:
+            return {"status": "creator", "user": user, "is_anonymous": False}
+        if user_id in self.admins.get(chat_id, set()):
+            rights = ("can_be_edited", "is_anonymous", "can_manage_chat", "can_delete_messages",
+                      "can_manage_video_chats", "can_restrict_members", "can_promote_members",
+                      "can_change_info", "can_invite_users", "can_post_stories",
+                      "can_edit_stories", "can_delete_stories")
+            return {"status": "administrator", "user": user,
+                    **{right: right != "is_anonymous" for right in rights}}
+        return {"status": "member", "user": user}
 
     async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)

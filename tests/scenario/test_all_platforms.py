@@ -15,11 +15,10 @@ import pytest
 from tests.conftest import CORPUS, bot_command, subprocess_env
 from tests.fakes.discord_api import BOT_ID, CHANNEL_ID, FakeDiscord, message_create
 from tests.fakes.processes import BotProcess
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack, signed_headers
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.scenario.test_discord import PUBLIC_KEY
 from tests.scenario.test_discord import signed as discord_signed
-from tests.scenario.test_slack import SIGNING_SECRET, signed_headers
 from tests.scenario.test_telegram import SECRET as TELEGRAM_SECRET
 
 

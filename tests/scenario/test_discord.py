@@ -8,7 +8,7 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +52,6 @@ async def post(srv: Server, body: bytes, headers: dict[str, str]) -> tuple[int, 
             srv.url + "/discord/interactions", data=io.BytesIO(body), headers=headers) as r:
         text = await r.text()
         return r.status, (json.loads(text) if text else None)
-
-
-@pytest.fixture
-async def discord_api() -> AsyncIterator[FakeDiscord]:
-    server = await FakeDiscord().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -4,12 +4,10 @@ app; a fake Slack Web API on loopback records what the bot sends back."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,36 +19,19 @@ from adapters.slack.normalize import Skip, SlackIdentity, normalize_event, strip
 from adapters.verification import verify_slack_v0
 from tests.conftest import CORPUS
 from tests.fakes.bot_server import Server
-from tests.fakes.slack_api import BOT_USER_ID, TEAM_ID, FakeSlack
+from tests.fakes.slack_api import BOT_USER_ID, SIGNING_SECRET, TEAM_ID, FakeSlack, signed_headers
 
 PAYLOADS = Path(__file__).parent.parent / "payloads" / "slack"
-SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 
 
 def payload(name: str) -> dict[str, Any]:
     return json.loads((PAYLOADS / f"{name}.json").read_text())
 
 
-def signed_headers(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None,
-                   content_type: str = "application/json") -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    signature = f"v0={digest}"
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature,
-            "Content-Type": content_type}
-
-
 async def post(srv: Server, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.post(
             srv.url + "/slack/events", data=io.BytesIO(body), headers=headers) as response:
         return response.status, await response.text()
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

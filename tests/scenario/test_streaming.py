@@ -28,13 +28,6 @@ async def slow_llm() -> AsyncIterator[FakeOpenAI]:
     await server.stop()
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack().start()
-    yield server
-    await server.stop()
-
-
 async def mention_the_bot(server_factory: Callable[..., Any], slack: FakeSlack,
                           llm: FakeOpenAI) -> None:
     """Start a streaming bot on `slack` and send it the documented app_mention event."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,6 @@ ME = TelegramIdentity(id=BOT_ID, username=BOT_USERNAME)
 
 def update(name: str) -> dict[str, Any]:
     return json.loads((PAYLOADS / f"{name}.json").read_text())
-
-
-@pytest.fixture
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    server = await FakeTelegram().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -76,9 +69,9 @@ async def test_private_message_is_answered_as_a_reply(tg_bot: Server,
 
 async def test_group_rules_forum_topics_and_loops(tg_bot: Server, telegram: FakeTelegram
                                                   ) -> None:
+    # (guide_sample_without_is_bot is `/start`, now passed on as a command: test_normalize_table)
     for name in ("group_command_other_bot", "group_chatter", "edited_message",
-                 "unknown_kind", "guide_sample_without_is_bot", "group_command_for_us",
-                 "group_mention"):
+                 "unknown_kind", "group_command_for_us", "group_mention"):
         assert await post(tg_bot, json.dumps(update(name)).encode()) == 200, name
     await telegram.wait_for(lambda: len(telegram.sent()) >= 2)
     await asyncio.sleep(0.6)
@@ -89,6 +82,16 @@ async def test_group_rules_forum_topics_and_loops(tg_bot: Server, telegram: Fake
     questions = [r["text"] for r in await tg_bot.rt.pool.fetch(
         "SELECT text FROM messages WHERE direction = 'in' ORDER BY text")]
     assert questions == ["how large should the zlib buffers be?", "👋 what does inflateEnd do?"]
+
+
+async def test_the_guides_start_sample_is_answered_with_help(tg_bot: Server,
+                                                             telegram: FakeTelegram) -> None:
+    # PTB's de_json rejects this update (no `from.is_bot`); read raw, `/start` runs `help`
+    assert await post(tg_bot, json.dumps(update("guide_sample_without_is_bot")).encode()) == 200
+    await telegram.wait_for(lambda: len(telegram.sent()) >= 1)
+    [answer] = telegram.sent()
+    assert answer["chat_id"] == 1111111 and answer["reply_parameters"]["message_id"] == 1365
+    assert "!help" in answer["text"] or "/help" in answer["text"], answer["text"]
 
 
 async def test_callback_queries_are_always_answered(tg_bot: Server,
@@ -177,7 +180,7 @@ def test_normalize_table() -> None:
         "edited_message": Skip("update kind edited_message"),
         "callback_query": Skip("update kind callback_query"),
         "unknown_kind": Skip("update kind message_reaction"),
-        "guide_sample_without_is_bot": Skip("command without a question"),
+        "guide_sample_without_is_bot": "",  # `/start`: passed on as command "start"
     }
     for name, want in expected.items():
         got = normalize_update(update(name), ME)
@@ -185,6 +188,11 @@ def test_normalize_table() -> None:
             assert got == want, name
         else:
             assert not isinstance(got, Skip) and got.text == want, name
+    start = normalize_update(update("guide_sample_without_is_bot"), ME)
+    assert not isinstance(start, Skip) and start.meta["command"] == "start"
+    bare = update("guide_sample_without_is_bot")
+    bare["message"]["text"] = "/unknown"
+    assert normalize_update(bare, ME) == Skip("command without a question")
     assert normalize_update({"no": "update_id"}, ME) == Skip("no update_id")
     reply_to_bot = update("group_chatter")
     reply_to_bot["message"]["reply_to_message"] = {"message_id": 5, "from": {"id": BOT_ID}}
