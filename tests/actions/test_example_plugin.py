@@ -28,7 +28,7 @@ import aiohttp
 from adapters.verification import sha256_signature
 from tests.conftest import subprocess_env
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET
-from tests.fakes.processes import free_port
+from tests.fakes.processes import BotProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "examples" / "switchboard-tickets"
@@ -96,24 +96,6 @@ class Webhook:
             return reply
 
 
-def _output(log: Path) -> str:
-    return log.read_text(errors="replace")[-5000:]
-
-
-async def _ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(600):
-            assert proc.poll() is None, _output(log)
-            try:
-                async with session.get(url + "/health/ready") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("bot run never got ready:\n" + _output(log))
-
-
 async def test_installed_example_plugin_is_listed_and_runs(
         env_settings: dict[str, str], tmp_path: Path) -> None:
     python = await _venv_with_plugin(tmp_path)
@@ -135,16 +117,11 @@ async def test_installed_example_plugin_is_listed_and_runs(
     assert create["usage"] == "!create_ticket <title> [priority=low|normal|high]"
     assert latest["roles"] == [] and latest["confirm"] is False
 
-    log = tmp_path / "bot-run.log"
-    port = free_port()
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(python), "-m", "bot", "run", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"], env=env, cwd=tmp_path, stdout=sink, stderr=sink)
+    bot = BotProcess(env, tmp_path / "bot-run.log", "--workers", "1", python=python,
+                     cwd=tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}"
-        await _ready(url, proc, log)
-        hook = Webhook(url)
+        await bot.ready()
+        hook = Webhook(bot.url)
 
         assert (await hook.send("bob", text="!list_tickets"))["answer"] == "No tickets yet."
         denied = await hook.send("bob", text="!create_ticket Printer on fire priority=high")
@@ -164,8 +141,7 @@ async def test_installed_example_plugin_is_listed_and_runs(
         assert listed_reply["answer"] == ("The latest ticket:\n- #1 [high] Printer on fire "
                                           "(opened by webhook:alice)")
     finally:
-        proc.kill()
-        proc.wait(10)
+        bot.stop()
     stored = [json.loads(line) for line in tickets.read_text().splitlines()]
     assert len(stored) == 1
     assert {k: stored[0][k] for k in ("number", "title", "priority", "platform", "user")} == {

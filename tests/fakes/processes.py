@@ -16,9 +16,9 @@ from adapters.verification import sha256_signature
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET
 
 
-def bot_command(*args: str) -> list[str]:
-    """argv that runs the `bot` CLI of this checkout with this interpreter."""
-    return [sys.executable, "-m", "bot", *args]
+def bot_command(*args: str, python: str | Path = sys.executable) -> list[str]:
+    """argv that runs the `bot` CLI with `python` (default: this interpreter)."""
+    return [str(python), "-m", "bot", *args]
 
 
 def free_port() -> int:
@@ -28,20 +28,25 @@ def free_port() -> int:
 
 
 class BotProcess:
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    """`bot run` on a free loopback port, output appended to `log`; `python` and `cwd` run it
+    from another environment (a venv with a plugin installed)."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str,
+                 python: str | Path = sys.executable, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.log = log
         with log.open("ab") as sink:
             self.proc = subprocess.Popen(
-                bot_command("run", "--host", "127.0.0.1", "--port", str(self.port), *args),
-                env=env, stdout=sink, stderr=sink)
+                bot_command("run", "--host", "127.0.0.1", "--port", str(self.port), *args,
+                            python=python),
+                env=env, cwd=cwd, stdout=sink, stderr=sink)
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def ready(self, timeout_s: float = 60) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
         async with aiohttp.ClientSession() as session:
             while True:
-                assert self.proc.poll() is None, self.log.read_text()
+                assert self.proc.poll() is None, self.log.read_text(errors="replace")[-5000:]
                 try:
                     async with session.get(self.url + "/health/ready") as r:
                         if r.status == 200:
