@@ -8,7 +8,9 @@ response (type 5: the user sees "thinking..."), well within the 3-second limit, 
 through the interaction webhook by the sender. A press of one of the bot's buttons is stored
 and acknowledged with DEFERRED_UPDATE_MESSAGE (type 6: the answer then edits the message that
 holds the button), or, when it cannot be stored, answered with an ephemeral apology (type 4);
-other components are acknowledged (type 6).
+other components are acknowledged (type 6). Without an Interactions Endpoint URL, Discord
+sends interactions over the gateway instead (INTERACTION_CREATE): they get the same response,
+sent to `POST /interactions/{id}/{token}/callback`.
 
 Commands: with a bot token and `deps.commands`, the bot's commands are registered as global
 CHAT_INPUT application commands (bulk overwrite, `PUT /applications/{id}/commands`) in the
@@ -45,7 +47,7 @@ from adapters.discord.normalize import (
     normalize_interaction,
     normalize_message_create,
 )
-from adapters.discord.send import DiscordRest, DiscordSender, DiscordThreads
+from adapters.discord.send import DiscordError, DiscordRest, DiscordSender, DiscordThreads
 from adapters.progress import SendProgress
 from bot.errors import BacklogFull
 from bot.log import get_logger
@@ -113,36 +115,39 @@ class DiscordAdapter:
             return _json({"error": "body is not valid JSON"}, 400)
         if not isinstance(payload, dict):
             return _json({"error": "body must be a JSON object"}, 400)
+        return _json(await self.respond(payload))
+
+    async def respond(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The interaction response (PROTOCOLS.md 3.2) to a verified interaction, from the
+        HTTP endpoint or the gateway: PONG to a PING; a command is stored, then deferred
+        (type 5, "thinking..."); a press of one of the bot's buttons is stored, then
+        DEFERRED_UPDATE_MESSAGE (type 6: the answer edits the message holding the button);
+        other components are acknowledged (type 6), autocomplete gets no choices. When the
+        message cannot be stored, an ephemeral apology (type 4); a command without a
+        question, an ephemeral hint."""
         kind = payload.get("type")
         if kind == PING:
-            return _json({"type": PONG})
-        if kind == MESSAGE_COMPONENT:
-            return await self._component(payload)
+            return {"type": PONG}
         if kind == AUTOCOMPLETE:
-            return _json({"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}})
-        message = normalize_interaction(payload, self._commands)
-        if isinstance(message, Skip):
-            return _ephemeral("Ask me a question, e.g. `/ask question: how do I ...`")
+            return {"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}}
+        if kind == MESSAGE_COMPONENT:
+            message = normalize_component(payload)
+            if isinstance(message, Skip):
+                log.debug("discord component acknowledged", reason=message.reason)
+                return {"type": DEFERRED_UPDATE_MESSAGE}
+            deferred, apology = DEFERRED_UPDATE_MESSAGE, "Sorry, I cannot take that right now."
+        else:
+            message = normalize_interaction(payload, self._commands)
+            if isinstance(message, Skip):
+                return _ephemeral("Ask me a question, e.g. `/ask question: how do I ...`")
+            deferred = DEFERRED_CHANNEL_MESSAGE
+            apology = "Sorry, I cannot take questions right now."
         try:
             await self._deps.inbox.enqueue(message)
         except (RedisError, OSError, BacklogFull):
-            log.error("discord interaction not stored", interaction=payload.get("id"))
-            return _ephemeral("Sorry, I cannot take questions right now. Please try again.")
-        return _json({"type": DEFERRED_CHANNEL_MESSAGE})
-
-    async def _component(self, payload: dict[str, Any]) -> web.Response:
-        """A button press: stored, then DEFERRED_UPDATE_MESSAGE; other components are only
-        acknowledged."""
-        message = normalize_component(payload)
-        if isinstance(message, Skip):
-            log.debug("discord component acknowledged", reason=message.reason)
-            return _json({"type": DEFERRED_UPDATE_MESSAGE})
-        try:
-            await self._deps.inbox.enqueue(message)
-        except (RedisError, OSError, BacklogFull):
-            log.error("discord button press not stored", interaction=payload.get("id"))
-            return _ephemeral("Sorry, I cannot take that right now. Please try again.")
-        return _json({"type": DEFERRED_UPDATE_MESSAGE})
+            log.error("discord interaction not stored", interaction=str(payload.get("id")))
+            return _ephemeral(apology + " Please try again.")
+        return {"type": deferred}
 
     # gateway ----------------------------------------------------------------------------------
 
@@ -168,6 +173,7 @@ class DiscordAdapter:
         while True:
             client = discord.Client(intents=intents)
             client.event(self._make_on_message(client))
+            client.event(self.on_interaction)
             self._client = client
             try:
                 await client.login(token)
@@ -198,6 +204,21 @@ class DiscordAdapter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._gateway
             self._gateway = None
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """An interaction over the gateway (when no Interactions Endpoint URL is set, Discord
+        sends them here): the same response as over HTTP, sent to
+        `POST /interactions/{id}/{token}/callback`. A failure is logged; Discord then shows
+        "This interaction failed" and the user can try again."""
+        payload = _interaction_payload(interaction)
+        response = await self.respond(payload)
+        try:
+            await self._rest.request(
+                "POST", f"/interactions/{interaction.id}/{interaction.token}/callback",
+                response, bot_auth=False)
+        except (DiscordError, aiohttp.ClientError, OSError) as exc:
+            log.error("discord interaction not acknowledged", interaction=str(interaction.id),
+                      error=type(exc).__name__)
 
     def _make_on_message(self, client: discord.Client) -> Any:
         async def on_message(message: discord.Message) -> None:
@@ -245,21 +266,40 @@ def _report_gateway_end(task: asyncio.Task[None]) -> None:
         log.error("discord gateway stopped", error=type(error).__name__)
 
 
-def _ephemeral(content: str) -> web.Response:
+def _ephemeral(content: str) -> dict[str, Any]:
     """An immediate reply only the user sees (CHANNEL_MESSAGE_WITH_SOURCE, EPHEMERAL)."""
-    return _json({"type": CHANNEL_MESSAGE, "data": {"content": content, "flags": EPHEMERAL}})
+    return {"type": CHANNEL_MESSAGE, "data": {"content": content, "flags": EPHEMERAL}}
+
+
+def _member(user: discord.User | discord.Member) -> dict[str, Any]:
+    """`member` (guild: user and role ids without @everyone) or `user` of a payload."""
+    if isinstance(user, discord.Member):
+        return {"member": {"user": {"id": str(user.id)},
+                           "roles": [str(r.id) for r in user.roles if not r.is_default()]}}
+    return {"user": {"id": str(user.id)}}
+
+
+def _interaction_payload(interaction: discord.Interaction) -> dict[str, Any]:
+    """The interaction fields `respond` reads, from discord.py's object (`data` is Discord's
+    own, unparsed)."""
+    payload: dict[str, Any] = {
+        "id": str(interaction.id), "application_id": str(interaction.application_id),
+        "type": interaction.type.value, "token": interaction.token,
+        "channel_id": str(interaction.channel_id) if interaction.channel_id else None,
+        "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
+        "data": dict(interaction.data or {}), **_member(interaction.user)}
+    if interaction.message is not None:
+        payload["message"] = {"components": [row.to_dict()
+                                             for row in interaction.message.components]}
+    return payload
 
 
 def _payload(message: discord.Message) -> dict[str, Any]:
     """The MESSAGE_CREATE fields `normalize_message_create` reads, from discord.py's object;
     `member.roles` (ids, without @everyone) when the author is a guild member."""
-    payload: dict[str, Any] = {
-        "id": str(message.id), "channel_id": str(message.channel.id),
-        "guild_id": str(message.guild.id) if message.guild else None,
-        "type": message.type.value, "content": message.content,
-        "author": {"id": str(message.author.id), "bot": message.author.bot},
-        "mentions": [{"id": str(m.id)} for m in message.mentions]}
-    if isinstance(message.author, discord.Member):
-        payload["member"] = {"roles": [str(r.id) for r in message.author.roles
-                                       if not r.is_default()]}
-    return payload
+    return {"id": str(message.id), "channel_id": str(message.channel.id),
+            "guild_id": str(message.guild.id) if message.guild else None,
+            "type": message.type.value, "content": message.content,
+            "author": {"id": str(message.author.id), "bot": message.author.bot},
+            "mentions": [{"id": str(m.id)} for m in message.mentions],
+            **_member(message.author)}

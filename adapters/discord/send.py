@@ -12,7 +12,8 @@ authorizes them); channel messages and typing use `Authorization: Bot <token>`.
 <= 80 characters; style 1 primary, 4 danger, 2 secondary), in action rows of up to 5 buttons,
 at most 5 rows. An interaction's original response is always sent with `components` (empty
 without buttons), so a message whose button was pressed loses its buttons when the answer
-replaces it.
+replaces it; a reply for the caller alone (`meta["ephemeral"]`: a denial, a usage error, a
+stranger's press) is an ephemeral follow-up instead and leaves the pressed message alone.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from adapters.progress import SendProgress
 from adapters.text import split_text
@@ -38,6 +45,8 @@ MAX_ROWS = 5
 ACTION_ROW, BUTTON = 1, 2
 BUTTON_STYLES = {"primary": 1, "danger": 4}
 SECONDARY = 2
+EPHEMERAL = 1 << 6  # message flag: only the interaction's user sees it
+ORIGINAL_WAIT_S = 5.0
 MAX_RATE_LIMIT_WAITS = 3
 THREAD_TTL_S = 7 * 24 * 3600
 
@@ -53,6 +62,10 @@ class DiscordError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"Discord answered {status}: {detail[:200]}")
         self.status = status
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, DiscordError) and exc.status == 404
 
 
 class DiscordRest:
@@ -102,7 +115,7 @@ def components(buttons: tuple[Button, ...]) -> list[dict[str, Any]]:
     return rows
 
 
-def _original(meta: dict[str, str]) -> str:
+def _original_path(meta: dict[str, str]) -> str:
     """The interaction's original response (the deferred "thinking" message)."""
     return f"/webhooks/{meta['application_id']}/{meta['token']}/messages/@original"
 
@@ -153,18 +166,55 @@ class DiscordSender:
             if reply.buttons and index == len(pieces) - 1:
                 body["components"] = components(reply.buttons)
             if reply.meta.get("mode") == "interaction":
-                if index == 0:  # the deferred response, or the draft streamed into it
-                    body.setdefault("components", [])  # a pressed message loses its buttons
-                    await self._rest.request("PATCH", _original(reply.meta), body,
-                                             bot_auth=False)
-                else:
-                    base = f"/webhooks/{reply.meta['application_id']}/{reply.meta['token']}"
-                    await self._rest.request("POST", base, body, bot_auth=False)
+                await self._interaction_piece(reply.meta, index, body)
             else:
                 draft = reply.meta.get("draft") if index == 0 else None
                 if not (draft and await self._finish_draft(conv.channel, draft, body)):
                     await self._post(reply, index, body)
             await self._progress.record(reply.message_id, index + 1)
+
+    async def _interaction_piece(self, meta: dict[str, str], index: int,
+                                 body: dict[str, Any]) -> None:
+        """Piece `index` of the answer to an interaction, through its webhook (the interaction
+        token authorizes it). The first piece edits the original response (a command's
+        deferred "thinking...", or the message whose button was pressed, which loses its
+        buttons); later pieces are follow-ups. A reply for the caller alone
+        (`meta["ephemeral"]`) is sent as ephemeral follow-ups (flag 64) instead: a command's
+        public "thinking..." is deleted first, a pressed message is left as it is (its
+        buttons may be someone else's confirmation)."""
+        webhook = f"/webhooks/{meta['application_id']}/{meta['token']}"
+        if meta.get("ephemeral") == "1":
+            if index == 0 and not meta.get("button"):
+                await self._original("DELETE", meta, None, missing_ok=True)
+            await self._rest.request("POST", webhook, {**body, "flags": EPHEMERAL},
+                                     bot_auth=False)
+        elif index == 0:  # the deferred response, or the draft streamed into it
+            body.setdefault("components", [])
+            await self._original("PATCH", meta, body)
+        else:
+            await self._rest.request("POST", webhook, body, bot_auth=False)
+
+    async def _original(self, method: str, meta: dict[str, str],
+                        body: dict[str, Any] | None, *, missing_ok: bool = False) -> None:
+        """PATCH or DELETE the interaction's original response. Discord knows it only once it
+        has the interaction's initial response, which the adapter sends after storing the
+        message, so a fast answer can come first and get 404: 404s are retried for up to
+        `ORIGINAL_WAIT_S` (5 s).
+
+        Raises:
+            DiscordError: another error status, or still 404 (unless `missing_ok`: a
+                deletion that a crashed earlier attempt already made).
+        """
+        try:
+            async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(_not_found), stop=stop_after_delay(ORIGINAL_WAIT_S),
+                    wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True):
+                with attempt:
+                    await self._rest.request(method, _original_path(meta), body,
+                                             bot_auth=False)
+        except DiscordError as exc:
+            if not (missing_ok and exc.status == 404):
+                raise
 
     async def _post(self, reply: Reply, index: int, body: dict[str, Any]) -> None:
         """Post piece `index` as a channel message (the first one quoting the user's)."""
@@ -194,7 +244,7 @@ class DiscordSender:
         body: dict[str, Any] = {"content": text[:CONTENT_LIMIT],
                                 "allowed_mentions": {"parse": []}}
         if message.meta.get("mode") == "interaction":
-            await self._rest.request("PATCH", _original(message.meta), body, bot_auth=False)
+            await self._original("PATCH", message.meta, body)
             return "@original"
         conv = message.conversation
         if conv.reply_to:
@@ -208,7 +258,7 @@ class DiscordSender:
     async def edit_draft(self, message: Message, handle: str, text: str) -> None:
         body = {"content": text[:CONTENT_LIMIT], "allowed_mentions": {"parse": []}}
         if message.meta.get("mode") == "interaction":
-            await self._rest.request("PATCH", _original(message.meta), body, bot_auth=False)
+            await self._original("PATCH", message.meta, body)
         else:
             await self._rest.request(
                 "PATCH", f"/channels/{message.conversation.channel}/messages/{handle}", body)

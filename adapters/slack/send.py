@@ -134,8 +134,10 @@ class SlackSender:
             if blocks:
                 body["blocks"] = blocks
             if index == 0 and reply.meta.get("replace_original") == "1":
-                # the message holding the pressed button becomes the answer's first piece
-                body["replace_original"] = True
+                # the message holding the pressed button becomes the answer's first piece,
+                # unless only the presser may see the answer ("only the person who asked
+                # can confirm this"): then the message and its buttons stay for the others
+                body["replace_original"] = reply.meta.get("ephemeral") != "1"
             await self._post_response_url(reply.meta["response_url"], body)
         else:
             await self._client.chat_postMessage(

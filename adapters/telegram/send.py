@@ -7,10 +7,12 @@ quotes the user's message (`reply_parameters`, sent even if that message was del
 same forum topic. A 429 raises `RetryAfter` in PTB: we wait `retry_after` seconds and try
 again, up to 3 times, then the send fails and the engine retries the message.
 
-`Reply.buttons` become one row of an inline keyboard under the last piece (`callback_data`
-`sb:<token>`, at most 64 bytes, PROTOCOLS.md 2.4). When the reply answers a press
+`Reply.buttons` become rows (8 buttons each) of an inline keyboard under the last piece
+(`callback_data` `sb:<token>`, at most 64 bytes, PROTOCOLS.md 2.4). When the reply answers a press
 (`meta["button_message"]`), that message's keyboard is removed first (editMessageReplyMarkup,
-best effort), so a confirmation cannot be pressed twice.
+best effort), so a confirmation cannot be pressed twice; not when the reply is for the presser
+only (`meta["ephemeral"]`, e.g. a stranger pressed Confirm), since the keyboard is still the
+requester's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from telegram import (
     MessageEntity,
     ReplyParameters,
 )
+from telegram.constants import InlineKeyboardMarkupLimit
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.progress import SendProgress
@@ -36,6 +39,7 @@ from bot.messages import Button, Message, Reply
 log = get_logger("adapters.telegram")
 TEXT_LIMIT_UTF16 = 4096
 CALLBACK_DATA_LIMIT = 64  # bytes
+BUTTONS_PER_ROW = InlineKeyboardMarkupLimit.BUTTONS_PER_ROW  # 8
 ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)  # "creator", "administrator"
 MAX_RATE_LIMIT_WAITS = 3
 #: editMessageText refusals meaning the draft cannot be finished in place.
@@ -50,16 +54,18 @@ def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
 
 
 def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
-    """One row of inline buttons with `callback_data` `sb:<token>`; a button whose data
-    would exceed 64 bytes is left out (logged). None when no button is left."""
-    row: list[InlineKeyboardButton] = []
+    """Inline keyboard rows of up to 8 buttons (PTB's `InlineKeyboardMarkupLimit`) with
+    `callback_data` `sb:<token>`; a button whose data would exceed 64 bytes is left out
+    (logged). None when no button is left."""
+    kept: list[InlineKeyboardButton] = []
     for button in buttons:
         data = f"sb:{button.token}"
         if len(data.encode()) > CALLBACK_DATA_LIMIT:
             log.warning("telegram button token too long; button left out", label=button.label)
             continue
-        row.append(InlineKeyboardButton(button.label, callback_data=data))
-    return InlineKeyboardMarkup([row]) if row else None
+        kept.append(InlineKeyboardButton(button.label, callback_data=data))
+    rows = [kept[i:i + BUTTONS_PER_ROW] for i in range(0, len(kept), BUTTONS_PER_ROW)]
+    return InlineKeyboardMarkup(rows) if rows else None
 
 
 class TelegramSender:
@@ -94,7 +100,10 @@ class TelegramSender:
         thread = int(conv.thread) if conv.thread else None
         pieces = render(reply.render())
         done = await self._progress.delivered(reply.message_id)
-        if done == 0 and reply.meta.get("button_message"):
+        # a reply meant for the presser alone (Telegram has no such messages; it is sent to
+        # the chat) leaves the keyboard for the others: "only the person who asked can ..."
+        if done == 0 and reply.meta.get("button_message") and \
+                reply.meta.get("ephemeral") != "1":
             await self._remove_keyboard(int(conv.channel), int(reply.meta["button_message"]))
         markup = keyboard(reply.buttons)
         for index, (text, entities) in enumerate(pieces[done:], start=done):

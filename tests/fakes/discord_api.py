@@ -1,13 +1,15 @@
 """A fake Discord REST API and gateway on 127.0.0.1.
 
 REST (`/api/v10`): users/@me, oauth2/applications/@me, channel messages and typing, the
-interaction webhook (`PATCH .../messages/@original`, follow-up `POST`), and the bulk overwrite
+interaction webhook (`PATCH`/`DELETE .../messages/@original`, follow-up `POST`), interaction
+responses (`POST /interactions/{id}/{token}/callback`, for gateway interactions), the bulk overwrite
 of global commands (`PUT /applications/{app}/commands`, echoed with ids; `commands_status`
 other than 200 makes it fail). Every call is recorded with its JSON body; responses carry
 `Content-Type: application/json` exactly (discord.py parses nothing else); `rate_limit_next`
 makes the next channel message answer 429 with `retry_after` and `Via` (PROTOCOLS.md 4.3).
 Gateway (`/gateway`): HELLO, IDENTIFY (recorded, with its intents), READY, a GUILD_CREATE with
-one text channel and one thread, heartbeat ACKs, then every event put on `events`.
+one text channel and one thread, heartbeat ACKs, then every event put on `events`
+(`interaction_create` builds an INTERACTION_CREATE).
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ class FakeDiscord(LoopbackServer):
         super().__init__()
         self.calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = []
         self.identify: dict[str, Any] | None = None
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: gateway dispatches to send: a MESSAGE_CREATE payload, or (event name, payload)
+        self.events: asyncio.Queue[dict[str, Any] | tuple[str, dict[str, Any]]] = \
+            asyncio.Queue()
         self.rate_limit_next = 0
         self.reject_from_post = -1  # with rate_limit_next: start rate limiting at that post
         self.refuse_intents = False
         self.commands_status = 200
+        #: the next N calls on an interaction's @original answer 404 Unknown Webhook, as
+        #: Discord does before it has the interaction's initial response
+        self.original_unknown = 0
         self.changed = asyncio.Condition()
         self._id = 1400000000000000000
         self._seq = 0
@@ -103,8 +110,13 @@ class FakeDiscord(LoopbackServer):
                       "content": (body or {}).get("content", ""), "type": 0})
 
     async def _ok(self, request: web.Request) -> web.Response:
+        if request.path.endswith("/@original") and self.original_unknown > 0:
+            self.original_unknown -= 1
+            async with self.changed:
+                self.calls.append(("404", request.path.removeprefix("/api/v10"), None, {}))
+            return _json({"message": "Unknown Webhook", "code": 10015}, 404)
         await self._record(request)
-        if request.method == "POST" and request.path.endswith("/typing"):
+        if request.method == "DELETE" or request.path.endswith(("/typing", "/callback")):
             return web.Response(status=204)
         self._id += 1
         return _json({"id": str(self._id), "type": 0, "content": ""})
@@ -158,7 +170,8 @@ class FakeDiscord(LoopbackServer):
     async def _pump(self, ws: web.WebSocketResponse) -> None:
         while True:
             event = await self.events.get()
-            await self._send(ws, "MESSAGE_CREATE", event)
+            kind, data = event if isinstance(event, tuple) else ("MESSAGE_CREATE", event)
+            await self._send(ws, kind, data)
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/v10/users/@me", self._me),
@@ -167,7 +180,9 @@ class FakeDiscord(LoopbackServer):
                 web.post("/api/v10/channels/{channel}/typing", self._ok),
                 web.patch("/api/v10/channels/{channel}/messages/{message}", self._ok),
                 web.patch("/api/v10/webhooks/{app}/{token}/messages/@original", self._ok),
+                web.delete("/api/v10/webhooks/{app}/{token}/messages/@original", self._ok),
                 web.post("/api/v10/webhooks/{app}/{token}", self._ok),
+                web.post("/api/v10/interactions/{id}/{token}/callback", self._ok),
                 web.put("/api/v10/applications/{app}/commands", self._commands),
                 web.get("/gateway", self._gateway)]
 
@@ -218,3 +233,27 @@ def message_create(content: str, *, channel: str = CHANNEL_ID, guild_id: str | N
         data["member"] = {"roles": list(roles), "joined_at": "2026-01-01T00:00:00+00:00",
                           "deaf": False, "mute": False, "flags": 0}
     return data
+
+
+def interaction_create(kind: int, data: dict[str, Any], *, interaction_id: str,
+                       user_id: str = "42", roles: tuple[str, ...] = (),
+                       message: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """A gateway INTERACTION_CREATE in a guild text channel, as Discord documents the
+    interaction object (developers/interactions/receiving-and-responding): `kind` 2 is an
+    application command, 3 a message component (`message` is the message holding it)."""
+    payload: dict[str, Any] = {
+        "id": interaction_id, "application_id": APP_ID, "type": kind, "data": data,
+        "guild_id": GUILD_ID, "channel_id": CHANNEL_ID,
+        "channel": {"id": CHANNEL_ID, "type": 0, "guild_id": GUILD_ID, "name": "general"},
+        "member": {"user": {"id": user_id, "username": "ada", "discriminator": "0",
+                            "avatar": None, "global_name": "Ada"},
+                   "roles": list(roles), "permissions": "2248473465835073",
+                   "joined_at": "2026-01-01T00:00:00+00:00", "deaf": False, "mute": False,
+                   "flags": 0},
+        "token": f"gateway-interaction-token-{interaction_id}", "version": 1,
+        "app_permissions": "2248473465835073", "locale": "en-US", "guild_locale": "en-US",
+        "entitlements": [], "authorizing_integration_owners": {"0": GUILD_ID}, "context": 0,
+        "attachment_size_limit": 10485760}
+    if message is not None:
+        payload["message"] = message
+    return "INTERACTION_CREATE", payload

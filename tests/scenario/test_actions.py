@@ -80,6 +80,15 @@ class Driver:
         """`!name args` as plain text in a channel, not addressed to the bot otherwise."""
         raise NotImplementedError
 
+    def calls(self) -> int:
+        """How many API calls the platform fake has recorded."""
+        raise NotImplementedError
+
+    def pressed_message_changed(self, since: int) -> bool:
+        """Whether, after call number `since`, the bot replaced a pressed message or took
+        its buttons away."""
+        raise NotImplementedError
+
 
 class SlackDriver(Driver):
     name = "slack"
@@ -105,6 +114,13 @@ class SlackDriver(Driver):
     async def _next(self, before: int) -> Sent:
         await self.fake.wait_for(lambda: len(self._sent()) > before)
         return self._sent()[-1]
+
+    def calls(self) -> int:
+        return len(self.fake.calls)
+
+    def pressed_message_changed(self, since: int) -> bool:
+        return any(method == "response_url" and body.get("replace_original") is True
+                   for method, body in self.fake.calls[since:])
 
     async def _form(self, fields: dict[str, str]) -> None:
         body = urlencode(fields).encode()
@@ -178,6 +194,12 @@ class TelegramDriver(Driver):
             out.append(Sent(params["text"], buttons))
         return out
 
+    def calls(self) -> int:
+        return len(self.fake.calls)
+
+    def pressed_message_changed(self, since: int) -> bool:
+        return any(method == "editMessageReplyMarkup" for method, _ in self.fake.calls[since:])
+
     async def _update(self, update: dict[str, Any]) -> Sent:
         before = len(self._sent())
         status = await self._post("/telegram/webhook", json.dumps(update).encode(), {
@@ -241,6 +263,13 @@ class DiscordDriver(Driver):
                        for row in body.get("components") or [] for c in row["components"]]
             out.append(Sent(body["content"], buttons))
         return out
+
+    def calls(self) -> int:
+        return len(self.fake.calls)
+
+    def pressed_message_changed(self, since: int) -> bool:
+        return any(method in ("PATCH", "DELETE") and path.endswith("/@original")
+                   for method, path, _, _ in self.fake.calls[since:])
 
     async def _interaction(self, who: str, kind: int, data: dict[str, Any]) -> Sent:
         before = len(self._sent())
@@ -323,11 +352,15 @@ async def test_command_then_confirm_button(driver: Driver) -> None:
     assert (row["via"], row["status"], row["platform"]) == (
         "command", "needs_confirmation", driver.name)
     assert sample_actions.CALLS == []
+    before = driver.calls()
     stranger = await driver.press(OTHER, asked.token("Confirm"), "Confirm")
     assert "Only the person who asked" in stranger.text
+    # the requester's question and its buttons stay: a stranger cannot void them
+    assert not driver.pressed_message_changed(before)
+    before = driver.calls()
     done = await driver.press(SUPPORT, asked.token("Confirm"), "Confirm")
     assert "Opened ticket #1: Printer on fire (high)" in done.text
-    assert done.buttons == []
+    assert done.buttons == [] and driver.pressed_message_changed(before)
     row = await last_audit(driver.srv)
     assert (row["action"], row["via"], row["status"]) == ("create_ticket", "button", "ok")
     user = sample_actions.CALLS[0][1]

@@ -33,6 +33,7 @@ from tests.fakes.discord_api import (
     GUILD_ID,
     ROLE_ID,
     FakeDiscord,
+    interaction_create,
     message_create,
 )
 
@@ -303,6 +304,80 @@ async def test_the_pressed_message_is_replaced_without_its_buttons(
     assert discord_api.bodies("PATCH", ORIGINAL)[-1]["components"] == []
     [follow_up] = discord_api.bodies("POST", f"/webhooks/{APP_ID}/A_PRESS_TOKEN")
     assert follow_up["components"][0]["components"][0]["custom_id"] == "sb:opt-0"
+
+
+async def test_answers_for_the_caller_alone_are_ephemeral_follow_ups(
+        harness: Harness, discord_api: FakeDiscord) -> None:
+    sender = adapter(harness, discord_api).sender
+    conversation = Conversation("discord", CHANNEL_ID, GUILD_ID)
+    webhook = f"/webhooks/{APP_ID}/A_PRESS_TOKEN"
+    press = {"mode": "interaction", "application_id": APP_ID, "token": "A_PRESS_TOKEN",
+             "button": "confirm-7f3a", "ephemeral": "1"}
+    # a stranger pressed someone's Confirm: the pressed message and its buttons stay
+    await sender.send(Reply(message_id="m-stranger", conversation=conversation, meta=press,
+                            text="Only the person who asked can confirm or cancel this."))
+    assert [(m, p) for m, p, _, _ in discord_api.calls] == [("POST", webhook)]
+    assert discord_api.bodies("POST", webhook)[0]["flags"] == 64
+    # a denied command: its public "thinking..." goes, the denial is for the caller only
+    command_meta = {k: v for k, v in press.items() if k != "button"}
+    await sender.send(Reply(message_id="m-denied", conversation=conversation,
+                            meta=command_meta, text="Sorry, you may not run `deploy`."))
+    assert [(m, p) for m, p, _, _ in discord_api.calls][1:] == [
+        ("DELETE", ORIGINAL), ("POST", webhook)]
+    assert discord_api.bodies("POST", webhook)[1]["flags"] == 64
+
+
+async def test_an_answer_faster_than_the_interaction_response_waits_for_it(
+        harness: Harness, discord_api: FakeDiscord) -> None:
+    sender = adapter(harness, discord_api).sender
+    discord_api.original_unknown = 2  # Discord does not know @original yet
+    meta = {"mode": "interaction", "application_id": APP_ID, "token": "A_PRESS_TOKEN"}
+    await sender.send(Reply(message_id="m-fast", text="Done.", meta=meta,
+                            conversation=Conversation("discord", CHANNEL_ID, GUILD_ID)))
+    assert [m for m, p, _, _ in discord_api.calls] == ["404", "404", "PATCH"]
+    assert discord_api.bodies("PATCH", ORIGINAL)[0]["content"] == "Done."
+
+
+async def test_gateway_interactions_are_stored_and_answered_over_rest(
+        harness: Harness, discord_api: FakeDiscord) -> None:
+    bot = DiscordAdapter(harness.deps(COMMANDS), bot_token="discord-bot-token-123",
+                         public_key=None, api_url=discord_api.api_url,
+                         gateway_url=discord_api.gateway_url)
+    assert bot.routes() == []  # no Interactions Endpoint URL: Discord uses the gateway
+    held = {"type": 1, "components": [{"type": 2, "style": 1, "label": "Confirm",
+                                       "custom_id": "sb:confirm-7f3a"}]}
+    await bot.start()
+    try:
+        await discord_api.wait_for(lambda: discord_api.identify is not None)
+        await discord_api.events.put(interaction_create(
+            2, {"id": "1", "name": "create_ticket", "type": 1,
+                "options": [{"name": "title", "type": 3, "value": "Printer on fire"}]},
+            interaction_id="1700000000000000001", roles=(ROLE_ID,)))
+        await discord_api.events.put(interaction_create(
+            3, {"custom_id": "sb:confirm-7f3a", "component_type": 2},
+            interaction_id="1700000000000000002",
+            message={"id": "1400000000000000777", "channel_id": CHANNEL_ID, "type": 0,
+                     "content": "Create it?", "author": {"id": BOT_ID, "username": "sb",
+                                                         "discriminator": "0",
+                                                         "avatar": None, "bot": True},
+                     "attachments": [], "embeds": [], "mentions": [], "mention_roles": [],
+                     "pinned": False, "mention_everyone": False, "tts": False,
+                     "timestamp": "2026-11-21T12:00:00+00:00", "edited_timestamp": None,
+                     "flags": 0, "components": [held]}))
+        await discord_api.wait_for(lambda: sum(
+            p.endswith("/callback") for _, p, _, _ in discord_api.calls) == 2)
+    finally:
+        await bot.stop()
+    callbacks = {p.split("/")[2]: body for m, p, body, _ in discord_api.calls
+                 if p.endswith("/callback")}
+    assert callbacks == {"1700000000000000001": {"type": 5}, "1700000000000000002": {"type": 6}}
+    command_message, press = sorted(await harness.stored(), key=lambda m: m.id)
+    assert command_message.id == "discord:interaction:1700000000000000001"
+    assert command_message.meta["command"] == "create_ticket"
+    assert json.loads(command_message.meta["args"]) == {"title": "Printer on fire"}
+    assert command_message.meta["roles"] == ROLE_ID
+    assert command_message.meta["token"] == "gateway-interaction-token-1700000000000000001"
+    assert (press.meta["button"], press.text) == ("confirm-7f3a", "(pressed Confirm)")
 
 
 async def test_roles_decide_group_membership(harness: Harness,

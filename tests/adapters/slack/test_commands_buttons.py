@@ -253,6 +253,14 @@ async def test_response_url_answers_replace_the_pressed_message(harness: Harness
                             meta={"response_url": url, "ephemeral": "1"}))
     assert slack.responses()[-1] == {"id": "press1", "response_type": "ephemeral",
                                      "text": "Only you can see this."}
+    # a stranger pressed someone's Confirm: the pressed message and its buttons stay
+    await sender.send(Reply(message_id="m-stranger", text="Only the person who asked ...",
+                            conversation=Conversation("slack", "C1", TEAM_ID),
+                            meta={"response_url": url, "replace_original": "1",
+                                  "ephemeral": "1"}))
+    assert slack.responses()[-1] == {"id": "press1", "response_type": "ephemeral",
+                                     "text": "Only the person who asked ...",
+                                     "replace_original": False}
     assert slack.posts() == []
 
 

@@ -18,6 +18,7 @@ from adapters.telegram.normalize import (
     normalize_callback,
     normalize_update,
 )
+from adapters.telegram.send import keyboard
 from bot.messages import Button, Conversation, Message, Reply
 from bot.protocols import CommandSpec
 from tests.adapters.conftest import COMMANDS, Harness
@@ -226,6 +227,14 @@ async def test_buttons_are_an_inline_keyboard_under_the_last_piece(
     assert "editMessageReplyMarkup" not in telegram.methods()
 
 
+def test_keyboards_have_rows_of_at_most_eight_buttons() -> None:
+    markup = keyboard(tuple(Button(f"B{i}", f"t{i}") for i in range(10)))
+    assert markup is not None
+    assert [[b.callback_data for b in row] for row in markup.inline_keyboard] == [
+        [f"sb:t{i}" for i in range(8)], ["sb:t8", "sb:t9"]]
+    assert keyboard((Button("Too long", "x" * 62),)) is None  # 65 bytes of callback_data
+
+
 async def test_answering_a_press_removes_its_keyboard_first(harness: Harness,
                                                             telegram: FakeTelegram) -> None:
     bot = adapter(harness, telegram)
@@ -239,13 +248,17 @@ async def test_answering_a_press_removes_its_keyboard_first(harness: Harness,
         await bot.sender.send(Reply(message_id="m-again", text="Already done.",
                                     conversation=conversation,
                                     meta={"button_message": "5001"}))
+        # a stranger's press of someone's Confirm: the keyboard is still the requester's
+        await bot.sender.send(Reply(message_id="m-stranger", conversation=conversation,
+                                    text="Only the person who asked can confirm or cancel.",
+                                    meta={"button_message": "5001", "ephemeral": "1"}))
     finally:
         await bot.stop()
     methods = [m for m in telegram.methods() if m in ("editMessageReplyMarkup", "sendMessage")]
-    assert methods == ["editMessageReplyMarkup", "sendMessage"] * 2
+    assert methods == ["editMessageReplyMarkup", "sendMessage"] * 2 + ["sendMessage"]
     removal = telegram.params("editMessageReplyMarkup")[0]
     assert removal == {"chat_id": -1001234567890, "message_id": 5001}  # no markup: removed
-    assert [p["text"] for p in telegram.sent()] == ["Ticket #42 created.", "Already done."]
+    assert [p["text"] for p in telegram.sent()][:2] == ["Ticket #42 created.", "Already done."]
 
 
 async def test_a_finished_draft_gets_the_keyboard(harness: Harness,
