@@ -48,8 +48,11 @@ class Message:
         user: the platform's user id of the author.
         text: the message text, as the user wrote it (mentions of the bot removed).
         received_at: when ingress accepted it, Unix time in seconds.
-        meta: small adapter-specific strings the sender needs (never secrets). Keys the
-            engine reads, all optional, set by adapters:
+        meta: small adapter-specific strings the sender needs. No long-lived secrets, but
+            some are short-lived credentials scoped to this message (a Slack `response_url`,
+            valid 30 minutes; a Discord interaction `token`, 15 minutes): they live in the
+            inbox and the answer cache, and are never logged. Keys the engine reads, all
+            optional, set by adapters:
             - "command": the name of a platform command addressed to the bot, without the
               slash ("create_ticket" for Slack's `/create_ticket`, Telegram's
               `/create_ticket@bot`, a Discord application command); `text` is then its

@@ -193,7 +193,8 @@ class DiscordAdapter:
     async def stop(self) -> None:
         if self._registering is not None:
             self._registering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # never raises by design; if it ever did, stop() must still close the rest
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._registering
             self._registering = None
         if self._client is not None:

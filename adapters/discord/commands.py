@@ -3,10 +3,11 @@ developers/interactions/application-commands).
 
 Each `CommandSpec` becomes a global CHAT_INPUT command (type 1). Option kinds map to Discord
 option types: string 3, integer 4, boolean 5, number 10. Names must be 1-32 characters of
-lowercase letters, digits, "-" and "_" (others are skipped with a warning); descriptions are
+lowercase letters, digits, "-" and "_"; descriptions are
 1-100 characters (the name stands in for an empty one); an option's choices become
 `{"name": str(value), "value": value}`, at most 25; required options come before optional
-ones, as Discord requires. At most 100 global CHAT_INPUT commands are sent.
+ones, as Discord requires. A command Discord would refuse is skipped with a warning (one bad
+command fails the whole bulk overwrite); at most 100 global CHAT_INPUT commands are sent.
 
 Registration is one bulk overwrite, `PUT /applications/{application id}/commands`, after
 `GET /oauth2/applications/@me` for the id, so commands removed from the bot disappear from
@@ -33,6 +34,7 @@ CHOICE_NAME_LIMIT = 100
 MAX_CHOICES = 25
 MAX_OPTIONS = 25
 MAX_COMMANDS = 100
+MAX_CHARACTERS = 8000  # names, descriptions and choices of one command together
 
 
 def _description(text: str, fallback: str) -> str:
@@ -57,19 +59,60 @@ def option_json(option: CommandOption) -> dict[str, Any]:
     return body
 
 
-def command_json(spec: CommandSpec) -> dict[str, Any] | None:
-    """One CHAT_INPUT command, or None (logged) when Discord would refuse its name or an
-    option's name."""
-    bad = [n for n in (spec.name, *(o.name for o in spec.options)) if not NAME.match(n)]
+def _characters(command: dict[str, Any]) -> int:
+    """What Discord counts against the 8,000 characters of a command: the names,
+    descriptions and choice names and values of the command and its options."""
+    total = len(command["name"]) + len(command["description"])
+    for option in command["options"]:
+        total += len(option["name"]) + len(option["description"])
+        total += sum(len(c["name"]) + len(str(c["value"])) for c in option.get("choices", []))
+    return total
+
+
+def _refusal(spec: CommandSpec) -> str | None:
+    """Why Discord would refuse the whole bulk overwrite over this command, if it would."""
+    names = [spec.name, *(o.name for o in spec.options)]
+    bad = [n for n in names if not NAME.match(n)]
     if bad:
-        log.warning("discord cannot offer this command; skipped", command=spec.name,
-                    invalid_names=",".join(bad))
-        return None
-    # a stable sort keeps the declared order within required and within optional options
-    options = sorted(spec.options, key=lambda o: not o.required)[:MAX_OPTIONS]
-    return {"type": CHAT_INPUT, "name": spec.name,
-            "description": _description(spec.description, spec.name),
-            "options": [option_json(o) for o in options]}
+        return f"invalid names: {','.join(bad)}"
+    if len({o.name for o in spec.options}) < len(spec.options):
+        return "two options with one name"
+    if len(spec.options) > MAX_OPTIONS:
+        return f"more than {MAX_OPTIONS} options"
+    for option in spec.options:
+        kind = OPTION_TYPES.get(option.kind, OPTION_TYPES["string"])
+        wrong = [c for c in option.choices if not _choice_fits(kind, c)]
+        if wrong:
+            return f"choices of {option.name} not of its type: {wrong[:3]}"
+    return None
+
+
+def _choice_fits(kind: int, value: object) -> bool:
+    if kind == OPTION_TYPES["integer"]:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == OPTION_TYPES["number"]:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True  # strings: any value is sent as its text; booleans get no choices
+
+
+def command_json(spec: CommandSpec) -> dict[str, Any] | None:
+    """One CHAT_INPUT command, or None (logged) when Discord would refuse it, which would
+    fail the bulk overwrite of every command: a name Discord does not allow, two options
+    with one name, more than 25 options, a choice not of its option's type, or more than
+    8,000 characters (PROTOCOLS.md 3.3)."""
+    refusal = _refusal(spec)
+    if refusal is None:
+        # a stable sort keeps the declared order within required and within optional options
+        options = sorted(spec.options, key=lambda o: not o.required)
+        command = {"type": CHAT_INPUT, "name": spec.name,
+                   "description": _description(spec.description, spec.name),
+                   "options": [option_json(o) for o in options]}
+        if _characters(command) <= MAX_CHARACTERS:
+            return command
+        refusal = f"more than {MAX_CHARACTERS} characters"
+    log.warning("discord cannot offer this command; skipped", command=spec.name,
+                reason=refusal)
+    return None
 
 
 def commands_json(specs: tuple[CommandSpec, ...]) -> list[dict[str, Any]]:

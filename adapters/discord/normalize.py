@@ -23,6 +23,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.payload import obj, objs
 from bot.messages import Conversation, Message
 
 PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
@@ -64,7 +65,7 @@ def normalize_message_create(data: dict[str, Any], bot_id: str, *, is_thread: bo
         commands: the bot's command names; a guild message starting with `!name` for one of
             them is answered without a mention.
     """
-    author = data.get("author") or {}
+    author = obj(data.get("author"))
     if author.get("bot") or str(author.get("id")) == bot_id:
         return Skip("from a bot")
     if data.get("type", 0) not in (0, 19):  # DEFAULT and REPLY; joins, pins... are not asked
@@ -73,7 +74,7 @@ def normalize_message_create(data: dict[str, Any], bot_id: str, *, is_thread: bo
     if not channel or not message_id:
         return Skip("no channel or id")
     guild = data.get("guild_id")
-    mentioned = any(str(m.get("id")) == bot_id for m in data.get("mentions") or [])
+    mentioned = any(str(m.get("id")) == bot_id for m in objs(data.get("mentions")))
     text = strip_mention(str(data.get("content") or ""), bot_id)
     if guild and not mentioned and not in_bot_thread and not is_bang_command(text, commands):
         return Skip("guild message without a mention")
@@ -98,9 +99,9 @@ def command_text(data: dict[str, Any]) -> str:
         for option in options:
             if option.get("type") == STRING_OPTION and isinstance(option.get("value"), str):
                 values.append(option["value"])
-            walk(option.get("options") or [])
+            walk(objs(option.get("options")))
 
-    walk(data.get("options") or [])
+    walk(objs(data.get("options")))
     return " ".join(v.strip() for v in values if v.strip())
 
 
@@ -112,11 +113,11 @@ def command_args(data: dict[str, Any]) -> dict[str, Any]:
     def walk(options: list[dict[str, Any]]) -> None:
         for option in options:
             if option.get("type") in (SUB_COMMAND, SUB_COMMAND_GROUP):
-                walk(option.get("options") or [])
+                walk(objs(option.get("options")))
             elif "name" in option and "value" in option:
                 args[str(option["name"])] = option["value"]
 
-    walk(data.get("options") or [])
+    walk(objs(data.get("options")))
     return args
 
 
@@ -127,7 +128,7 @@ def _interaction_base(payload: dict[str, Any]) -> tuple[dict[str, str], Conversa
     if not (interaction_id and token and application_id and channel):
         return Skip("incomplete interaction")
     member = payload.get("member")
-    user = (member or {}).get("user") or payload.get("user") or {}
+    user = obj(obj(member).get("user") or payload.get("user"))
     guild = payload.get("guild_id")
     meta = {"mode": "interaction", "application_id": str(application_id), "token": str(token)}
     if member:
@@ -152,7 +153,7 @@ def normalize_interaction(payload: dict[str, Any], commands: Collection[str] = (
     if isinstance(base, Skip):
         return base
     meta, conversation, user = base
-    data = payload.get("data") or {}
+    data = obj(payload.get("data"))
     name = str(data.get("name", ""))
     args = command_args(data)
     text = command_text(data)
@@ -167,10 +168,9 @@ def normalize_interaction(payload: dict[str, Any], commands: Collection[str] = (
 
 def _component_label(message: Any, custom_id: str) -> str | None:
     """The label of the component of `message` whose custom_id is `custom_id`, if any."""
-    rows = message.get("components") if isinstance(message, dict) else None
-    for row in rows if isinstance(rows, list) else []:
-        for component in (row.get("components") or []) if isinstance(row, dict) else []:
-            if isinstance(component, dict) and component.get("custom_id") == custom_id:
+    for row in objs(obj(message).get("components")):
+        for component in objs(row.get("components")):
+            if component.get("custom_id") == custom_id:
                 return str(component.get("label") or "") or None
     return None
 
@@ -186,7 +186,7 @@ def normalize_component(payload: dict[str, Any]) -> Message | Skip:
     """
     if payload.get("type") != MESSAGE_COMPONENT:
         return Skip(f"interaction type {payload.get('type')}")
-    custom_id = str((payload.get("data") or {}).get("custom_id") or "")
+    custom_id = str(obj(payload.get("data")).get("custom_id") or "")
     if not custom_id.startswith(BUTTON_PREFIX) or custom_id == BUTTON_PREFIX:
         return Skip("not a press of a bot button")
     base = _interaction_base(payload)

@@ -2,7 +2,9 @@
 interactivity) and Socket Mode when `SLACK_APP_TOKEN` is set.
 
 Slash commands and presses of the bot's buttons (`block_actions`, PROTOCOLS.md 1.7) are stored
-like events (503 when they cannot be); other interactions are acknowledged and ignored. Slack
+like events; Slack does not redeliver them, so when they cannot be stored the user is told
+instead (the command's response, or an ephemeral message to the press's `response_url`).
+Other interactions are acknowledged and ignored. Slack
 has no API to register slash commands (they live in the app's manifest), so `deps.commands`
 only decides which commands pass without text.
 
@@ -175,12 +177,7 @@ class SlackAdapter:
         return web.json_response({"response_type": "in_channel"})
 
     async def _interaction(self, payload: Any) -> web.StreamResponse:
-        try:
-            await self._press(payload)
-        except StoreUnavailable as exc:
-            log.error("slack button press not stored; asking Slack to retry", error=str(exc))
-            return web.json_response({"error": "temporarily unavailable"}, status=503,
-                                     headers={"Retry-After": "5"})
+        await self._press(payload)
         return web.Response(status=200)
 
     # shared by HTTP and Socket Mode -----------------------------------------------------------
@@ -208,15 +205,20 @@ class SlackAdapter:
 
     async def _press(self, payload: Any) -> None:
         """Store a press of one of the bot's buttons; other interactions are only logged.
-
-        Raises:
-            StoreUnavailable: the inbox cannot store it.
-        """
+        Slack does not deliver an interaction again, whatever the answer (PROTOCOLS.md 1.3
+        names retries for events only), so a press that cannot be stored is acknowledged
+        all the same and the user is asked, privately, to press again."""
         message = normalize_block_action(payload)
         if isinstance(message, Skip):
             log.debug("slack interaction acknowledged", reason=message.reason)
             return
-        await self._enqueue(message)
+        try:
+            await self._enqueue(message)
+        except StoreUnavailable as exc:
+            log.error("slack button press not stored", error=str(exc))
+            if message.meta.get("response_url"):
+                await self.sender.tell(message.meta["response_url"],
+                                       "Sorry, I could not take that. Please press again.")
 
     async def _enqueue(self, message: Message) -> None:
         try:

@@ -29,6 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.payload import obj
 from bot.messages import Conversation, Message
 
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -169,15 +170,15 @@ def normalize_block_action(payload: Any) -> Message | Skip:
     action = _pressed(payload.get("actions"))
     if action is None:
         return Skip("no press of a bot button")
-    container = payload.get("container") or {}
-    message = payload.get("message") or {}
-    author = payload.get("user") or {}
+    container = obj(payload.get("container"))
+    message = obj(payload.get("message"))
+    author = obj(payload.get("user"))
     user = author.get("id")
-    channel = (payload.get("channel") or {}).get("id") or container.get("channel_id")
+    channel = obj(payload.get("channel")).get("id") or container.get("channel_id")
     trigger = payload.get("trigger_id")
     if not (isinstance(user, str) and isinstance(channel, str) and trigger):
         return Skip("no user, channel or trigger_id")
-    team = str((payload.get("team") or {}).get("id") or author.get("team_id") or "-")
+    team = str(obj(payload.get("team")).get("id") or author.get("team_id") or "-")
     thread = message.get("thread_ts") or container.get("thread_ts")
     label = action.get("text", {}).get("text") if isinstance(action.get("text"), dict) else None
     meta = {"button": str(action["action_id"])[len(BUTTON_PREFIX):]}

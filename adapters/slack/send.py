@@ -34,8 +34,10 @@ from slackify_markdown import slackify_markdown
 from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.errors import TransientError
+from bot.log import get_logger
 from bot.messages import Button, Message, Reply
 
+log = get_logger("adapters.slack")
 TEXT_LIMIT = 3900
 SECTION_LIMIT = 3000
 BUTTON_LABEL_LIMIT = 75
@@ -187,6 +189,16 @@ class SlackSender:
             cached = (now + GROUP_CACHE_S, frozenset(str(u) for u in users))
             self._groups[group] = cached
         return message.user in cached[1]
+
+    async def tell(self, response_url: str, text: str) -> None:
+        """Best effort, within 2 s: an ephemeral message to the user through an
+        interaction's `response_url`, leaving the message that holds the button as it is.
+        Errors are logged by type only (the URL is a credential)."""
+        body = {"response_type": "ephemeral", "replace_original": False, "text": text}
+        try:
+            await asyncio.wait_for(self._post_response_url(response_url, body), 2.0)
+        except (TransientError, TimeoutError) as exc:
+            log.warning("slack response_url message not delivered", error=type(exc).__name__)
 
     async def _post_response_url(self, url: str, body: dict[str, Any]) -> None:
         """POST to a slash command's or interaction's response_url (PROTOCOLS.md 1.6). Errors

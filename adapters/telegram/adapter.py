@@ -140,7 +140,8 @@ class TelegramAdapter:
         self._stopping.set()
         if self._registering is not None:
             self._registering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # never raises by design; if it ever did, stop() must still close the rest
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._registering
             self._registering = None
         if self._poller is not None:
@@ -180,9 +181,14 @@ class TelegramAdapter:
         message: Message | Skip
         if isinstance(update, dict) and isinstance(update.get("callback_query"), dict):
             await self._answer_callback(update["callback_query"])
-            message = normalize_callback(update, me)
-        else:
-            message = normalize_update(update, me, self._commands)
+        try:
+            message = (normalize_callback(update, me) if isinstance(update, dict)
+                       and "callback_query" in update
+                       else normalize_update(update, me, self._commands))
+        except Exception as exc:  # a shape we did not foresee must not block later updates
+            log.error("telegram update not understood; skipped", error=type(exc).__name__,
+                      update_id=update.get("update_id") if isinstance(update, dict) else None)
+            return
         if isinstance(message, Skip):
             log.debug("telegram update not answered", reason=message.reason)
             return

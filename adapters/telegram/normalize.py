@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.payload import obj, objs
 from bot.messages import Conversation, Message
 
 GROUP_TYPES = {"group", "supergroup"}
@@ -63,9 +64,11 @@ def _remove_mentions(text: str, entities: list[dict[str, Any]], username: str) -
     mentioned = False
     cleaned = text
     for entity in entities:
-        if entity.get("type") != "mention":
+        offset, length = entity.get("offset"), entity.get("length")
+        if entity.get("type") != "mention" or not isinstance(offset, int) or \
+                not isinstance(length, int):
             continue
-        word = _utf16_slice(text, int(entity.get("offset", 0)), int(entity.get("length", 0)))
+        word = _utf16_slice(text, offset, length)
         if word.lower() == f"@{username.lower()}":
             mentioned = True
             cleaned = cleaned.replace(word, " ")
@@ -94,18 +97,20 @@ def normalize_update(update: Any, me: TelegramIdentity,
     msg = update["message"]
     if not isinstance(msg, dict):
         return Skip("malformed message")
-    chat = msg.get("chat") or {}
-    sender = msg.get("from") or {}
+    chat = obj(msg.get("chat"))
+    sender = obj(msg.get("from"))
     chat_id, message_id = chat.get("id"), msg.get("message_id")
     if not isinstance(chat_id, int) or not isinstance(message_id, int):
         return Skip("no chat or message id")
     if sender.get("is_bot") or sender.get("id") == me.id:
         return Skip("from a bot")
     text = msg.get("text") or msg.get("caption") or ""
-    entities = msg.get("entities") or msg.get("caption_entities") or []
+    entities = objs(msg.get("entities") or msg.get("caption_entities"))
     if not isinstance(text, str) or not text.strip():
         return Skip("no text")
     chat_type = chat.get("type")
+    if not isinstance(chat_type, str):
+        return Skip("no chat type")
     command = _COMMAND.match(text)
     addressed = chat_type == "private"
     name = ""
@@ -119,7 +124,7 @@ def normalize_update(update: Any, me: TelegramIdentity,
             name = command.group(1).lower()
     text, mentioned = _remove_mentions(text, entities if not command else [], me.username)
     if chat_type in GROUP_TYPES:
-        replied = ((msg.get("reply_to_message") or {}).get("from") or {}).get("id") == me.id
+        replied = obj(obj(msg.get("reply_to_message")).get("from")).get("id") == me.id
         addressed = addressed or mentioned or replied or is_bang_command(text, commands)
     elif chat_type != "private":
         return Skip(f"chat type {chat_type}")
@@ -146,7 +151,7 @@ def _conversation(msg: dict[str, Any], chat_id: int, message_id: int) -> Convers
 
 def _button_label(msg: dict[str, Any], data: str) -> str | None:
     """The text of the inline keyboard button of `msg` that carries `data`, if any."""
-    keyboard = (msg.get("reply_markup") or {}).get("inline_keyboard") or []
+    keyboard = obj(msg.get("reply_markup")).get("inline_keyboard")
     for row in keyboard if isinstance(keyboard, list) else []:
         for button in row if isinstance(row, list) else []:
             if isinstance(button, dict) and button.get("callback_data") == data:
@@ -173,10 +178,10 @@ def normalize_callback(update: Any, me: TelegramIdentity) -> Message | Skip:
     if not isinstance(data, str) or not data.startswith(BUTTON_PREFIX) or data == BUTTON_PREFIX:
         return Skip("not a press of a bot button")
     msg = query.get("message")
-    sender = query.get("from") or {}
+    sender = obj(query.get("from"))
     if not isinstance(msg, dict):
         return Skip("button on an inline message")
-    chat = msg.get("chat") or {}
+    chat = obj(msg.get("chat"))
     chat_id, message_id = chat.get("id"), msg.get("message_id")
     if not isinstance(chat_id, int) or not isinstance(message_id, int) or not sender.get("id"):
         return Skip("no chat, message or user id")

@@ -51,6 +51,8 @@ class FakeDiscord(LoopbackServer):
         #: the next N calls on an interaction's @original answer 404 Unknown Webhook, as
         #: Discord does before it has the interaction's initial response
         self.original_unknown = 0
+        #: when set, GET /oauth2/applications/@me waits until it is (Discord being slow)
+        self.app_gate: asyncio.Event | None = None
         self.changed = asyncio.Condition()
         self._id = 1400000000000000000
         self._seq = 0
@@ -90,6 +92,8 @@ class FakeDiscord(LoopbackServer):
                       "global_name": None, "avatar": None, "bot": True, "flags": 0})
 
     async def _app(self, request: web.Request) -> web.Response:
+        if self.app_gate is not None:
+            await self.app_gate.wait()
         await self._record(request)
         return _json({"id": APP_ID, "name": "Switchboard", "icon": None, "description": "",
                       "bot_public": True, "bot_require_code_grant": False,

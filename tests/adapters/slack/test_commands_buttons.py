@@ -154,18 +154,23 @@ async def test_a_signed_press_is_stored_and_acknowledged(harness: Harness,
     assert message.text == "(pressed Confirm)"
 
 
-async def test_a_press_that_cannot_be_stored_is_503(harness: Harness, slack: FakeSlack
-                                                    ) -> None:
+async def test_a_press_that_cannot_be_stored_is_acked_and_the_user_told(
+        harness: Harness, slack: FakeSlack) -> None:
     full = adapter(harness, slack, max_backlog=1)
     await harness.deps().inbox.enqueue(Message("x:1", Conversation("slack", "C1"), "U1", "hi"))
     url = await harness.serve(full.routes())
-    body = ("payload=" + quote(json.dumps(block_actions()))).encode()
-    status, _ = await post(url, body, signed(body))
-    assert status == 503
+    # Slack never delivers an interaction again: a 503 would lose the press silently
+    body = ("payload=" + quote(json.dumps(block_actions(
+        f"http://127.0.0.1:{slack.port}/response/full")))).encode()
+    assert await post(url, body, signed(body)) == (200, "")
+    assert slack.responses() == [{"id": "full", "response_type": "ephemeral",
+                                  "replace_original": False,
+                                  "text": "Sorry, I could not take that. Please press again."}]
     foreign = block_actions()
     foreign["actions"][0]["action_id"] = "feedback_up"  # nothing to store: acknowledged
     body = ("payload=" + quote(json.dumps(foreign))).encode()
     assert await post(url, body, signed(body)) == (200, "")
+    assert len(slack.responses()) == 1
 
 
 async def test_known_commands_without_text_are_stored(harness: Harness, slack: FakeSlack
