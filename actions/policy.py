@@ -20,6 +20,8 @@ A grant is `<platform>:user:<user id>` (also `<platform>:<user id>`) or
 `<platform>:group:<group>`, where a group is a Slack user group id, Telegram's `admins` (the
 administrators of the chat the message came from) or a Discord role id; groups are asked of
 the platform's sender (`bot.protocols.GroupDirectory`). A channel is `<platform>:<channel id>`.
+`ActionsPolicy.check_against` checks the grants, the decorators' too, and that every
+`[actions.<name>]` names a registered action, at start-up.
 
 The rule: the action must be enabled, offered on the message's platform and channel (empty
 lists mean everywhere), and, when it names roles or users, the caller must hold one of the
@@ -28,7 +30,7 @@ roles or be one of the users. A group the platform cannot be asked about counts 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +74,31 @@ class ActionsPolicy(_Strict):
             ConfigError: unreadable file, bad syntax, or an unknown or invalid key (named).
         """
         policy = load_policy_file(cls, path, "BOT_ACTIONS_POLICY")
-        for grants in policy.roles.values():
+        for role, grants in policy.roles.items():
             for grant in grants:
-                _parse_grant(grant, path)
+                _parse_grant(grant, f"BOT_ACTIONS_POLICY: {path or ''}: [roles] {role}")
         return policy
+
+    def check_against(self, specs: Iterable[ActionSpec], path: Path | None = None) -> None:
+        """Check, at start-up, everything that names an action or a caller: each
+        `[actions.<name>]` must name a registered action, and every `users` and `channels`
+        entry, the decorators' and the policy's, must be well formed.
+
+        Raises:
+            ConfigError: the first bad entry, naming the action (and its origin, or the
+                policy file) and the entry.
+        """
+        specs = list(specs)
+        for spec in specs:
+            where = f"action {spec.name!r} ({spec.origin or 'no origin'})"
+            _check_entries(spec.users, spec.channels, where)
+        names = {s.name for s in specs}
+        for name, override in self.actions.items():
+            where = f"BOT_ACTIONS_POLICY: {path or ''}: [actions.{name}]"
+            if name not in names:
+                raise ConfigError(f"{where}: there is no action named {name!r} (the actions "
+                                  f"are: {', '.join(sorted(names))})")
+            _check_entries(override.users or (), override.channels or (), where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +116,29 @@ class Rule:
         return bool(self.roles or self.users)
 
 
-def _parse_grant(grant: str, path: Path | None = None) -> tuple[str, str, str]:
-    """"slack:group:S1" -> ("slack", "group", "S1"); "slack:U1" -> ("slack", "user", "U1")."""
+def _parse_grant(grant: str, where: str = "BOT_ACTIONS_POLICY") -> tuple[str, str, str]:
+    """"slack:group:S1" -> ("slack", "group", "S1"); "slack:U1" -> ("slack", "user", "U1").
+
+    Raises:
+        ConfigError: "<where>: bad grant ..." when it has neither form.
+    """
     parts = grant.split(":", 2)
     if len(parts) == 3 and parts[1] in ("user", "group") and parts[0] and parts[2]:
         return parts[0], parts[1], parts[2]
     if len(parts) == 2 and all(parts):
         return parts[0], "user", parts[1]
-    raise ConfigError(f"BOT_ACTIONS_POLICY: {path or ''}: bad grant {grant!r} (use "
-                      "'<platform>:user:<id>' or '<platform>:group:<group>')")
+    raise ConfigError(f"{where}: bad grant {grant!r} (use '<platform>:user:<id>' or "
+                      "'<platform>:group:<group>')")
+
+
+def _check_entries(users: Iterable[str], channels: Iterable[str], where: str) -> None:
+    for grant in sorted(users):
+        _parse_grant(grant, f"{where}: users")
+    for channel in sorted(channels):
+        platform, colon, channel_id = channel.partition(":")
+        if not (platform and colon and channel_id):
+            raise ConfigError(f"{where}: channels: bad channel {channel!r} (use "
+                              "'<platform>:<channel id>')")
 
 
 @dataclass(frozen=True, slots=True)

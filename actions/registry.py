@@ -27,6 +27,9 @@ from bot.log import get_logger
 
 log = get_logger("actions")
 GROUP = "switchboard.actions"
+#: Names no action may take: the commands the bot itself answers.
+RESERVED = {"ask": "`/ask` and `!ask` send a question to the model",
+            "start": "Telegram's `/start` runs `help`"}
 
 
 class ActionConflict(ConfigError):
@@ -52,7 +55,12 @@ class Registry:
         self._specs: dict[str, ActionSpec] = {}
 
     def add(self, spec: ActionSpec, origin: str) -> None:
-        """Raises: ActionConflict naming both origins when the name is taken."""
+        """Raises: ActionConflict naming both origins when the name is taken, or naming the
+        origin when the name is reserved (`RESERVED`)."""
+        if spec.name in RESERVED:
+            raise ActionConflict(
+                f"{origin} defines an action named {spec.name!r}, which is reserved "
+                f"({RESERVED[spec.name]}); rename it")
         existing = self._specs.get(spec.name)
         if existing is not None:
             if existing.func is spec.func:

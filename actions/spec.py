@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -186,6 +187,33 @@ class ActionSpec:
         return await self.func(ctx)
 
 
+def _annotation(func: Callable[..., Any], param: str) -> Any:
+    """The evaluated annotation of one parameter of `func`. Only that one is evaluated, so a
+    plugin may import `ActionContext` under `TYPE_CHECKING` (with `from __future__ import
+    annotations`).
+
+    Raises:
+        ActionDefinitionError: the annotation names something the module does not define.
+    """
+    annotations = getattr(func, "__annotations__", {})
+    if param not in annotations:
+        return None
+    annotation = annotations[param]
+    # a function with only that annotation and the module's globals: get_type_hints resolves
+    # it (a string under `from __future__ import annotations`) as it would in `func` itself
+    probe = types.FunctionType(_probe.__code__, getattr(func, "__globals__", {}))
+    probe.__annotations__ = {param: annotation}
+    try:
+        return typing.get_type_hints(probe).get(param)
+    except NameError as exc:
+        raise ActionDefinitionError(
+            f"{func.__qualname__}: cannot resolve the annotation of {param!r}: {exc}") from None
+
+
+def _probe() -> None:  # pragma: no cover - only its code object is used
+    pass
+
+
 def _args_model(func: Callable[..., Any]) -> type[BaseModel]:
     params = list(inspect.signature(func).parameters.values())
     if not 1 <= len(params) <= 2:
@@ -193,8 +221,7 @@ def _args_model(func: Callable[..., Any]) -> type[BaseModel]:
             f"{func.__qualname__}: an action takes (ctx: ActionContext, args: Model)")
     if len(params) == 1:
         return NoArguments
-    hints = typing.get_type_hints(func)
-    model = hints.get(params[1].name)
+    model = _annotation(func, params[1].name)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise ActionDefinitionError(
             f"{func.__qualname__}: the second parameter must be annotated with a pydantic "

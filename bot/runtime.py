@@ -82,18 +82,28 @@ ASK_COMMAND = CommandSpec(
 
 
 def build_action_registry(s: Settings) -> Registry:
-    """The built-in actions, installed plugins' and BOT_ACTION_MODULES' actions.
+    """`load_actions(s)`'s registry (`bot actions list`). Raises: as `load_actions`."""
+    return load_actions(s)[0]
+
+
+def load_actions(s: Settings) -> tuple[Registry, ActionsPolicy]:
+    """The action registry and the actions policy, checked against each other.
 
     Raises:
-        ConfigError: two actions share a name (both origins named), a plugin fails to load,
-            or BOT_HTTP_ACTION_URL is set without BOT_HTTP_ACTION_SECRET.
+        ConfigError: two actions share a name or one is reserved, a plugin fails to load,
+            BOT_HTTP_ACTION_URL is set without BOT_HTTP_ACTION_SECRET, the policy file is bad
+            or names no registered action, or a `users`/`channels` entry is malformed.
     """
     secret = s.bot_http_action_secret.get_secret_value() if s.bot_http_action_secret else ""
     if s.bot_http_action_url and len(secret) < 16:
         raise ConfigError("BOT_HTTP_ACTION_SECRET: set a secret of at least 16 characters to "
                           "sign http_request calls to BOT_HTTP_ACTION_URL")
-    return discover(builtin_specs(s.bot_http_action_url, secret, s.bot_http_action_timeout_s),
-                    s.action_modules(), use_entry_points=s.bot_action_entry_points)
+    registry = discover(builtin_specs(s.bot_http_action_url, secret,
+                                      s.bot_http_action_timeout_s),
+                        s.action_modules(), use_entry_points=s.bot_action_entry_points)
+    policy = ActionsPolicy.load(s.bot_actions_policy)
+    policy.check_against(registry, s.bot_actions_policy)
+    return registry, policy
 
 
 def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
@@ -216,9 +226,8 @@ class Runtime:
         self.retriever: Retriever = _LazyRetriever(self)
         self.console = ConsoleAdapter(self.inbox, self.rendezvous)
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
-        self.actions = build_action_registry(s)
-        actions_policy = ActionsPolicy.load(s.bot_actions_policy)
-        commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions if a.name != "ask"])
+        self.actions, actions_policy = load_actions(s)
+        commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions])
         self.platforms = build_platforms(s, AdapterDeps(self.inbox, self.redis, prefix,
                                                         self.http, commands=commands))
         self.senders: dict[str, Sender] = {

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from actions.policy import ActionsPolicy, Permissions
 from actions.spec import ActionSpec, spec_of
+from bot.config import Settings
 from bot.errors import ConfigError
 from bot.messages import Conversation, Message
+from bot.runtime import Runtime
 from tests.actions import sample_actions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,3 +100,40 @@ def test_the_shipped_policy_is_the_default_and_json_works(tmp_path: Path) -> Non
     loaded = ActionsPolicy.load(write(tmp_path, '{"roles": {"ops": ["slack:user:U1"]}}',
                                       "actions.json"))
     assert loaded.roles == {"ops": frozenset({"slack:user:U1"})}
+
+
+BAD_GRANTS = '''
+from pydantic import BaseModel
+from actions import ActionContext, action
+
+@action(description="Granted to a user id without a platform", users={"U123"})
+async def wipe_all(ctx: ActionContext) -> str:
+    return "wiped"
+'''
+
+
+@pytest.mark.parametrize(("module", "policy", "problem"), [
+    ("good", "[actions.wipe_al]\nenabled = false\n",
+     "[actions.wipe_al]: there is no action named 'wipe_al'"),
+    ("good", "[actions.wipe_all]\nusers = ['alice']\n",
+     "[actions.wipe_all]: users: bad grant 'alice'"),
+    ("good", "[actions.wipe_all]\nchannels = ['C0OPS']\n",
+     "[actions.wipe_all]: channels: bad channel 'C0OPS'"),
+    ("bad", "", "action 'wipe_all' (module demo_grants_bad): users: bad grant 'U123'"),
+])
+async def test_every_grant_and_action_name_is_checked_at_start_up(
+        make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        module: str, policy: str, problem: str) -> None:
+    """A grant the runtime could not read, or a policy section for an action that does not
+    exist, stops start-up instead of failing (or being ignored) per message."""
+    body = BAD_GRANTS if module == "bad" else BAD_GRANTS.replace('users={"U123"}',
+                                                                 'users={"slack:U123"}')
+    (tmp_path / f"demo_grants_{module}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = make_settings(bot_action_modules=f"demo_grants_{module}",
+                             bot_action_entry_points=False,
+                             bot_actions_policy=write(tmp_path, policy))
+    with pytest.raises(ConfigError) as err:
+        async with Runtime(settings):
+            pass
+    assert problem in str(err.value)

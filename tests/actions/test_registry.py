@@ -110,3 +110,50 @@ def test_bot_actions_list_shows_plugins_and_refuses_duplicates(tmp_path: Path) -
                               env={**env, "BOT_HTTP_ACTION_SECRET": ""},
                               capture_output=True, text=True, timeout=60)
     assert unsigned.returncode == 2 and "BOT_HTTP_ACTION_SECRET" in unsigned.stderr
+
+
+TYPE_CHECKING_PLUGIN = '''
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from actions import action
+
+if TYPE_CHECKING:
+    from actions import ActionContext
+
+
+class Args(BaseModel):
+    text: str
+
+
+@action(description="Echo it")
+async def echo(ctx: ActionContext, args: Args) -> str:
+    return args.text
+'''
+
+
+def test_a_plugin_may_import_the_context_for_type_checking_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "demo_plugin_tc.py").write_text(TYPE_CHECKING_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = discover([], ["demo_plugin_tc"], use_entry_points=False)
+    echo = registry.get("echo")
+    assert echo is not None and echo.args_model.__name__ == "Args"
+    (tmp_path / "demo_plugin_tc_typo.py").write_text(
+        TYPE_CHECKING_PLUGIN.replace("args: Args", "args: Argz"))
+    with pytest.raises(ActionLoadError, match="cannot resolve the annotation of 'args'"):
+        discover([], ["demo_plugin_tc_typo"], use_entry_points=False)
+
+
+@pytest.mark.parametrize("name", ["ask", "start"])
+def test_the_bots_own_commands_are_no_action_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    (tmp_path / f"demo_plugin_{name}.py").write_text(
+        PLUGIN.replace("async def shout", f"async def {name}"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ActionConflict, match=f"module demo_plugin_{name} defines an action "
+                                             f"named '{name}', which is reserved"):
+        discover(builtin_specs(), [f"demo_plugin_{name}"], use_entry_points=False)
