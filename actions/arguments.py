@@ -13,6 +13,7 @@ no required argument after it takes all the remaining words:
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import types
@@ -31,7 +32,7 @@ class ArgumentError(ValueError):
     """The arguments do not fit the action's model; the message says how, for the user."""
 
 
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
+def unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     """(the type inside Optional[...], whether None is allowed)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -42,19 +43,19 @@ def _unwrap(annotation: Any) -> tuple[Any, bool]:
 
 
 def _is_text(info: FieldInfo) -> bool:
-    inner, _ = _unwrap(info.annotation)
+    inner, _ = unwrap_optional(info.annotation)
     return inner is str
 
 
 def _choices(info: FieldInfo) -> tuple[Any, ...]:
-    inner, _ = _unwrap(info.annotation)
+    inner, _ = unwrap_optional(info.annotation)
     if typing.get_origin(inner) is Literal:
         return typing.get_args(inner)
     return ()
 
 
 def _kind(info: FieldInfo) -> str:
-    inner, _ = _unwrap(info.annotation)
+    inner, _ = unwrap_optional(info.annotation)
     choices = _choices(info)
     if choices:
         inner = type(choices[0])
@@ -186,10 +187,19 @@ def command_spec(spec: ActionSpec) -> CommandSpec:
                        options=tuple(options), usage=usage(spec, "/"))
 
 
+@functools.cache
+def _parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of `model` as tool parameters (instructor's `openai_schema`, which
+    builds a subclass: done once per model). Shared: do not mutate."""
+    schema: dict[str, Any] = openai_schema(model).openai_schema  # type: ignore[attr-defined]
+    parameters: dict[str, Any] = schema.get("parameters", {"type": "object",
+                                                          "properties": {}})
+    return parameters
+
+
 def tool_schema(spec: ActionSpec) -> dict[str, Any]:
-    """The action as an OpenAI function tool: JSON schema of its model (instructor's
-    `openai_schema`), its name and description."""
-    schema: dict[str, Any] = openai_schema(spec.args_model).openai_schema  # type: ignore[attr-defined]
+    """The action as an OpenAI function tool: JSON schema of its model (computed once per
+    model), its name and description."""
     return {"type": "function", "function": {
         "name": spec.name, "description": spec.description,
-        "parameters": schema.get("parameters", {"type": "object", "properties": {}})}}
+        "parameters": _parameters(spec.args_model)}}

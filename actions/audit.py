@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from actions.arguments import unwrap_optional
 from bot.guardrails.pii import PIIRedactor
 from bot.messages import Message
 
@@ -27,23 +29,56 @@ RESULT_MAX_CHARS = 2000
 _redactor = PIIRedactor(kinds=("secret", "card", "iban"))
 
 
-def redact_text(text: str) -> str:
-    """Secrets, card numbers and IBANs in free text replaced by `[KIND]`."""
+def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with each of `secrets` (values of the current call's `SecretStr` arguments)
+    replaced by "[REDACTED]", then secrets, card numbers and IBANs replaced by `[KIND]`."""
+    for value in sorted({v for v in secrets if v}, key=len, reverse=True):
+        text = text.replace(value, "[REDACTED]")
     return _redactor.redact(text)[0]
 
 
-def redact_args(args: BaseModel | dict[str, Any]) -> dict[str, Any]:
-    """Arguments fit for the audit row: fields named like secrets or typed SecretStr become
-    "[REDACTED]"; other strings lose secrets, card numbers and IBANs (`redact_text`)."""
+def _is_secret_type(annotation: Any) -> bool:
+    inner, _ = unwrap_optional(annotation)
+    return isinstance(inner, type) and issubclass(inner, (SecretStr, SecretBytes))
+
+
+def secret_fields(model: type[BaseModel]) -> set[str]:
+    """The keys under which `model` takes a `SecretStr`/`SecretBytes` (also inside
+    Optional): each such field's name and its aliases."""
+    keys: set[str] = set()
+    for name, info in model.model_fields.items():
+        if _is_secret_type(info.annotation):
+            keys.add(name)
+            keys.update(a for a in (info.alias, info.validation_alias) if isinstance(a, str))
+    return keys
+
+
+def secret_values(args: BaseModel) -> list[str]:
+    """The plain values of `args`' top-level secret fields (to mask them in error texts)."""
+    values = []
+    for name in secret_fields(type(args)) & set(type(args).model_fields):
+        value = getattr(args, name, None)
+        if isinstance(value, (SecretStr, SecretBytes)):
+            plain = value.get_secret_value()
+            values.append(plain.decode(errors="replace") if isinstance(plain, bytes) else plain)
+    return values
+
+
+def redact_args(args: BaseModel | dict[str, Any], model: type[BaseModel] | None = None
+                ) -> dict[str, Any]:
+    """Arguments fit for the audit row: fields typed `SecretStr`/`SecretBytes` in the
+    action's model (`model`, or the type of `args` when it is a model instance) or named like
+    secrets become "[REDACTED]"; other strings lose secrets, card numbers and IBANs
+    (`redact_text`). A raw dict (arguments that failed validation or were denied) is
+    redacted by `model`'s field types, under the field names and their aliases."""
     if isinstance(args, BaseModel):
-        secret_fields = {name for name, info in type(args).model_fields.items()
-                         if info.annotation in (SecretStr, SecretBytes)}
+        model = type(args)
         raw: dict[str, Any] = args.model_dump(mode="json")
-        for name in secret_fields:
-            raw[name] = "[REDACTED]"
     else:
         raw = dict(args)
-    return {key: _redact_value(key, value) for key, value in raw.items()}
+    hidden = secret_fields(model) if model is not None else set()
+    return {key: "[REDACTED]" if key in hidden else _redact_value(key, value)
+            for key, value in raw.items()}
 
 
 def _redact_value(key: str, value: Any) -> Any:
@@ -77,22 +112,36 @@ class AuditLog:
 
     async def begin(self, call_id: str, action: str, via: str, message: Message,
                     args: dict[str, Any], trace_id: str, status: str = "running",
-                    reply: str = "") -> PriorRun | None:
-        """Insert the row; when one with this `call_id` exists, return it instead."""
+                    reply: str = "", error: str = "") -> PriorRun | None:
+        """Insert the row (`args` already redacted; `reply` and `error` are redacted here);
+        when one with this `call_id` exists, return it instead and change nothing.
+
+        Two statements, so that the lookup sees a row another worker committed while our
+        insert waited on it (a single statement's snapshot would not, and both would run).
+        """
         conv = message.conversation
-        row = await self._pool.fetchrow(
-            """WITH ins AS (
-                 INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace,
-                                          channel, thread, user_id, args, status, reply,
-                                          trace_id, finished_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13,
-                         CASE WHEN $11 = 'running' THEN NULL ELSE now() END)
-                 ON CONFLICT (call_id) DO NOTHING RETURNING id)
-               SELECT (SELECT id FROM ins) AS inserted, status, reply, trace_id
-               FROM action_runs WHERE call_id = $1""",
+        inserted = await self._pool.fetchval(
+            """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace,
+                                        channel, thread, user_id, args, status, reply, error,
+                                        trace_id, finished_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,
+                       CASE WHEN $11 = 'running' THEN NULL ELSE now() END)
+               ON CONFLICT (call_id) DO NOTHING RETURNING id""",
             call_id, message.id, action, via, conv.platform, conv.workspace, conv.channel,
-            conv.thread, message.user, json.dumps(args), status, redact_text(reply), trace_id)
-        if row is None or row["inserted"] is not None:
+            conv.thread, message.user, json.dumps(args), status, redact_text(reply),
+            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id)
+        if inserted is not None:
+            return None
+        prior = await self.find(call_id)
+        if prior is None:  # deleted between the two statements: let the message be retried
+            raise RuntimeError(f"action_runs row {call_id!r} vanished")
+        return prior
+
+    async def find(self, call_id: str) -> PriorRun | None:
+        """The row of invocation `call_id`, if there is one."""
+        row = await self._pool.fetchrow(
+            "SELECT status, reply, trace_id FROM action_runs WHERE call_id = $1", call_id)
+        if row is None:
             return None
         return PriorRun(status=row["status"], reply=row["reply"] or "",
                         trace_id=row["trace_id"])
@@ -100,12 +149,10 @@ class AuditLog:
     async def record(self, call_id: str, action: str, via: str, message: Message,
                      args: dict[str, Any], trace_id: str, status: str, reply: str,
                      error: str = "") -> None:
-        """A finished row in one step (denials, argument errors, confirmation requests)."""
+        """A finished row in one step (denials, argument errors, confirmation requests);
+        nothing changes when the invocation already has a row."""
         await self.begin(call_id, action, via, message, args, trace_id, status=status,
-                         reply=reply)
-        if error:
-            await self._pool.execute("UPDATE action_runs SET error = $2 WHERE call_id = $1",
-                                     call_id, redact_text(error)[:RESULT_MAX_CHARS])
+                         reply=reply, error=error)
 
     async def finish(self, call_id: str, status: str, *, reply: str, result: str = "",
                      error: str = "", attempts: int, duration_ms: int) -> None:
