@@ -3,7 +3,7 @@ the audit row, and the reply. The same `ActionRunner.invoke` serves commands, bu
 tool calls; the caller always comes from the platform message (`Caller.of`), never from
 arguments, so neither a user nor a model can act as somebody else.
 
-Confirmation (`confirm=True`): the first invocation only stores the validated call in Redis
+Confirmation (`confirm=True`): the first invocation validates the call and stores it in Redis
 (`<p>:action:call:<id>`, 15 minutes) and answers with Confirm/Cancel buttons; the action runs
 when the same user presses Confirm, once (the first press claims the call). A tool call gets
 the same buttons, so a model cannot skip them.
@@ -18,21 +18,16 @@ import time
 import traceback
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from tenacity import (
-    AsyncRetrying,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from actions.arguments import ArgumentError, parse_json_object, parse_text, usage, validate
-from actions.audit import AuditLog, redact_args, redact_text
+from actions.audit import AuditLog, redact_args, redact_text, secret_values
 from actions.policy import Permissions
 from actions.registry import Registry
 from actions.spec import (
@@ -51,6 +46,20 @@ from bot.protocols import Memory, Retriever
 log = get_logger("actions")
 CONFIRM_TTL_S = 15 * 60
 BUTTON_TTL_S = 24 * 3600
+#: Statuses of a run that happened (or was cut short): a retry of its invocation gets the
+#: stored reply back, whatever the permissions or arguments say now.
+RAN = frozenset({"ok", "failed", "timeout", "interrupted"})
+
+
+class _AttemptTimedOut(Exception):
+    """The runner's own timeout stopped an attempt (not a TimeoutError the action raised)."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """An idempotent action's attempt is retried after an ordinary exception; never after
+    `ActionError`, nor after cancellation (`CancelledError` is a `BaseException`), which must
+    reach whoever cancelled."""
+    return isinstance(exc, Exception) and not isinstance(exc, ActionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +132,15 @@ class ActionRunner:
 
     async def available(self, message: Message, *, tools_only: bool = False
                         ) -> list[ActionSpec]:
-        """The actions `message`'s author may run where it was sent."""
+        """The actions `message`'s author may run where it was sent, with the deployment's
+        `confirm` applied (what `help` shows)."""
         found = []
         for spec in self.registry:
             if tools_only and not spec.tool:
                 continue
             if await self.permissions.check(spec, message) is None:
-                found.append(spec)
+                confirm = self.permissions.confirm(spec)
+                found.append(spec if confirm == spec.confirm else replace(spec, confirm=confirm))
         return found
 
     def _key(self, call: str) -> str:
@@ -140,12 +151,21 @@ class ActionRunner:
         await self._redis.set(self._key(call), json.dumps({"kind": kind, **data}), ex=ttl_s)
         return call
 
-    async def _buttons(self, buttons: Sequence[Any], message: Message) -> tuple[Button, ...]:
+    @staticmethod
+    def _button_payloads(buttons: Sequence[Any]) -> list[tuple[Any, str]]:
+        """(button, its stored JSON) for an action's `ActionButton`s.
+
+        Raises:
+            TypeError: a button's `args` is not JSON (the action's fault: it failed).
+        """
+        return [(b, json.dumps({"kind": "run", "action": b.action, "args": b.args}))
+                for b in buttons]
+
+    async def _buttons(self, payloads: list[tuple[Any, str]]) -> tuple[Button, ...]:
         out = []
-        for b in buttons:
-            call = await self._store("run", {"action": b.action, "args": b.args,
-                                             "platform": message.conversation.platform},
-                                     BUTTON_TTL_S)
+        for b, payload in payloads:
+            call = secrets.token_urlsafe(12)
+            await self._redis.set(self._key(call), payload, ex=BUTTON_TTL_S)
             out.append(Button(label=b.label[:75], token=f"r{call}", style=b.style))
         return tuple(out)
 
@@ -156,8 +176,9 @@ class ActionRunner:
                      call_id: str, confirmed: bool = False) -> Outcome:
         """Run action `name` for `message`'s author with arguments from `text` (command text)
         or `args` (a dict, or a JSON object string from a tool call). `call_id` is unique per
-        invocation and stable across retries. Never raises for the action's own failures;
-        raises only when Postgres or Redis fail (the message is then retried)."""
+        invocation and stable across retries: a retry of one that already ran gets its
+        stored reply. Never raises for the action's own failures; raises when Postgres or
+        Redis fail (the message is then retried) and when the caller is cancelled."""
         trace_id = uuid.uuid4().hex[:12]
         spec = self.registry.get(name)
         if spec is None:
@@ -176,32 +197,67 @@ class ActionRunner:
             problem = str(exc)
         else:
             problem = ""
-        if denial is not None:
-            reply = f"Sorry, {denial.reason}."
-            await self._audit.record(call_id, spec.name, via, message, redact_args(raw),
-                                     trace_id, "denied", reply, error=denial.reason)
-            log.info("action denied", action=spec.name, via=via, trace_id=trace_id)
-            return Outcome(spec.name, "denied", reply, trace_id=trace_id, ephemeral=True)
         model: BaseModel | None = None
-        if not problem:
+        if denial is None and not problem:
             try:
                 model = validate(spec, raw)
             except ArgumentError as exc:
                 problem = str(exc)
         if model is None:
+            # a retry of a run that happened (the role was taken away since, say) is
+            # answered as the run was, not refused
+            prior = await self._audit.find(call_id)
+            if prior is not None and prior.status in RAN:
+                return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
+        if denial is not None:
+            return await self._deny(message, spec.name, via, raw, call_id, denial.reason,
+                                    spec, trace_id)
+        if model is None:
             reply = f"`{spec.name}`: {problem}.\nUsage: `{usage(spec)}`"
-            await self._audit.record(call_id, spec.name, via, message, redact_args(raw),
-                                     trace_id, "invalid_args", reply, error=problem)
+            await self._audit.record(call_id, spec.name, via, message,
+                                     redact_args(raw, spec.args_model), trace_id,
+                                     "invalid_args", reply, error=problem)
             return Outcome(spec.name, "invalid_args", reply, trace_id=trace_id, ephemeral=True)
         if self.permissions.confirm(spec) and not confirmed:
-            return await self._ask_confirmation(spec, message, via, model, call_id, trace_id)
+            return await self._ask_confirmation(spec, message, via, model, raw, call_id,
+                                                trace_id)
         return await self._run(spec, message, via, model, call_id, trace_id)
 
+    async def refuse(self, message: Message, name: str, via: Via, *, args: str,
+                     call_id: str, reason: str) -> Outcome:
+        """Deny a call without looking further (a tool the model was not offered): a
+        `denied` audit row (arguments redacted by the action's model when `name` is one)
+        and "Sorry, <reason>." for the caller; a retry of an invocation that ran gets its
+        stored reply."""
+        prior = await self._audit.find(call_id)
+        if prior is not None and prior.status in RAN:
+            return Outcome(name, prior.status, prior.reply, trace_id=prior.trace_id)
+        spec = self.registry.get(name)
+        try:
+            raw = parse_json_object(args)
+        except ArgumentError:
+            raw = {}
+        return await self._deny(message, name[:64], via, raw, call_id, reason, spec,
+                                uuid.uuid4().hex[:12])
+
+    async def _deny(self, message: Message, name: str, via: Via, raw: dict[str, Any],
+                    call_id: str, reason: str, spec: ActionSpec | None, trace_id: str
+                    ) -> Outcome:
+        reply = f"Sorry, {reason}."
+        await self._audit.record(call_id, name, via, message,
+                                 redact_args(raw, spec.args_model if spec else None),
+                                 trace_id, "denied", reply, error=reason)
+        log.info("action denied", action=name, via=via, trace_id=trace_id)
+        return Outcome(name, "denied", reply, trace_id=trace_id, ephemeral=True)
+
     async def _ask_confirmation(self, spec: ActionSpec, message: Message, via: Via,
-                                model: BaseModel, call_id: str, trace_id: str) -> Outcome:
+                                model: BaseModel, raw: dict[str, Any], call_id: str,
+                                trace_id: str) -> Outcome:
+        """Store the call's raw arguments (as given, so secrets and aliases survive; they
+        are validated again when Confirm is pressed) and ask."""
         shown = redact_args(model)
         call = await self._store("confirm", {
-            "action": spec.name, "args": model.model_dump(mode="json"), "user": message.user,
+            "action": spec.name, "args": raw, "user": message.user,
             "platform": message.conversation.platform}, CONFIRM_TTL_S)
         reply = (f"Run `{spec.name}` with {_summary(shown)}? Only the person who asked can "
                  f"confirm; this expires in {CONFIRM_TTL_S // 60} minutes.")
@@ -212,8 +268,8 @@ class ActionRunner:
 
     async def _run(self, spec: ActionSpec, message: Message, via: Via, model: BaseModel,
                    call_id: str, trace_id: str) -> Outcome:
-        args = redact_args(model)
-        prior = await self._audit.begin(call_id, spec.name, via, message, args, trace_id)
+        prior = await self._audit.begin(call_id, spec.name, via, message, redact_args(model),
+                                        trace_id)
         if prior is not None:
             if prior.status != "running":  # a retry of a finished run: the same reply
                 return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
@@ -230,40 +286,52 @@ class ActionRunner:
             retriever=self._services.retriever, transcript=self._services.transcript,
             http=self._services.http, available=lambda: self.available(message))
         timeout_s = self.permissions.timeout_s(spec)
+        hidden = secret_values(model)  # masked in error texts and logs
         attempts = 0
         started = time.perf_counter()
 
         async def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            async with asyncio.timeout(timeout_s):
-                return await spec.call(ctx, model)
+            try:
+                async with asyncio.timeout(timeout_s) as deadline:
+                    return await spec.call(ctx, model)
+            except TimeoutError:
+                if deadline.expired():
+                    raise _AttemptTimedOut from None
+                raise  # the action's own TimeoutError: an ordinary failure
 
-        status, error, buttons = "ok", "", ()
+        status, error = "ok", ""
+        payloads: list[tuple[Any, str]] = []
         try:
             if spec.idempotent and spec.retries > 0:
                 async for retry in AsyncRetrying(
                         stop=stop_after_attempt(spec.retries + 1),
                         wait=wait_exponential_jitter(initial=0.2, max=2.0),
-                        retry=retry_if_not_exception_type(ActionError), reraise=True):
+                        retry=retry_if_exception(_retryable), reraise=True):
                     with retry:
                         result = await attempt()
             else:
                 result = await attempt()
             reply, buttons = _render(result)
+            payloads = self._button_payloads(buttons)
         except ActionError as exc:
-            status, error = "failed", f"ActionError: {exc}"
-            reply = f"Sorry, `{spec.name}` failed: {exc} (trace id {trace_id})."
-        except TimeoutError:
+            status, error = "failed", redact_text(f"ActionError: {exc}", hidden)
+            reply = redact_text(f"Sorry, `{spec.name}` failed: {exc} (trace id {trace_id}).",
+                                hidden)
+        except _AttemptTimedOut:
             status, error = "timeout", f"timed out after {timeout_s:g} s"
             reply = (f"`{spec.name}` did not finish within {timeout_s:g} s and was stopped "
                      f"(trace id {trace_id}).")
         except Exception as exc:
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = "failed", redact_text(f"{type(exc).__name__}: {exc}", hidden)
             reply = f"Sorry, `{spec.name}` failed (trace id {trace_id})."
             # the traceback, for whoever debugs the plugin; secrets in it are redacted
-            log.error("action raised", action=spec.name, trace_id=trace_id,
-                      traceback=redact_text("".join(traceback.format_exception(exc))))
+            log.error("action raised", action=spec.name, trace_id=trace_id, traceback=redact_text(
+                "".join(traceback.format_exception(exc)), hidden))
+        # the buttons are stored before the row is finished: a failure here leaves the row
+        # `running`, so a retry finds it instead of a finished row without its buttons
+        out_buttons = await self._buttons(payloads)
         duration_ms = int((time.perf_counter() - started) * 1000)
         await self._audit.finish(call_id, status, reply=reply, result=reply if status == "ok"
                                  else "", error=error, attempts=attempts,
@@ -271,8 +339,7 @@ class ActionRunner:
         log.info("action run", action=spec.name, via=via, status=status, attempts=attempts,
                  duration_ms=duration_ms, trace_id=trace_id,
                  error=error.split(":")[0] if error else None)
-        return Outcome(spec.name, status, reply, trace_id=trace_id,
-                       buttons=await self._buttons(buttons, message))
+        return Outcome(spec.name, status, reply, trace_id=trace_id, buttons=out_buttons)
 
     # buttons --------------------------------------------------------------------------------
 
@@ -305,8 +372,10 @@ class ActionRunner:
                 return Outcome(name, "expired", "This was already answered.", ephemeral=True)
         if kind == "x":
             reply = f"Cancelled: `{name}` did not run."
+            spec = self.registry.get(name)
             await self._audit.record(message.id, name, "button", message,
-                                     redact_args(data.get("args") or {}),
+                                     redact_args(data.get("args") or {},
+                                                 spec.args_model if spec else None),
                                      uuid.uuid4().hex[:12], "cancelled", reply)
             return Outcome(name, "cancelled", reply)
         return await self.invoke(message, name, "button", args=data.get("args") or {},

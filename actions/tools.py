@@ -17,11 +17,14 @@ from bot.protocols import Toolbox, ToolOutput
 
 
 class ActionToolbox:
-    """Implements `bot.protocols.Toolbox` for one message."""
+    """Implements `bot.protocols.Toolbox` for one message. Only the tools in `specs` (those
+    offered to the model) are run; a call to any other name, an action that exists
+    included, is denied and audited, never run."""
 
     def __init__(self, runner: ActionRunner, message: Message, specs: list[ActionSpec]) -> None:
         self._runner = runner
         self._message = message
+        self._offered = frozenset(s.name for s in specs)
         self._schemas = [tool_schema(s) for s in specs]
 
     def schemas(self) -> list[dict[str, Any]]:
@@ -30,9 +33,14 @@ class ActionToolbox:
     async def call(self, name: str, arguments: str, call_index: int) -> ToolOutput:
         # the call id depends on the message and the call's place, not on the model's own
         # call id, so a retried message that makes the same calls finds their runs
-        outcome = await self._runner.invoke(
-            self._message, name, "tool", args=arguments,
-            call_id=f"{self._message.id}:tool:{call_index}:{name}")
+        call_id = f"{self._message.id}:tool:{call_index}:{name[:64]}"
+        if name not in self._offered:
+            outcome = await self._runner.refuse(
+                self._message, name, "tool", args=arguments, call_id=call_id,
+                reason=f"`{name[:64]}` is not one of the tools offered to you here")
+        else:
+            outcome = await self._runner.invoke(self._message, name, "tool", args=arguments,
+                                                call_id=call_id)
         return ToolOutput(content=outcome.for_model(), buttons=outcome.buttons)
 
 

@@ -88,3 +88,45 @@ async def menu(ctx: ActionContext) -> ActionResult:
     return ActionResult("Pick one:", buttons=(
         ActionButton("Who am I?", "whoami"),
         ActionButton("Ticket: printer", "create_ticket", {"title": "Printer jam"}, "primary")))
+
+
+class Unlock(BaseModel):
+    door: int
+    code: SecretStr = Field(description="the door's code (named like nothing secret)")
+
+
+@action(description="Unlock a door", roles={"ops"}, tool=False)
+async def unlock(ctx: ActionContext, args: Unlock) -> str:
+    CALLS.append(("unlock", ctx.caller.user, str(args.door)))
+    raise RuntimeError(f"door {args.door} rejected code {args.code.get_secret_value()}")
+
+
+@action(description="Idempotent and slow", idempotent=True, retries=2, timeout_s=1.0,
+        tool=False)
+async def patient(ctx: ActionContext) -> str:
+    CALLS.append(("patient", ctx.caller.user))
+    await asyncio.sleep(30)
+    return "never"
+
+
+@action(description="Its upstream times out", timeout_s=5.0, tool=False)
+async def upstream(ctx: ActionContext) -> str:
+    raise TimeoutError("the tracker took too long")
+
+
+class RotateKey(BaseModel):
+    key_name: str = Field(alias="key", description="which key")
+    passphrase: SecretStr = Field(description="the new passphrase")
+
+
+@action(description="Rotate a key", confirm=True, roles={"ops"})
+async def rotate_key(ctx: ActionContext, args: RotateKey) -> str:
+    CALLS.append(("rotate_key", ctx.caller.user, args.key_name,
+                  args.passphrase.get_secret_value()))
+    return f"Rotated {args.key_name}."
+
+
+@action(description="Offers a button it cannot store", tool=False)
+async def bad_menu(ctx: ActionContext) -> ActionResult:
+    CALLS.append(("bad_menu", ctx.caller.user))
+    return ActionResult("Pick:", buttons=(ActionButton("Go", "whoami", {"ids": {1, 2}}),))

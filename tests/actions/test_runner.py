@@ -3,6 +3,7 @@ replies and audit rows for every outcome, confirmation buttons, retries, exactly
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,89 @@ async def test_secrets_in_arguments_never_reach_the_audit_row(srv: Server) -> No
                            "note": "key [SECRET]"}
     raw = await srv.rt.pool.fetchval("SELECT action_runs::text FROM action_runs")
     assert "hunter2" not in raw and SECRET not in raw
+
+
+def webhook_message(message_id: str, user: str, text: str) -> Message:
+    return Message(id=message_id, user=user, text=text,
+                   conversation=Conversation("webhook", "c1", "support"))
+
+
+async def test_cancelling_an_idempotent_run_stops_it(srv: Server) -> None:
+    """A cancelled attempt is not retried: the cancellation reaches whoever cancelled (the
+    message's timeout), and the row stays `running` for the message's retry."""
+    message = webhook_message("webhook:support:cancel", "bob", "!patient")
+    run = asyncio.create_task(srv.rt.action_runner.invoke(message, "patient", "command",
+                                                          call_id=message.id))
+    while not sample_actions.CALLS:
+        await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, 10)
+    await asyncio.sleep(0.5)  # (a swallowed cancellation would start a second attempt)
+    assert sample_actions.CALLS == [("patient", "bob")]
+    [row] = await audit(srv)
+    assert (row["action"], row["status"]) == ("patient", "running")
+
+
+async def test_secret_typed_arguments_are_redacted_in_every_row(srv: Server) -> None:
+    """`code` is a SecretStr whose name and value look like nothing secret: denied and
+    invalid calls (raw arguments) and the error text of a failed run still hide it."""
+    denied = await say(srv, "bob", "!unlock 3 code=opensesame42")
+    assert denied["answer"].startswith("Sorry, you may not run `unlock`")
+    await say(srv, "olga", "!unlock third code=opensesame42")
+    failed = await say(srv, "olga", "!unlock 3 code=opensesame42")
+    assert failed["answer"].startswith("Sorry, `unlock` failed (trace id")
+    rows = await audit(srv)
+    assert [(r["status"], r["args"]) for r in rows] == [
+        ("denied", {"door": "3", "code": "[REDACTED]"}),
+        ("invalid_args", {"door": "third", "code": "[REDACTED]"}),
+        ("failed", {"door": 3, "code": "[REDACTED]"})]
+    assert rows[2]["error"] == "RuntimeError: door 3 rejected code [REDACTED]"
+    raw = await srv.rt.pool.fetchval("SELECT string_agg(action_runs::text, ' ') "
+                                     "FROM action_runs")
+    assert "opensesame42" not in raw
+
+
+async def test_an_actions_own_timeout_error_is_a_failure_not_a_timeout(srv: Server) -> None:
+    reply = await say(srv, "bob", "!upstream")
+    assert reply["answer"].startswith("Sorry, `upstream` failed (trace id")
+    [row] = await audit(srv)
+    assert (row["status"], row["error"]) == ("failed", "TimeoutError: the tracker took too long")
+
+
+async def test_a_retry_of_a_run_is_answered_as_it_ran_even_when_now_denied(srv: Server) -> None:
+    runner = srv.rt.action_runner
+    message = webhook_message("webhook:support:deploy-1", "olga", "!deploy web")
+    first = await runner.invoke(message, "deploy", "command", call_id=message.id,
+                                text="web api_token=abc")
+    assert (first.status, first.text) == ("ok", "Deployed web.")
+    runner.permissions.policy = runner.permissions.policy.model_copy(
+        update={"roles": {"ops": frozenset()}})
+    again = await runner.invoke(message, "deploy", "command", call_id=message.id,
+                                text="web api_token=abc")
+    assert (again.status, again.text, again.trace_id) == ("ok", "Deployed web.",
+                                                          first.trace_id)
+    assert sample_actions.CALLS == [("deploy", "olga", "web")]
+    assert [r["status"] for r in await audit(srv)] == ["ok"]
+
+
+async def test_buttons_that_cannot_be_stored_fail_the_run_before_it_is_finished(
+        srv: Server) -> None:
+    runner = srv.rt.action_runner
+    message = webhook_message("webhook:support:bad-menu", "bob", "!bad_menu")
+    outcome = await runner.invoke(message, "bad_menu", "command", call_id=message.id)
+    assert outcome.status == "failed" and outcome.buttons == ()
+    [row] = await audit(srv)
+    assert row["status"] == "failed" and row["error"].startswith("TypeError:")
+
+
+async def test_help_shows_the_deployments_confirm(srv: Server) -> None:
+    from actions.policy import ActionOverride
+
+    permissions = srv.rt.action_runner.permissions
+    permissions.policy = permissions.policy.model_copy(
+        update={"actions": {"whoami": ActionOverride(confirm=True)}})
+    shown = await say(srv, "bob", "!help whoami")
+    assert "Asks for confirmation before it runs." in shown["answer"]
+    asked = await say(srv, "bob", "!whoami")
+    assert [b["label"] for b in asked["buttons"]] == ["Confirm", "Cancel"]
