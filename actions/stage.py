@@ -6,7 +6,9 @@ A message is an action call when:
   arguments come from `meta["args"]` (typed options) or the command's text;
 - its text is `!name args` (`!` then an action name; an unknown `!name` is answered with a
   pointer to `!help`).
-Any other message, `/ask question` included, goes on to the model. The action's reply is
+Any other message, `/ask question` included, goes on to the model; so does `!ask question`,
+as the question alone (`ask` is the bot's own command, never an action's name). `/ask` or
+`!ask` without a question is answered with `ASK_HINT`. The action's reply is
 kept for retries like a generated answer (`<p>:answer:<message id>`), and `ctx.action` tells
 later stages that no model wrote it: input rails, retrieval and generation skip it, output
 rails only redact, memory does not keep it, the transcript row names the action.
@@ -14,6 +16,7 @@ rails only redact, memory does not keep it, the transcript row names the action.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from redis.asyncio import Redis
@@ -25,6 +28,7 @@ from bot.protocols import Generated
 
 BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?:\s+(.*))?$", re.DOTALL)
 ALIASES = {"start": "help"}  # Telegram sends /start when a user opens the bot
+ASK = "ask"  # the bot's own command: the rest of the text is a question for the model
 ASK_HINT = "Ask me something, e.g. `/ask how do I …`, or see what I can do with `/help`."
 
 
@@ -50,7 +54,7 @@ class RouteAction:
             outcome = await self._runner.press(message, meta["button"])
         elif meta.get("command"):
             name = meta["command"].lower()
-            name = ALIASES.get(name, name) if name not in registry else name
+            name = ALIASES.get(name, name)  # `start` and `ask` are no action's name
             if name in registry:
                 if await load_answer(self._redis, key, ctx):
                     ctx.action = ctx.action or name
@@ -61,11 +65,19 @@ class RouteAction:
             elif not message.text.strip():
                 outcome = Outcome("", "unknown", ASK_HINT, ephemeral=True)
         elif match := BANG.match(message.text.strip()):
-            if await load_answer(self._redis, key, ctx):
+            if match.group(1).lower() == ASK:
+                question = (match.group(2) or "").strip()
+                if question:  # `!ask question` is `/ask question`: on to the model
+                    ctx.message = dataclasses.replace(message, text=question)
+                    return
+                outcome = Outcome("", "unknown", ASK_HINT, ephemeral=True)
+            elif await load_answer(self._redis, key, ctx):
                 ctx.action = ctx.action or match.group(1).lower()
                 return
-            outcome = await self._runner.invoke(message, match.group(1).lower(), "command",
-                                                text=match.group(2) or "", call_id=message.id)
+            else:
+                outcome = await self._runner.invoke(
+                    message, match.group(1).lower(), "command", text=match.group(2) or "",
+                    call_id=message.id)
         if outcome is None:
             return
         reply_meta = dict(meta)

@@ -14,7 +14,8 @@ from bot.protocols import Generated, Toolbox, Turn
 
 log = get_logger("bot.llm")
 
-#: Model turns per answer when tools are offered (each may call several tools).
+#: Model turns per answer when tools are offered: each but the last may call several tools;
+#: the last is offered none, so the model answers from the results.
 MAX_TOOL_ROUNDS = 4
 TOOLS_NOTE = ("You may call the tools provided to act for the user. Call a tool only when the "
               "user asks for what it does. Tools run as the user who wrote the message; you "
@@ -77,20 +78,22 @@ class ChatGenerator:
 
     async def _with_tools(self, messages: list[ChatCompletionMessageParam], tools: Toolbox
                           ) -> Generated:
-        """Let the model call tools (up to MAX_TOOL_ROUNDS turns), feeding each result back,
-        then return its answer. Not streamed."""
+        """Let the model call tools, feeding each result back, then return its answer: up to
+        MAX_TOOL_ROUNDS turns, the last offered no tools, so that it must answer and every
+        tool that runs has its result read. Not streamed."""
         messages.insert(1, {"role": "system", "content": TOOLS_NOTE})
         buttons: list[Button] = []
         tokens_in = tokens_out = calls = 0
         completion: Completion | None = None
-        for _round in range(MAX_TOOL_ROUNDS):
+        for round_ in range(MAX_TOOL_ROUNDS):
+            last = round_ == MAX_TOOL_ROUNDS - 1
             completion = await self.router.complete(
                 messages, temperature=self._temperature, max_tokens=self._max_tokens,
-                tools=tools.schemas())
+                tools=None if last else tools.schemas())
             tokens_in += completion.tokens_in
             tokens_out += completion.tokens_out
-            if not completion.tool_calls:
-                break
+            if last or not completion.tool_calls:
+                break  # (calls a model makes unasked in the last turn are never run)
             assistant: dict[str, Any] = {
                 "role": "assistant", "content": completion.text or None,
                 "tool_calls": [{"id": c.id, "type": "function",
@@ -104,7 +107,7 @@ class ChatGenerator:
                 messages.append({"role": "tool", "tool_call_id": call.id,
                                  "content": output.content})
         assert completion is not None
-        text = completion.text if not completion.tool_calls else ""
+        text = completion.text
         if not text:
             text = ("Please confirm below." if buttons
                     else "(the model returned an empty answer)")

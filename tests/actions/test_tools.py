@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from actions.stage import ASK_HINT
+from bot.llm.generators import MAX_TOOL_ROUNDS
 from bot.protocols import Turn
 from tests.actions import sample_actions
 from tests.actions.test_runner import POLICY, audit, say
@@ -148,6 +150,36 @@ async def test_the_model_cannot_call_what_it_was_not_offered(srv: Server,
     assert turns[0].content == "earlier question"  # reset did not run
 
 
+async def test_the_last_model_turn_is_offered_no_tools(
+        server_factory: Callable[..., Any], tmp_path: Path) -> None:
+    """A model that would call tools forever: the tools that run are those whose results it
+    reads; the last turn is offered none, so it answers."""
+    sample_actions.CALLS.clear()
+    eager = await FakeOpenAI(answer=SCRIPT.answer,
+                             tool_calls=lambda body: [("whoami", {})]).start()
+    try:
+        srv: Server = await server_factory(
+            bot_action_modules="tests.actions.sample_actions", llm_base_url=eager.base_url,
+            openai_api_key="sk-test-0000")
+        reply = await say(srv, "bob", "who am I? keep checking")
+    finally:
+        await eager.stop()
+    rounds = MAX_TOOL_ROUNDS - 1
+    assert reply["answer"] == "Model says: " + " | ".join(["[ok] You are webhook:bob"] * rounds)
+    assert sample_actions.CALLS == [("whoami", "bob", "")] * rounds
+    assert [bool(r.get("tools")) for r in eager.requests] == [True] * rounds + [False]
+    assert [m["role"] for m in eager.requests[-1]["messages"]].count("tool") == rounds
+
+
+async def test_bang_ask_is_a_question_for_the_model(srv: Server, llm: FakeOpenAI) -> None:
+    reply = await say(srv, "bob", "!ask what does CHUNK mean?")
+    assert reply["answer"] == "Model answer [1]"
+    assert llm.requests[0]["messages"][-1] == {"role": "user",
+                                               "content": "what does CHUNK mean?"}
+    turns = await srv.rt.memory.load("webhook:support:c1:-")
+    assert turns[0].content == "what does CHUNK mean?"
+    hint = await say(srv, "bob", "!ask")
+    assert hint["answer"] == ASK_HINT and len(llm.requests) == 1
 
 
 async def test_confirmation_keeps_secret_and_aliased_arguments(srv: Server,
