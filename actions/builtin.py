@@ -155,9 +155,13 @@ def http_request_action(url: str, secret: str, timeout_s: float = 10.0) -> Actio
     return spec
 
 
+#: built-ins that exist only when configured: a policy may name them all the same
+CONFIGURED_BUILTINS = frozenset({"http_request"})
+
+
 def builtin_specs(http_url: str | None = None, http_secret: str = "",
                   http_timeout_s: float = 10.0) -> list[ActionSpec]:
-    """The built-ins for these settings."""
+    """The built-ins for these settings (`http_request` only with `http_url`)."""
     specs = [s for f in BUILTINS if (s := spec_of(f)) is not None]
     if http_url:
         specs.append(http_request_action(http_url, http_secret, http_timeout_s))

@@ -79,10 +79,12 @@ class ActionsPolicy(_Strict):
                 _parse_grant(grant, f"BOT_ACTIONS_POLICY: {path or ''}: [roles] {role}")
         return policy
 
-    def check_against(self, specs: Iterable[ActionSpec], path: Path | None = None) -> None:
+    def check_against(self, specs: Iterable[ActionSpec], path: Path | None = None,
+                      dormant: Iterable[str] = ()) -> None:
         """Check, at start-up, everything that names an action or a caller: each
-        `[actions.<name>]` must name a registered action, and every `users` and `channels`
-        entry, the decorators' and the policy's, must be well formed.
+        `[actions.<name>]` must name a registered action or one of `dormant` (actions that
+        exist only when configured, so one policy file serves every deployment), and every
+        `users` and `channels` entry, the decorators' and the policy's, must be well formed.
 
         Raises:
             ConfigError: the first bad entry, naming the action (and its origin, or the
@@ -95,7 +97,7 @@ class ActionsPolicy(_Strict):
         names = {s.name for s in specs}
         for name, override in self.actions.items():
             where = f"BOT_ACTIONS_POLICY: {path or ''}: [actions.{name}]"
-            if name not in names:
+            if name not in names and name not in dormant:
                 raise ConfigError(f"{where}: there is no action named {name!r} (the actions "
                                   f"are: {', '.join(sorted(names))})")
             _check_entries(override.users or (), override.channels or (), where)

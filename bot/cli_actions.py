@@ -37,9 +37,9 @@ def actions_list(as_json: Annotated[bool, typer.Option(
     """Each action with its arguments, where it came from and who may run it (the actions
     policy applied). Exits 2 when two actions share a name or a plugin fails to load."""
     from actions.arguments import usage
+    from actions.loading import build_action_registry
     from actions.policy import ActionsPolicy, Permissions
     from bot.cli import _run, _settings
-    from bot.runtime import build_action_registry
 
     settings = _settings()
 

@@ -20,9 +20,8 @@ from redis.exceptions import RedisError
 
 from actions.arguments import command_spec
 from actions.audit import AuditLog
-from actions.builtin import builtin_specs
-from actions.policy import ActionsPolicy, Permissions
-from actions.registry import Registry, discover
+from actions.loading import load_actions
+from actions.policy import Permissions
 from actions.runner import ActionRunner, ActionServices
 from actions.stage import RouteAction
 from actions.tools import toolbox_factory
@@ -32,7 +31,7 @@ from adapters.console.send import ConsoleSender
 from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.send import WebhookSender
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
-from bot.errors import ConfigError, ServiceUnavailable
+from bot.errors import ServiceUnavailable
 from bot.guardrails.policy import GuardrailPolicy, build_guardrails
 from bot.guardrails.stages import CheckPassages, InputRails, OutputRails
 from bot.inbox import Inbox
@@ -79,31 +78,6 @@ ASK_COMMAND = CommandSpec(
     name="ask", description="Ask a question about the knowledge base",
     options=(CommandOption("question", "your question", "string", True),),
     usage="/ask <question>")
-
-
-def build_action_registry(s: Settings) -> Registry:
-    """`load_actions(s)`'s registry (`bot actions list`). Raises: as `load_actions`."""
-    return load_actions(s)[0]
-
-
-def load_actions(s: Settings) -> tuple[Registry, ActionsPolicy]:
-    """The action registry and the actions policy, checked against each other.
-
-    Raises:
-        ConfigError: two actions share a name or one is reserved, a plugin fails to load,
-            BOT_HTTP_ACTION_URL is set without BOT_HTTP_ACTION_SECRET, the policy file is bad
-            or names no registered action, or a `users`/`channels` entry is malformed.
-    """
-    secret = s.bot_http_action_secret.get_secret_value() if s.bot_http_action_secret else ""
-    if s.bot_http_action_url and len(secret) < 16:
-        raise ConfigError("BOT_HTTP_ACTION_SECRET: set a secret of at least 16 characters to "
-                          "sign http_request calls to BOT_HTTP_ACTION_URL")
-    registry = discover(builtin_specs(s.bot_http_action_url, secret,
-                                      s.bot_http_action_timeout_s),
-                        s.action_modules(), use_entry_points=s.bot_action_entry_points)
-    policy = ActionsPolicy.load(s.bot_actions_policy)
-    policy.check_against(registry, s.bot_actions_policy)
-    return registry, policy
 
 
 def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:

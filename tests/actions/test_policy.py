@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from actions.loading import load_actions
 from actions.policy import ActionsPolicy, Permissions
 from actions.spec import ActionSpec, spec_of
 from bot.config import Settings
@@ -137,3 +138,20 @@ async def test_every_grant_and_action_name_is_checked_at_start_up(
         async with Runtime(settings):
             pass
     assert problem in str(err.value)
+
+
+def test_a_policy_may_restrict_http_request_where_it_is_not_configured(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    """One policy file serves every deployment: `[actions.http_request]` is accepted while
+    BOT_HTTP_ACTION_URL is unset (the action then does not exist), and applies once it is."""
+    policy = write(tmp_path, "[roles]\nops = ['webhook:user:alice']\n"
+                             "[actions.http_request]\nroles = ['ops']\n")
+    registry, _ = load_actions(make_settings(bot_actions_policy=policy,
+                                             bot_action_entry_points=False))
+    assert "http_request" not in registry
+    registry, loaded = load_actions(make_settings(
+        bot_actions_policy=policy, bot_action_entry_points=False,
+        bot_http_action_url="http://127.0.0.1:9/hook",
+        bot_http_action_secret="0123456789abcdef"))
+    assert "http_request" in registry
+    assert loaded.actions["http_request"].roles == {"ops"}
