@@ -53,15 +53,24 @@ def secret_fields(model: type[BaseModel]) -> set[str]:
     return keys
 
 
-def secret_values(args: BaseModel) -> list[str]:
-    """The plain values of `args`' top-level secret fields (to mask them in error texts)."""
-    values = []
-    for name in secret_fields(type(args)) & set(type(args).model_fields):
-        value = getattr(args, name, None)
+def secret_values(args: BaseModel | dict[str, Any],
+                  model: type[BaseModel] | None = None) -> list[str]:
+    """The plain values of the top-level secret fields of `args`, a validated model or the
+    raw arguments for `model` (to mask them in error texts)."""
+    if isinstance(args, BaseModel):
+        values = [getattr(args, name, None)
+                  for name in secret_fields(type(args)) & set(type(args).model_fields)]
+    else:
+        values = [args.get(key) for key in secret_fields(model)] if model else []
+    plain: list[str] = []
+    for value in values:
         if isinstance(value, (SecretStr, SecretBytes)):
-            plain = value.get_secret_value()
-            values.append(plain.decode(errors="replace") if isinstance(plain, bytes) else plain)
-    return values
+            value = value.get_secret_value()
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, str):
+            plain.append(value)
+    return plain
 
 
 def redact_args(args: BaseModel | dict[str, Any], model: type[BaseModel] | None = None

@@ -209,10 +209,13 @@ class ActionRunner:
             prior = await self._audit.find(call_id)
             if prior is not None and prior.status in RAN:
                 return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
+            if prior is not None and prior.status == "running":  # it cannot run again now
+                return await self._interrupted(spec.name, call_id, prior.trace_id)
         if denial is not None:
             return await self._deny(message, spec.name, via, raw, call_id, denial.reason,
                                     spec, trace_id)
         if model is None:
+            problem = redact_text(problem, secret_values(raw, spec.args_model))
             reply = f"`{spec.name}`: {problem}.\nUsage: `{usage(spec)}`"
             await self._audit.record(call_id, spec.name, via, message,
                                      redact_args(raw, spec.args_model), trace_id,
@@ -266,6 +269,15 @@ class ActionRunner:
         return Outcome(spec.name, "needs_confirmation", reply, trace_id=trace_id, buttons=(
             Button("Confirm", f"c{call}", "primary"), Button("Cancel", f"x{call}", "danger")))
 
+    async def _interrupted(self, name: str, call_id: str, trace_id: str) -> Outcome:
+        """Finish a run a crash left `running` as `interrupted`: it may or may not have
+        completed, so it is not run again."""
+        reply = (f"`{name}` was interrupted and may or may not have completed "
+                 f"(trace id {trace_id}). Please check before running it again.")
+        await self._audit.finish(call_id, "interrupted", reply=reply, attempts=1,
+                                 duration_ms=0)
+        return Outcome(name, "interrupted", reply, trace_id=trace_id)
+
     async def _run(self, spec: ActionSpec, message: Message, via: Via, model: BaseModel,
                    call_id: str, trace_id: str) -> Outcome:
         prior = await self._audit.begin(call_id, spec.name, via, message, redact_args(model),
@@ -274,11 +286,7 @@ class ActionRunner:
             if prior.status != "running":  # a retry of a finished run: the same reply
                 return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
             if not spec.idempotent:
-                reply = (f"`{spec.name}` was interrupted and may or may not have completed "
-                         f"(trace id {prior.trace_id}). Please check before running it again.")
-                await self._audit.finish(call_id, "interrupted", reply=reply, attempts=1,
-                                         duration_ms=0)
-                return Outcome(spec.name, "interrupted", reply, trace_id=prior.trace_id)
+                return await self._interrupted(spec.name, call_id, prior.trace_id)
             trace_id = prior.trace_id
         ctx = ActionContext(
             caller=Caller.of(message), message=message, via=via, call_id=call_id,

@@ -201,7 +201,10 @@ def _annotation(func: Callable[..., Any], param: str) -> Any:
     annotation = annotations[param]
     # a function with only that annotation and the module's globals: get_type_hints resolves
     # it (a string under `from __future__ import annotations`) as it would in `func` itself
-    probe = types.FunctionType(_probe.__code__, getattr(func, "__globals__", {}))
+    # the module of the function itself, not of a decorator wrapped around it
+    # (`functools.wraps` leaves `__wrapped__`, which get_type_hints would follow too)
+    probe = types.FunctionType(_probe.__code__,
+                               getattr(inspect.unwrap(func), "__globals__", {}))
     probe.__annotations__ = {param: annotation}
     try:
         return typing.get_type_hints(probe).get(param)

@@ -88,11 +88,15 @@ def _refusal(spec: CommandSpec) -> str | None:
 
 
 def _choice_fits(kind: int, value: object) -> bool:
+    """Whether Discord takes `value` as a choice of an option of type `kind` (a choice's name
+    and a string choice's value are 1-100 characters)."""
     if kind == OPTION_TYPES["integer"]:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == OPTION_TYPES["number"]:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return True  # strings: any value is sent as its text; booleans get no choices
+    if kind == OPTION_TYPES["boolean"]:
+        return True  # booleans get no choices
+    return 0 < len(str(value)) <= CHOICE_NAME_LIMIT
 
 
 def command_json(spec: CommandSpec) -> dict[str, Any] | None:

@@ -185,21 +185,22 @@ class DiscordSender:
         webhook = f"/webhooks/{meta['application_id']}/{meta['token']}"
         if meta.get("ephemeral") == "1":
             if index == 0 and not meta.get("button"):
-                await self._original("DELETE", meta, None, missing_ok=True)
-            await self._rest.request("POST", webhook, {**body, "flags": EPHEMERAL},
-                                     bot_auth=False)
+                await self._webhook("DELETE", _original_path(meta), None, missing_ok=True)
+            # the first call on the webhook may come before Discord has the initial response
+            await self._webhook("POST", webhook, {**body, "flags": EPHEMERAL},
+                                wait=index == 0)
         elif index == 0:  # the deferred response, or the draft streamed into it
             body.setdefault("components", [])
-            await self._original("PATCH", meta, body)
+            await self._webhook("PATCH", _original_path(meta), body)
         else:
             await self._rest.request("POST", webhook, body, bot_auth=False)
 
-    async def _original(self, method: str, meta: dict[str, str],
-                        body: dict[str, Any] | None, *, missing_ok: bool = False) -> None:
-        """PATCH or DELETE the interaction's original response. Discord knows it only once it
-        has the interaction's initial response, which the adapter sends after storing the
-        message, so a fast answer can come first and get 404: 404s are retried for up to
-        `ORIGINAL_WAIT_S` (5 s).
+    async def _webhook(self, method: str, path: str, body: dict[str, Any] | None, *,
+                       missing_ok: bool = False, wait: bool = True) -> None:
+        """One call on the interaction webhook. Discord knows the webhook only once it has
+        the interaction's initial response, which the adapter sends after storing the
+        message, so a fast answer can come first and get 404: with `wait`, 404s are retried
+        for up to `ORIGINAL_WAIT_S` (5 s).
 
         Raises:
             DiscordError: another error status, or still 404 (unless `missing_ok`: a
@@ -207,11 +208,11 @@ class DiscordSender:
         """
         try:
             async for attempt in AsyncRetrying(
-                    retry=retry_if_exception(_not_found), stop=stop_after_delay(ORIGINAL_WAIT_S),
+                    retry=retry_if_exception(_not_found),
+                    stop=stop_after_delay(ORIGINAL_WAIT_S if wait else 0),
                     wait=wait_exponential(multiplier=0.1, max=1.0), reraise=True):
                 with attempt:
-                    await self._rest.request(method, _original_path(meta), body,
-                                             bot_auth=False)
+                    await self._rest.request(method, path, body, bot_auth=False)
         except DiscordError as exc:
             if not (missing_ok and exc.status == 404):
                 raise
@@ -244,7 +245,7 @@ class DiscordSender:
         body: dict[str, Any] = {"content": text[:CONTENT_LIMIT],
                                 "allowed_mentions": {"parse": []}}
         if message.meta.get("mode") == "interaction":
-            await self._original("PATCH", message.meta, body)
+            await self._webhook("PATCH", _original_path(message.meta), body)
             return "@original"
         conv = message.conversation
         if conv.reply_to:
@@ -258,7 +259,7 @@ class DiscordSender:
     async def edit_draft(self, message: Message, handle: str, text: str) -> None:
         body = {"content": text[:CONTENT_LIMIT], "allowed_mentions": {"parse": []}}
         if message.meta.get("mode") == "interaction":
-            await self._original("PATCH", message.meta, body)
+            await self._webhook("PATCH", _original_path(message.meta), body)
         else:
             await self._rest.request(
                 "PATCH", f"/channels/{message.conversation.channel}/messages/{handle}", body)

@@ -15,7 +15,7 @@ from bot.protocols import Generated, Toolbox, Turn
 log = get_logger("bot.llm")
 
 #: Model turns per answer when tools are offered: each but the last may call several tools;
-#: the last is offered none, so the model answers from the results.
+#: the last may call none (`tool_choice` "none"), so the model answers from the results.
 MAX_TOOL_ROUNDS = 4
 TOOLS_NOTE = ("You may call the tools provided to act for the user. Call a tool only when the "
               "user asks for what it does. Tools run as the user who wrote the message; you "
@@ -79,8 +79,8 @@ class ChatGenerator:
     async def _with_tools(self, messages: list[ChatCompletionMessageParam], tools: Toolbox
                           ) -> Generated:
         """Let the model call tools, feeding each result back, then return its answer: up to
-        MAX_TOOL_ROUNDS turns, the last offered no tools, so that it must answer and every
-        tool that runs has its result read. Not streamed."""
+        MAX_TOOL_ROUNDS turns, the last with `tool_choice` "none", so that it must answer and
+        every tool that runs has its result read. Not streamed."""
         messages.insert(1, {"role": "system", "content": TOOLS_NOTE})
         buttons: list[Button] = []
         tokens_in = tokens_out = calls = 0
@@ -89,7 +89,7 @@ class ChatGenerator:
             last = round_ == MAX_TOOL_ROUNDS - 1
             completion = await self.router.complete(
                 messages, temperature=self._temperature, max_tokens=self._max_tokens,
-                tools=None if last else tools.schemas())
+                tools=tools.schemas(), tool_choice="none" if last else None)
             tokens_in += completion.tokens_in
             tokens_out += completion.tokens_out
             if last or not completion.tool_calls:

@@ -323,7 +323,8 @@ class LLMRouter:
     async def complete(self, messages: list[ChatCompletionMessageParam], *, temperature: float,
                        max_tokens: int, on_delta: DeltaSink | None = None,
                        cacheable: bool = False,
-                       tools: list[dict[str, Any]] | None = None) -> Completion:
+                       tools: list[dict[str, Any]] | None = None,
+                       tool_choice: str | None = None) -> Completion:
         """One chat completion from the first provider that answers.
 
         Args:
@@ -336,6 +337,9 @@ class LLMRouter:
                 temperature 0).
             tools: OpenAI function-tool schemas the model may call; with tools the call is
                 neither streamed nor cached, and `Completion.tool_calls` holds the calls.
+            tool_choice: with tools, OpenAI's `tool_choice` ("none": the model must answer
+                and may call nothing; the tools are still declared, since the messages may
+                hold earlier tool calls).
 
         Raises:
             LLMUnavailable: every provider failed or is cooling down.
@@ -343,7 +347,7 @@ class LLMRouter:
         if tools:
             async def call_with_tools(provider: Provider) -> Completion:
                 return await self._complete_once(provider, messages, temperature, max_tokens,
-                                                 tools)
+                                                 tools, tool_choice)
 
             with_tools = await self._with_failover(call_with_tools, "chat")
             assert isinstance(with_tools, Completion)
@@ -369,8 +373,11 @@ class LLMRouter:
 
     async def _complete_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
                              temperature: float, max_tokens: int,
-                             tools: list[dict[str, Any]] | None = None) -> Completion:
+                             tools: list[dict[str, Any]] | None = None,
+                             tool_choice: str | None = None) -> Completion:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
+        if tools and tool_choice:
+            extra["tool_choice"] = tool_choice
         completion = await provider.client.chat.completions.create(
             model=provider.model, messages=messages, temperature=temperature,
             max_tokens=max_tokens, **extra)

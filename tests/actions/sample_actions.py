@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from actions import ActionButton, ActionContext, ActionError, ActionResult, action
 
@@ -93,6 +93,13 @@ async def menu(ctx: ActionContext) -> ActionResult:
 class Unlock(BaseModel):
     door: int
     code: SecretStr = Field(description="the door's code (named like nothing secret)")
+
+    @field_validator("code")
+    @classmethod
+    def long_enough(cls, code: SecretStr) -> SecretStr:
+        if len(code.get_secret_value()) < 8:  # an error text that repeats the secret
+            raise ValueError(f"code {code.get_secret_value()} is shorter than 8 characters")
+        return code
 
 
 @action(description="Unlock a door", roles={"ops"}, tool=False)

@@ -148,6 +148,32 @@ def test_a_plugin_may_import_the_context_for_type_checking_only(
         discover([], ["demo_plugin_tc_typo"], use_entry_points=False)
 
 
+LOGGED = '''
+import functools
+
+
+def logged(func):
+    @functools.wraps(func)
+    async def wrapper(*args, **kwargs):
+        return await func(*args, **kwargs)
+    return wrapper
+'''
+
+
+def test_an_action_may_wear_a_decorator_from_another_module(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The args annotation resolves in the action's own module, not the wrapper's."""
+    (tmp_path / "demo_logged.py").write_text(LOGGED)
+    (tmp_path / "demo_plugin_wrapped.py").write_text(TYPE_CHECKING_PLUGIN.replace(
+        "from actions import action\n", "from actions import action\nfrom demo_logged import "
+        "logged\n").replace('@action(description="Echo it")\n',
+                            '@action(description="Echo it")\n@logged\n'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = discover([], ["demo_plugin_wrapped"], use_entry_points=False)
+    echo = registry.get("echo")
+    assert echo is not None and echo.args_model.__name__ == "Args"
+
+
 @pytest.mark.parametrize("name", ["ask", "start"])
 def test_the_bots_own_commands_are_no_action_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:

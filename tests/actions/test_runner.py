@@ -190,6 +190,14 @@ async def test_a_run_interrupted_by_a_crash_is_not_repeated(srv: Server) -> None
     again = await runner.invoke(message2, "flaky", "command", call_id=message2.id)
     assert (again.status, again.text) == ("ok", "worked")
     assert sample_actions.CALLS == [("flaky", "bob")]
+    # the role was taken away before the retry: still "interrupted", and the row finished
+    message3 = await crashed_run(srv, "webhook:support:crashed3", "deploy", "bob",
+                                 "tr4ce3d00000")
+    late = await runner.invoke(message3, "deploy", "command", call_id=message3.id, text="web")
+    assert late.status == "interrupted" and "tr4ce3d00000" in late.text
+    status = await srv.rt.pool.fetchval(
+        "SELECT status FROM action_runs WHERE call_id = 'webhook:support:crashed3'")
+    assert status == "interrupted"
 
 
 async def test_secrets_in_arguments_never_reach_the_audit_row(srv: Server) -> None:
@@ -232,15 +240,18 @@ async def test_secret_typed_arguments_are_redacted_in_every_row(srv: Server) -> 
     await say(srv, "olga", "!unlock third code=opensesame42")
     failed = await say(srv, "olga", "!unlock 3 code=opensesame42")
     assert failed["answer"].startswith("Sorry, `unlock` failed (trace id")
+    short = await say(srv, "olga", "!unlock 3 code=short42")  # its validator repeats it
+    assert "code [REDACTED] is shorter than 8" in short["answer"]
     rows = await audit(srv)
     assert [(r["status"], r["args"]) for r in rows] == [
         ("denied", {"door": "3", "code": "[REDACTED]"}),
         ("invalid_args", {"door": "third", "code": "[REDACTED]"}),
-        ("failed", {"door": 3, "code": "[REDACTED]"})]
+        ("failed", {"door": 3, "code": "[REDACTED]"}),
+        ("invalid_args", {"door": "3", "code": "[REDACTED]"})]
     assert rows[2]["error"] == "RuntimeError: door 3 rejected code [REDACTED]"
     raw = await srv.rt.pool.fetchval("SELECT string_agg(action_runs::text, ' ') "
                                      "FROM action_runs")
-    assert "opensesame42" not in raw
+    assert "opensesame42" not in raw and "short42" not in raw
 
 
 async def test_an_actions_own_timeout_error_is_a_failure_not_a_timeout(srv: Server) -> None:

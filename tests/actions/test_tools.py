@@ -150,10 +150,10 @@ async def test_the_model_cannot_call_what_it_was_not_offered(srv: Server,
     assert turns[0].content == "earlier question"  # reset did not run
 
 
-async def test_the_last_model_turn_is_offered_no_tools(
+async def test_the_last_model_turn_may_call_no_tool(
         server_factory: Callable[..., Any], tmp_path: Path) -> None:
     """A model that would call tools forever: the tools that run are those whose results it
-    reads; the last turn is offered none, so it answers."""
+    reads; in the last turn it may call none (`tool_choice` "none"), so it answers."""
     sample_actions.CALLS.clear()
     eager = await FakeOpenAI(answer=SCRIPT.answer,
                              tool_calls=lambda body: [("whoami", {})]).start()
@@ -167,7 +167,8 @@ async def test_the_last_model_turn_is_offered_no_tools(
     rounds = MAX_TOOL_ROUNDS - 1
     assert reply["answer"] == "Model says: " + " | ".join(["[ok] You are webhook:bob"] * rounds)
     assert sample_actions.CALLS == [("whoami", "bob", "")] * rounds
-    assert [bool(r.get("tools")) for r in eager.requests] == [True] * rounds + [False]
+    assert all(r.get("tools") for r in eager.requests)  # declared: the history holds calls
+    assert [r.get("tool_choice") for r in eager.requests] == [None] * rounds + ["none"]
     assert [m["role"] for m in eager.requests[-1]["messages"]].count("tool") == rounds
 
 

@@ -48,9 +48,9 @@ class FakeDiscord(LoopbackServer):
         self.reject_from_post = -1  # with rate_limit_next: start rate limiting at that post
         self.refuse_intents = False
         self.commands_status = 200
-        #: the next N calls on an interaction's @original answer 404 Unknown Webhook, as
+        #: the next N calls on an interaction's webhook answer 404 Unknown Webhook, as
         #: Discord does before it has the interaction's initial response
-        self.original_unknown = 0
+        self.webhook_unknown = 0
         #: when set, GET /oauth2/applications/@me waits until it is (Discord being slow)
         self.app_gate: asyncio.Event | None = None
         self.changed = asyncio.Condition()
@@ -114,8 +114,8 @@ class FakeDiscord(LoopbackServer):
                       "content": (body or {}).get("content", ""), "type": 0})
 
     async def _ok(self, request: web.Request) -> web.Response:
-        if request.path.endswith("/@original") and self.original_unknown > 0:
-            self.original_unknown -= 1
+        if "/webhooks/" in request.path and self.webhook_unknown > 0:
+            self.webhook_unknown -= 1
             async with self.changed:
                 self.calls.append(("404", request.path.removeprefix("/api/v10"), None, {}))
             return _json({"message": "Unknown Webhook", "code": 10015}, 404)

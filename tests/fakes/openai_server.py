@@ -5,8 +5,9 @@ records each request body and answers with a completion whose text is produced b
 Also: `"stream": true` answers as server-sent events (one chunk per word, a usage chunk when
 `stream_options.include_usage`, then `[DONE]`); a request with `tools` is answered with a tool
 call whose arguments come from `tool_arguments`, or, with `tool_calls`, with the calls that
-function returns for the request (none: a normal answer); `fail_next(status, ...)` makes the
-next requests fail with that status (and optional Retry-After) before answering normally."""
+function returns for the request (none, or `tool_choice` "none": a normal answer);
+`fail_next(status, ...)` makes the next requests fail with that status (and optional
+Retry-After) before answering normally."""
 
 from __future__ import annotations
 
@@ -124,7 +125,9 @@ class FakeOpenAI(LoopbackServer):
             return web.Response(status=status, headers=headers, content_type="application/json",
                                 text=json.dumps({"error": {"message": f"injected {status}",
                                                            "type": "fake", "code": status}}))
-        if body.get("tools") and self.tool_calls is not None:
+        if body.get("tool_choice") == "none":
+            pass  # OpenAI: the model answers and calls no tool
+        elif body.get("tools") and self.tool_calls is not None:
             calls = self.tool_calls(body)
             if calls:
                 return self._tool_calls(body, calls)

@@ -172,11 +172,13 @@ def test_commands_discord_would_refuse_are_left_out_not_the_others() -> None:
         CommandSpec("crowded", "", tuple(CommandOption(f"o{i}", "", "string", False)
                                          for i in range(26))),
         CommandSpec("mixed", "", (CommandOption("n", "", "integer", True, (1, "two")),)),
+        CommandSpec("blank", "", (CommandOption("s", "", "string", True, ("", "a")),)),
+        CommandSpec("wordy", "", (CommandOption("s", "", "string", True, ("w" * 101,)),)),
         CommandSpec("huge", "x" * 90, tuple(
             CommandOption(f"o{i}", "d" * 100, "string", False, tuple(
                 f"{i}-{j}-" + "c" * 40 for j in range(25))) for i in range(4))),
     )
-    assert [command_json(spec) for spec in refused] == [None] * 4
+    assert [command_json(spec) for spec in refused] == [None] * 6
     fine = CommandSpec("fine", "", (CommandOption("n", "", "number", True, (1, 2.5)),))
     assert [c["name"] for c in commands_json((*refused, fine))] == ["fine"]
 
@@ -348,12 +350,19 @@ async def test_answers_for_the_caller_alone_are_ephemeral_follow_ups(
 async def test_an_answer_faster_than_the_interaction_response_waits_for_it(
         harness: Harness, discord_api: FakeDiscord) -> None:
     sender = adapter(harness, discord_api).sender
-    discord_api.original_unknown = 2  # Discord does not know @original yet
+    discord_api.webhook_unknown = 2  # Discord does not know the interaction yet
     meta = {"mode": "interaction", "application_id": APP_ID, "token": "A_PRESS_TOKEN"}
+    conversation = Conversation("discord", CHANNEL_ID, GUILD_ID)
     await sender.send(Reply(message_id="m-fast", text="Done.", meta=meta,
-                            conversation=Conversation("discord", CHANNEL_ID, GUILD_ID)))
+                            conversation=conversation))
     assert [m for m, p, _, _ in discord_api.calls] == ["404", "404", "PATCH"]
     assert discord_api.bodies("PATCH", ORIGINAL)[0]["content"] == "Done."
+    # the same for an ephemeral answer to a press, which is a follow-up
+    discord_api.webhook_unknown = 2
+    await sender.send(Reply(message_id="m-fast-press", text="Only the person who asked ...",
+                            conversation=conversation,
+                            meta={**meta, "button": "confirm-7f3a", "ephemeral": "1"}))
+    assert [m for m, p, _, _ in discord_api.calls][3:] == ["404", "404", "POST"]
 
 
 async def test_gateway_interactions_are_stored_and_answered_over_rest(
