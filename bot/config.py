@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     bot_claim_idle_s: PositiveFloat = 30.0
     bot_max_deliveries: PositiveInt = 5
     bot_max_backlog: Annotated[int, Field(ge=0)] = 100_000
+    bot_turn_messages: PositiveInt = 8
+    bot_turn_s: PositiveFloat = 1.0
+    bot_max_retry_age_s: PositiveFloat = 600.0
     bot_shutdown_grace_s: PositiveFloat = 30.0
     bot_message_timeout_s: PositiveFloat = 300.0
     bot_dedupe_ttl_s: PositiveInt = 7 * 24 * 3600
@@ -121,6 +124,7 @@ class Settings(BaseSettings):
     webhook_callback_url: str | None = None
     webhook_wait_timeout_s: PositiveFloat = 30.0
     webhook_callback_timeout_s: PositiveFloat = 10.0
+    webhook_reply_ttl_s: PositiveInt = 24 * 3600
 
     # Slack (enabled by SLACK_BOT_TOKEN)
     slack_bot_token: SecretStr | None = None

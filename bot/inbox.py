@@ -92,7 +92,7 @@ class Inbox:
                 raise
 
     async def enqueue(self, message: Message, *, wait_marker: str = "",
-                      wait_ttl_s: int = 0) -> str | None:
+                      wait_ttl_s: float = 0) -> str | None:
         """Store a message; return its entry id, or None if its id was seen before.
 
         Args:
@@ -114,9 +114,10 @@ class Inbox:
         return _text(entry) if entry else None
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
-        """New entries for `consumer` (blocks up to `block_ms`; empty list on timeout)."""
+        """New entries for `consumer` (blocks up to `block_ms`, 0: does not block; empty list on
+        timeout)."""
         response: Any = await self._redis.xreadgroup(GROUP, consumer, {self.stream: ">"},
-                                                     count=count, block=block_ms)
+                                                     count=count, block=block_ms or None)
         entries = response[0][1] if response else []
         return [await self._delivery(entry_id, fields) for entry_id, fields in entries]
 

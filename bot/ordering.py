@@ -8,6 +8,12 @@ then always processes the conversation's head first, whichever entry woke it. Ev
 the FIFO is fenced by the token: a worker whose lock expired (it stalled or died) can no longer
 pop, and the next holder starts again from the head. Releasing the lock is atomic with checking
 that the FIFO is empty, so an entry appended meanwhile is never orphaned.
+
+A holder keeps a conversation for a bounded turn only (a number of messages or a time slice,
+bot/worker.py): when its turn ends with work left, it releases the lock and appends the
+conversation to the ready list (`<p>:ready`) in one atomic step; workers take conversations
+from that list between reads of new inbox entries, so a conversation whose senders answer
+every reply at once cannot keep the workers from everyone else's messages.
 """
 
 from __future__ import annotations
@@ -49,6 +55,18 @@ _RELEASE_IF_EMPTY = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('LLEN', KEYS[2]) > 0 then return 0 end
 redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: lock, fifo, ready; ARGV: token, conversation key -> 1 released (fifo empty),
+# 0 released and queued on the ready list (work left), -1 not the holder
+_YIELD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+if redis.call('LLEN', KEYS[2]) > 0 then
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+  return 0
+end
 return 1
 """
 
@@ -105,6 +123,18 @@ class ConversationLease:
             raise LeaseLost(self.conversation_key)
         return result == 1
 
+    async def end_turn(self) -> bool:
+        """Release the lease at the end of a turn; if work is left, queue the conversation on
+        the ready list for the next free worker. True if nothing was left. Raises LeaseLost if
+        the lease is no longer ours."""
+        result = int(await self._order.yield_script(
+            keys=[self._order.lock_key(self.conversation_key),
+                  self._order.fifo_key(self.conversation_key), self._order.ready_key],
+            args=[self.token, self.conversation_key]))
+        if result == -1:
+            raise LeaseLost(self.conversation_key)
+        return result == 1
+
     async def release(self) -> None:
         """Give the conversation up (after a failure: the head stays for the next holder)."""
         await self._order.release_script(keys=[self._order.lock_key(self.conversation_key)],
@@ -132,12 +162,20 @@ class ConversationOrder:
         self.pop_script = redis.register_script(_POP)
         self.release_if_empty_script = redis.register_script(_RELEASE_IF_EMPTY)
         self.release_script = redis.register_script(_RELEASE)
+        self.yield_script = redis.register_script(_YIELD)
+        self.ready_key = f"{prefix}:ready"
 
     def fifo_key(self, conversation_key: str) -> str:
         return fifo_key(self._prefix, conversation_key)
 
     def lock_key(self, conversation_key: str) -> str:
         return f"{self._prefix}:lock:{conversation_key}"
+
+    async def next_ready(self) -> str | None:
+        """A conversation whose holder ended its turn with work left (oldest first), or None.
+        The caller then tries `acquire`; a stale entry (drained meanwhile) is harmless."""
+        value: bytes | str | None = await self.redis.lpop(self.ready_key)  # type: ignore[assignment]
+        return value.decode() if isinstance(value, bytes) else value
 
     async def acquire(self, conversation_key: str) -> ConversationLease | None:
         """The conversation's lease, or None while another worker holds it."""

@@ -1,57 +1,155 @@
 """Hand a reply to a caller that waits for it, across processes, through Redis.
 
-Used by the console adapter (`bot ask`, `bot chat`) and by `POST /webhooks/{name}?wait=true`:
-the caller's interest marker (`marker_key`) is set by the inbox in the same atomic step that
-stores the message, and only if the message is new; the caller then blocks on `wait`. Whichever
-worker produces the reply, in this process or another, calls `deliver`, which atomically
-consumes the interest marker and pushes the reply onto a per-message list. A caller that gives
-up withdraws its marker; if `deliver` finds no marker it returns False and the sender uses its
-fallback (the webhook callback URL).
+Used by the console adapter (`bot ask`, `bot chat`) and by `POST /webhooks/{name}?wait=true`.
+The rule: a reply goes to a waiting caller only while that caller is really there; otherwise
+the sender uses its fallback (the webhook callback URL), and a caller that asks again for the
+same message gets the kept reply.
+
+- The caller's interest marker (`<p>:wait:<id>`) is set by the inbox in the same atomic step
+  that stores the message (or by `attach` for a repeated message). It is a lease of `lease_s`
+  seconds that the waiting caller renews while it waits, so the marker of a caller that hung
+  up or whose process died (SIGKILL) expires on its own.
+- `wait` blocks in short `BLPOP` steps (`step_s`, well under the Redis client's socket
+  timeout), renewing the lease and asking `gone()` (did the HTTP caller hang up?) between
+  steps. Giving up (timeout, hang-up, cancellation) withdraws the marker.
+- `deliver` keeps the reply (`<p>:result:<id>`, for `result_ttl_s`), and, in the same atomic
+  step, consumes the marker and pushes the reply onto `<p>:reply:<id>`. It then checks that a
+  waiter took it within `pickup_timeout_s`; if nobody did (the waiter died between renewing and
+  taking), it takes the reply back and returns False, so the fallback still runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.messages import Reply
 
+# KEYS: result, marker, box; ARGV: reply JSON, result ttl s, box ttl s -> 1 handed to a waiter
+_DELIVER = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# KEYS: result, marker; ARGV: lease ms -> the kept reply, or nil after setting the marker
+_ATTACH = """
+local kept = redis.call('GET', KEYS[1])
+if kept then return kept end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return false
+"""
+
 
 class ReplyRendezvous:
-    """Per-message reply hand-off. Keys: `<p>:wait:<message id>` (marker),
-    `<p>:reply:<message id>` (list holding the reply JSON)."""
+    """Per-message reply hand-off. Keys: `<p>:wait:<id>` (marker), `<p>:reply:<id>` (list
+    holding the reply JSON for the waiter), `<p>:result:<id>` (the reply, kept for repeats).
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    Args:
+        result_ttl_s: how long a delivered reply is kept for a caller that asks again.
+        lease_s: lifetime of a waiter's marker without renewal.
+        step_s: longest single blocking call; must stay below the client's socket timeout.
+        pickup_timeout_s: how long `deliver` gives a waiter to take a handed-over reply.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, *, result_ttl_s: int = 24 * 3600,
+                 lease_s: float = 10.0, step_s: float = 1.0,
+                 pickup_timeout_s: float = 3.0) -> None:
         self._redis = redis
         self._prefix = prefix
+        self.result_ttl_s = result_ttl_s
+        self.lease_s = lease_s
+        self._step_s = step_s
+        self._pickup_timeout_s = pickup_timeout_s
+        self._deliver = redis.register_script(_DELIVER)
+        self._attach = redis.register_script(_ATTACH)
 
     def marker_key(self, message_id: str) -> str:
-        """The key that says a caller waits for this message's reply (set by the inbox)."""
+        """The key that says a caller waits for this message's reply (set by the inbox with a
+        lifetime of `lease_s`)."""
         return f"{self._prefix}:wait:{message_id}"
 
     def _box(self, message_id: str) -> str:
         return f"{self._prefix}:reply:{message_id}"
 
-    async def wait(self, message_id: str, timeout_s: float) -> Reply | None:
-        """Block until the reply arrives or `timeout_s` passes (then withdraw; None)."""
-        box = self._box(message_id)
-        item = await self._redis.blpop([box], timeout=timeout_s)
-        if item is None:
-            withdrawn = await self._redis.delete(self.marker_key(message_id))
-            if withdrawn:
-                return None
-            # deliver() consumed the marker just now: the reply is on its way into the box
-            item = await self._redis.blpop([box], timeout=5)
-            if item is None:
-                return None
-        return Reply.from_json(item[1])
+    def _result(self, message_id: str) -> str:
+        return f"{self._prefix}:result:{message_id}"
+
+    async def result(self, message_id: str) -> Reply | None:
+        """The reply delivered for this message, if it is still kept."""
+        kept = await self._redis.get(self._result(message_id))
+        return Reply.from_json(kept) if kept is not None else None
+
+    async def attach(self, message_id: str) -> Reply | None:
+        """For a repeated message: its kept reply, or None after registering as its waiter
+        (then call `wait`)."""
+        kept = await self._attach(keys=[self._result(message_id), self.marker_key(message_id)],
+                                  args=[int(self.lease_s * 1000)])
+        return Reply.from_json(kept) if kept is not None else None
+
+    async def wait(self, message_id: str, timeout_s: float,
+                   gone: Callable[[], bool] | None = None) -> Reply | None:
+        """Wait up to `timeout_s` for the reply; None if it did not come, or the caller is
+        `gone()` (its marker is then withdrawn, so the reply takes the fallback).
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed (the marker then lapses by itself).
+        """
+        box, marker = self._box(message_id), self.marker_key(message_id)
+        deadline = time.monotonic() + timeout_s
+        lease_ms = int(self.lease_s * 1000)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                step = min(self._step_s, remaining)
+                # BLPOP's timeout has a resolution of 10 ms in Redis 6+; at least that
+                item = await self._redis.blpop([box], timeout=max(step, 0.01))
+                if item is not None:
+                    return Reply.from_json(item[1])
+                if remaining <= self._step_s or (gone is not None and gone()):
+                    return await self._give_up(message_id)
+                await self._redis.pexpire(marker, lease_ms, xx=True)
+        except asyncio.CancelledError:
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(self._redis.delete(marker))
+            raise
+
+    async def _give_up(self, message_id: str) -> Reply | None:
+        if await self._redis.delete(self.marker_key(message_id)):
+            return None  # withdrawn: the sender will use its fallback
+        # deliver() consumed the marker just now: the reply is in the box (or was taken back)
+        item: bytes | str | None = await self._redis.lpop(  # type: ignore[assignment]
+            self._box(message_id))
+        return Reply.from_json(item) if item is not None else None
 
     async def deliver(self, reply: Reply) -> bool:
-        """Give the reply to its waiting caller; False if nobody waits for it."""
-        if not await self._redis.delete(self.marker_key(reply.message_id)):
-            return False
+        """Keep the reply and give it to its waiting caller; False if nobody waits for it (or
+        the waiter did not take it within `pickup_timeout_s`), so the sender's fallback runs.
+
+        Raises:
+            redis.exceptions.RedisError: Redis failed; nothing was handed over.
+        """
         box = self._box(reply.message_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(box, reply.to_json())
-            pipe.expire(box, 300)
-            await pipe.execute()
-        return True
+        handed = await self._deliver(
+            keys=[self._result(reply.message_id), self.marker_key(reply.message_id), box],
+            args=[reply.to_json(), self.result_ttl_s, 300])
+        if not int(handed):
+            return False
+        deadline = time.monotonic() + self._pickup_timeout_s
+        pause_s = 0.002
+        while time.monotonic() < deadline:
+            if not await self._redis.exists(box):
+                return True
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.1)
+        # nobody took it: take it back, unless a waiter does so at this very moment
+        return await self._redis.lpop(box) is None

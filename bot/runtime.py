@@ -37,9 +37,9 @@ from bot.guardrails.stages import CheckPassages, InputRails, OutputRails
 from bot.inbox import Inbox
 from bot.llm import ChatGenerator, ExtractiveGenerator, LLMRouter, count_tokens
 from bot.llm.cache import ResponseCache
-from bot.log import get_logger
+from bot.log import SecretRedactor, get_logger
 from bot.memory import RedisMemory
-from bot.messages import Passage
+from bot.messages import Message, Passage, Reply
 from bot.ordering import ConversationOrder
 from bot.pipeline import (
     AlreadyAnswered,
@@ -68,6 +68,14 @@ log = get_logger("bot.runtime")
 #: Redis connections per process: every worker holds one while blocked in XREADGROUP, and
 #: ingress takes one per request in flight.
 REDIS_CONNECTIONS = 512
+
+#: Socket timeout of every Redis command, seconds (redis-py's default differs by version).
+#: Blocking commands stay well below it: XREADGROUP blocks 0.25 s, a reply wait 1 s per step.
+REDIS_SOCKET_TIMEOUT_S = 10.0
+
+#: What the author of a dead-lettered message is told, where the platform can be reached.
+DEAD_LETTER_TEXT = ("Sorry, I could not answer this message: something I depend on kept "
+                    "failing. It has been set aside for the operators; please try again later.")
 
 #: How long a generated answer is kept for retries of its message, seconds.
 ANSWER_TTL_S = 24 * 3600
@@ -127,6 +135,7 @@ class Runtime:
         self._workers: list[asyncio.Task[None]] = []
         self._stop_workers = asyncio.Event()
         self.workers: list[Worker] = []
+        self._redactor = SecretRedactor(settings.secret_values())
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -179,6 +188,7 @@ class Runtime:
             # instead of failing at once (redis-py's default pool raises past 100)
             pool = BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
                                                    timeout=10, socket_connect_timeout=5,
+                                                   socket_timeout=REDIS_SOCKET_TIMEOUT_S,
                                                    health_check_interval=30)
             self.redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
             await self.redis.ping()
@@ -194,7 +204,8 @@ class Runtime:
         await self.inbox.ensure_group()
         self.order = ConversationOrder(self.redis, prefix,
                                        ttl_ms=int(s.bot_claim_idle_s * 1000))
-        self.rendezvous = ReplyRendezvous(self.redis, prefix)
+        self.rendezvous = ReplyRendezvous(self.redis, prefix,
+                                          result_ttl_s=s.webhook_reply_ttl_s)
         self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
         self.generator = await self._build_generator()
         self.retriever: Retriever = _LazyRetriever(self)
@@ -330,11 +341,23 @@ class Runtime:
         s = self.settings
         if s.webhook_secret is None:
             return None
+        sender = self.senders["webhook"]
         return WebhookAdapter(self.inbox, self.rendezvous,
                               secret=s.webhook_secret.get_secret_value(),
-                              wait_timeout_s=s.webhook_wait_timeout_s)
+                              wait_timeout_s=s.webhook_wait_timeout_s,
+                              fallback=sender.post_callback
+                              if isinstance(sender, WebhookSender) else None)
 
     # workers ----------------------------------------------------------------------------------
+
+    async def _tell_dead_letter(self, message: Message, _error: str) -> None:
+        """Tell the author that their message will not be answered (best effort, bounded)."""
+        sender = self.senders.get(message.conversation.platform)
+        if sender is None:
+            return
+        await asyncio.wait_for(sender.send(Reply(
+            message_id=message.id, conversation=message.conversation, text=DEAD_LETTER_TEXT,
+            meta=dict(message.meta))), timeout=15)
 
     def start_workers(self, count: int) -> None:
         """Start `count` worker tasks on this event loop."""
@@ -342,7 +365,10 @@ class Runtime:
         self._stop_workers.clear()
         for index in range(count):
             worker = Worker(self.inbox, self.pipeline, self.order, index=index,
-                            claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries)
+                            claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries,
+                            turn_messages=s.bot_turn_messages, turn_s=s.bot_turn_s,
+                            max_retry_age_s=s.bot_max_retry_age_s,
+                            on_dead_letter=self._tell_dead_letter, redact=self._redactor.redact)
             self.workers.append(worker)
             self._workers.append(asyncio.create_task(worker.run(self._stop_workers),
                                                      name=f"worker-{index}"))

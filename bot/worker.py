@@ -8,11 +8,18 @@ message (a slow model) is never claimed by a second worker while the first is st
 
 Messages of one conversation are processed one at a time in arrival order, by whichever worker
 holds the conversation's lease (bot/ordering.py); different conversations run concurrently.
+A worker keeps a conversation for one turn only (`turn_messages` messages or `turn_s`
+seconds), then hands it to the ready list and goes back to other work: between two turns it
+reads new entries, so every conversation with work gets its turn.
 
 A message that raises stays pending and is retried after `claim_idle_s`. Failures of outside
 services (connection errors, timeouts, rate limits, 5xx) do not count as deliveries, so an
 outage delays messages but does not dead-letter them; any other failure counts, and after
-`max_deliveries` the entry goes to the dead-letter stream. Redis errors are waited out with
+`max_deliveries` the entry goes to the dead-letter stream. Transient failures have a ceiling
+too: a message older than `max_retry_age_s` (counted from its arrival in the inbox) that fails
+again is dead-lettered with its error, so a platform API that stays down holds its
+conversation for that long at most; `on_dead_letter` then tells the user where it can. Redis
+errors are waited out with
 jittered exponential backoff; a consumer group that disappeared (FLUSHDB, eviction) is
 re-created.
 """
@@ -26,6 +33,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -37,6 +45,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
+from bot.messages import Message
 from bot.metrics import DEAD_LETTERS, MESSAGE_FAILURES, MESSAGES_PROCESSED
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
@@ -69,11 +78,20 @@ class Worker:
         claim_idle_s: pending time after which another consumer's entry is taken over.
         max_deliveries: deliveries failing with a non-transient error before dead-lettering.
         block_ms: how long one XREADGROUP waits for new entries.
+        turn_messages, turn_s: a conversation's turn ends after this many messages or once
+            this many seconds have passed (checked between messages).
+        max_retry_age_s: a message this old (since it entered the inbox) whose processing
+            fails again, even transiently, is dead-lettered.
+        on_dead_letter: called (best effort) with each dead-lettered message and its error.
+        redact: applied to error texts before they are stored with a dead letter.
     """
 
     def __init__(self, inbox: Inbox, pipeline: Pipeline, order: ConversationOrder, *,
                  index: int, claim_idle_s: float, max_deliveries: int,
-                 block_ms: int = 250) -> None:
+                 block_ms: int = 250, turn_messages: int = 8, turn_s: float = 1.0,
+                 max_retry_age_s: float = 600.0,
+                 on_dead_letter: Callable[[Message, str], Awaitable[None]] | None = None,
+                 redact: Callable[[str], str] = str) -> None:
         self._inbox = inbox
         self._pipeline = pipeline
         self._order = order
@@ -84,6 +102,11 @@ class Worker:
         self._max_deliveries = max_deliveries
         self._block_ms = block_ms
         self._claim_cursor = "0-0"
+        self._turn_messages = turn_messages
+        self._turn_s = turn_s
+        self._max_retry_age_s = max_retry_age_s
+        self._on_dead_letter = on_dead_letter
+        self._redact = redact
         self.processed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,7 +121,13 @@ class Worker:
                     self._claim_cursor, deliveries = await self._inbox.claim_stale(
                         self.consumer, self._claim_idle_ms, 1, self._claim_cursor)
                 if not deliveries:
-                    deliveries = await self._inbox.read(self.consumer, 1, self._block_ms)
+                    # one turn of a conversation left with work, then one new entry: neither
+                    # busy conversations nor new arrivals wait behind the other
+                    ready = await self._order.next_ready()
+                    if ready is not None:
+                        await self.handle_ready(ready)
+                    deliveries = await self._inbox.read(
+                        self.consumer, 1, 0 if ready is not None else self._block_ms)
                 for delivery in deliveries:
                     await self.handle(delivery)
                 backoff_s = 0.5
@@ -140,33 +169,47 @@ class Worker:
             await self._inbox.dead_letter(delivery, "not a valid message")
             return
         conversation = delivery.message.conversation.key
-        lease = await self._order.acquire(conversation)
-        if lease is None:
+        if not await self.handle_ready(conversation, delivery):
             await self._inbox.uncount(delivery.entry_id)
             log.debug("left to the conversation's current worker", entry_id=delivery.entry_id,
                       conversation=conversation)
-            return
+
+    async def handle_ready(self, conversation: str, trigger: Delivery | None = None) -> bool:
+        """Take a turn of `conversation` (one from the ready list, or the one `trigger` belongs
+        to); False if another worker holds it now."""
+        lease = await self._order.acquire(conversation)
+        if lease is None:
+            return False
         try:
-            await self._drain(lease, delivery)
+            await self._drain(lease, trigger)
         except LeaseLost:
             log.warning("conversation lease lost; another worker goes on with it",
                         conversation=conversation)
+        return True
 
-    async def _drain(self, lease: ConversationLease, trigger: Delivery) -> None:
-        trigger_seen = False
+    async def _drain(self, lease: ConversationLease, trigger: Delivery | None) -> None:
+        """Process the conversation's entries oldest first for one turn."""
+        trigger_seen = trigger is None
+        turn_ends = time.monotonic() + self._turn_s
+        done = 0
         while True:
+            if done >= self._turn_messages or (done and time.monotonic() >= turn_ends):
+                await lease.end_turn()
+                return
             head = await lease.head()
             if head is None:
-                if not trigger_seen and await self._inbox.exists(trigger.entry_id):
+                if not trigger_seen and trigger is not None \
+                        and await self._inbox.exists(trigger.entry_id):
                     # an entry with no place in the FIFO (enqueued before ordering existed)
                     trigger_seen = True
                     if not await self._process(trigger, lease):
                         await lease.release()
                         return
+                    done += 1
                 if await lease.release_if_done():
                     return
                 continue
-            if head == trigger.entry_id:
+            if trigger is not None and head == trigger.entry_id:
                 trigger_seen = True
                 delivery: Delivery | None = trigger
             else:
@@ -178,6 +221,7 @@ class Worker:
                 await lease.release()
                 return
             await lease.pop(head)
+            done += 1
 
     async def _process(self, delivery: Delivery, lease: ConversationLease) -> bool:
         """Run one entry through the pipeline. True when it is finished (acked or
@@ -190,8 +234,7 @@ class Worker:
         if delivery.attempt > self._max_deliveries:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)
-            await self._inbox.dead_letter(delivery, "max deliveries exceeded")
-            DEAD_LETTERS.labels("max_deliveries").inc()
+            await self._give_up(delivery, message, "max deliveries exceeded", "max_deliveries")
             return True
         trace_id = uuid.uuid4().hex[:12]
         finished = asyncio.Event()
@@ -202,6 +245,14 @@ class Worker:
             raise
         except Exception as exc:
             transient = is_transient(exc)
+            age_s = _age_s(delivery.entry_id)
+            if age_s >= self._max_retry_age_s:
+                log.error("message still failing at its retry age; dead-lettered",
+                          message_id=message.id, age_s=round(age_s, 1), trace_id=trace_id,
+                          error=type(exc).__name__, attempt=delivery.attempt)
+                await self._give_up(delivery, message, self._redact(
+                    f"gave up after {age_s:.0f} s: {type(exc).__name__}: {exc}"), "retry_age")
+                return True
             if transient:
                 with contextlib.suppress(RedisError, OSError):
                     await self._inbox.uncount(delivery.entry_id)
@@ -223,3 +274,22 @@ class Worker:
                  model=ctx.generated.model if ctx.generated else None,
                  skipped=ctx.skipped_reason or None, attempt=delivery.attempt)
         return True
+
+    async def _give_up(self, delivery: Delivery, message: Message, error: str,
+                       reason: str) -> None:
+        await self._inbox.dead_letter(delivery, error)
+        DEAD_LETTERS.labels(reason).inc()
+        if self._on_dead_letter is not None:
+            try:
+                await self._on_dead_letter(message, error)
+            except Exception as exc:  # the platform may be the very thing that is down
+                log.warning("could not tell the user about a dead letter",
+                            message_id=message.id, error=type(exc).__name__)
+
+
+def _age_s(entry_id: str) -> float:
+    """Seconds since the inbox stored this entry (its id is `<ms since epoch>-<seq>`)."""
+    try:
+        return max(time.time() - int(entry_id.split("-", 1)[0]) / 1000, 0.0)
+    except ValueError:
+        return 0.0

@@ -19,5 +19,5 @@ class ConsoleAdapter:
         """Enqueue `text` and wait up to `timeout_s` seconds; None on timeout."""
         message = normalize(text, conversation)
         await self._inbox.enqueue(message, wait_marker=self._rendezvous.marker_key(message.id),
-                                  wait_ttl_s=int(timeout_s) + 60)
+                                  wait_ttl_s=self._rendezvous.lease_s)
         return await self._rendezvous.wait(message.id, timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -21,6 +22,7 @@ from adapters.webhook.send import reply_body
 from bot.errors import BacklogFull, PayloadError
 from bot.inbox import Inbox
 from bot.log import get_logger
+from bot.messages import Reply
 from bot.rendezvous import ReplyRendezvous
 
 log = get_logger("adapters.webhook")
@@ -38,14 +40,18 @@ class WebhookAdapter:
         secret: the HMAC key (`WEBHOOK_SECRET`); requests must carry
             `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
         wait_timeout_s: the longest `?wait=true` waits for the reply before answering 202.
+        fallback: where a reply goes that a waiting caller took but hung up before it could
+            be written (the callback POST); None drops it (it stays kept for a repeat).
     """
 
     def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
-                 wait_timeout_s: float) -> None:
+                 wait_timeout_s: float,
+                 fallback: Callable[[Reply], Awaitable[None]] | None = None) -> None:
         self._inbox = inbox
         self._rendezvous = rendezvous
         self._secret = secret
         self._wait_timeout_s = wait_timeout_s
+        self._fallback = fallback
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/webhooks/{name}", self.handle)]
@@ -69,19 +75,41 @@ class WebhookAdapter:
         marker = self._rendezvous.marker_key(message.id) if wait else ""
         try:
             entry = await self._inbox.enqueue(message, wait_marker=marker,
-                                              wait_ttl_s=int(self._wait_timeout_s) + 60)
+                                              wait_ttl_s=self._rendezvous.lease_s)
         except (RedisError, OSError, BacklogFull) as exc:
             log.error("inbox unavailable; asked the caller to retry", message_id=message.id,
                       error=type(exc).__name__)
             return _error(503, "temporarily unavailable", **{"Retry-After": "5"})
         public_id = message.meta["id"]
-        if entry is None:
-            return web.json_response({"id": public_id, "status": "duplicate"}, status=200)
-        if wait:
+        status = "accepted" if entry is not None else "duplicate"
+        try:
+            if entry is None:  # a repeat: its answer if there is one, else wait as the first
+                reply = await (self._rendezvous.attach(message.id) if wait
+                               else self._rendezvous.result(message.id))
+                if reply is not None:
+                    return web.json_response(reply_body(reply), status=200)
+            if wait:
+                reply = await self._rendezvous.wait(message.id, self._wait_timeout_s,
+                                                    gone=lambda: _gone(request))
+                if reply is not None:
+                    return await self._hand_over(request, reply)
+        except (RedisError, OSError) as exc:  # stored already: the marker lapses by itself
+            log.warning("reply wait failed; the reply goes to the callback",
+                        message_id=message.id, error=type(exc).__name__)
+        return web.json_response({"id": public_id, "status": status}, status=202)
+
+    async def _hand_over(self, request: web.Request, reply: Reply) -> web.Response:
+        """The reply for a waiting caller; if the caller hung up meanwhile, the fallback."""
+        if _gone(request) and self._fallback is not None:
             try:
-                reply = await self._rendezvous.wait(message.id, self._wait_timeout_s)
-            except (RedisError, OSError, BacklogFull):
-                reply = None  # stored already: the reply goes to the callback URL
-            if reply is not None:
-                return web.json_response(reply_body(reply), status=200)
-        return web.json_response({"id": public_id, "status": "accepted"}, status=202)
+                await self._fallback(reply)
+            except Exception as exc:  # kept for a repeat of the id all the same
+                log.error("callback after the caller hung up failed",
+                          message_id=reply.message_id, error=type(exc).__name__)
+        return web.json_response(reply_body(reply), status=200)
+
+
+def _gone(request: web.Request) -> bool:
+    """True once the HTTP caller has closed its connection."""
+    transport = request.transport
+    return transport is None or transport.is_closing()

@@ -8,6 +8,7 @@ from a reply's `buttons`) instead of `text`.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -22,15 +23,27 @@ def _no_nul(value: str) -> str:
     return value
 
 
+#: C0 and C1 controls, DEL, and the Unicode line and paragraph separators: none of them may
+#: reach a header (`Idempotency-Key`), a Redis key or a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (line breaks, escapes)")
+    return value
+
+
 NoNul = Annotated[str, AfterValidator(_no_nul)]
+Name = Annotated[str, AfterValidator(_no_control)]
 
 
 class WebhookEnvelope(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    id: NoNul = Field(min_length=1, max_length=200)
-    user: NoNul = Field(min_length=1, max_length=200)
-    conversation: NoNul = Field(min_length=1, max_length=200)
+    id: Name = Field(min_length=1, max_length=200)
+    user: Name = Field(min_length=1, max_length=200)
+    conversation: Name = Field(min_length=1, max_length=200)
     text: NoNul | None = Field(default=None, min_length=1, max_length=32_000)
     button: NoNul | None = Field(default=None, min_length=1, max_length=64,
                                  pattern=r"^[A-Za-z0-9_-]+$")

@@ -59,6 +59,10 @@ class WebhookSender:
     async def send(self, reply: Reply) -> None:
         if await self._rendezvous.deliver(reply):
             return
+        await self.post_callback(reply)
+
+    async def post_callback(self, reply: Reply) -> None:
+        """POST the reply to `callback_url` (retried; see the class docstring)."""
         if not self._callback_url:
             log.warning("webhook reply dropped: no caller waits and WEBHOOK_CALLBACK_URL is "
                         "unset", message_id=reply.message_id)

@@ -103,17 +103,21 @@ async def test_oversize_body_is_413_and_unknown_name_404(server_factory: Callabl
 async def test_duplicate_id_is_processed_once(server_factory: Callable[..., Any],
                                               fake_llm: FakeOpenAI,
                                               callback: CallbackRecorder) -> None:
-    srv = await server_factory(llm_base_url=fake_llm.base_url,
+    srv = await server_factory(workers=0, llm_base_url=fake_llm.base_url,
                                webhook_callback_url=callback.url)
     first = await srv.post(envelope(id="dup"))
     second = await srv.post(envelope(id="dup"))
     assert first == (202, {"id": "dup", "status": "accepted"})
-    assert second == (200, {"id": "dup", "status": "duplicate"})
+    assert second == (202, {"id": "dup", "status": "duplicate"})  # not answered yet
+    srv.rt.start_workers(1)
     await callback.wait_for(1)
     await asyncio.sleep(0.5)  # give a wrongly enqueued duplicate time to be answered
     assert len(callback.calls) == 1
     assert len(fake_llm.requests) == 1
     assert await _transcript_count(srv.rt, "webhook:support:dup") == 2  # one in, one out
+    # once answered, a repeat gets the answer itself
+    status, body = await srv.post(envelope(id="dup"))
+    assert status == 200 and body == json.loads(callback.calls[0][0])
     # the same id on another webhook name is another message
     assert (await srv.post(envelope(id="dup"), path="/webhooks/other"))[0] == 202
 
@@ -136,7 +140,7 @@ async def test_a_waiting_duplicate_does_not_steal_the_reply(server_factory: Call
                                webhook_wait_timeout_s=1)
     assert (await srv.post(envelope(id="orig")))[0] == 202
     status, body = await srv.post(envelope(id="orig"), path="/webhooks/support?wait=true")
-    assert (status, body) == (200, {"id": "orig", "status": "duplicate"})
+    assert (status, body) == (202, {"id": "orig", "status": "duplicate"})
     assert not await srv.rt.redis.exists(srv.rt.rendezvous.marker_key("webhook:support:orig"))
     srv.rt.start_workers(1)
     await callback.wait_for(1)
