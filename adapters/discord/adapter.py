@@ -1,8 +1,10 @@
 """Discord ingress: HTTP interactions at `POST /discord/interactions` (with
 `DISCORD_PUBLIC_KEY`) and the gateway through discord.py (with `DISCORD_BOT_TOKEN`).
 
-Interactions (PROTOCOLS.md 3.2): Ed25519 over `timestamp + raw body` with the application's
-public key (PyNaCl), 401 on any failure (missing or non-hex headers included), then parsing (400).
+Interactions (https://discord.com/developers/docs/interactions/overview): Ed25519 over
+`timestamp + raw body` with the application's public key (PyNaCl), and a timestamp of unix
+seconds within 5 minutes of now either way (`verify_ed25519`); 401 on any failure (missing,
+non-hex, stale or non-numeric headers included), then parsing (400).
 PING is answered with PONG; a slash command is stored and answered at once with a deferred
 response (type 5: the user sees "thinking..."), well within the 3-second limit, and completed
 through the interaction webhook by the sender. A press of one of the bot's buttons is stored
@@ -32,7 +34,6 @@ import aiohttp
 import discord
 import yarl
 from aiohttp import web
-from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from redis.exceptions import RedisError
 
@@ -49,6 +50,7 @@ from adapters.discord.normalize import (
 )
 from adapters.discord.send import DiscordError, DiscordRest, DiscordSender, DiscordThreads
 from adapters.progress import SendProgress
+from adapters.verification import verify_ed25519
 from bot.errors import BacklogFull
 from bot.log import get_logger
 
@@ -57,18 +59,6 @@ ENQUEUE_ATTEMPTS = 4  # waits 1 + 2 + 4 s for Redis: the gateway never redeliver
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, DEFERRED_UPDATE_MESSAGE = 1, 4, 5, 6
 AUTOCOMPLETE_RESULT = 8
 EPHEMERAL = 1 << 6
-
-
-def verify_ed25519(key: VerifyKey, body: bytes, timestamp: str | None,
-                   signature: str | None) -> bool:
-    """Discord's interaction signature check; never raises."""
-    if not timestamp or not signature:
-        return False
-    try:
-        key.verify(timestamp.encode() + body, bytes.fromhex(signature))
-    except (BadSignatureError, ValueError, UnicodeError):
-        return False
-    return True
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> web.Response:

@@ -8,14 +8,18 @@ Other interactions are acknowledged and ignored. Slack
 has no API to register slash commands (they live in the app's manifest), so `deps.commands`
 only decides which commands pass without text.
 
-HTTP order of checks (PROTOCOLS.md 1.2, 1.3, 5.2): `ssl_check` probes are answered 200 at
-once (they carry no event); every other request must carry a valid v0 signature over the raw
-body within 5 minutes (401 `{"error": "invalid request"}`, Bolt's answer) before it is parsed;
-an unparseable body is 400. `url_verification` is answered with its challenge as text/plain.
-Every verified event is acknowledged 200 within the 3-second budget, answered or not (a
-non-2xx makes Slack retry, and Bolt's 404 for unmatched events would); only when the message
-cannot be stored (Redis down) is the answer 503, so that Slack retries. Retries carry the same
-event and are deduplicated by the inbox.
+HTTP order of checks: `ssl_check` probes are answered 200 at once (they carry no event);
+every other request must carry a valid v0 signature over the raw body within 5 minutes (401
+`{"error": "invalid request"}`, Bolt's answer;
+https://docs.slack.dev/authentication/verifying-requests-from-slack) before it is parsed. Then
+the body is classified from its content alone: one that is not JSON, form data or a JSON
+object is 400 with `X-Slack-No-Retry: 1` (Slack retries any other non-2xx,
+https://docs.slack.dev/apis/events-api/#error-handling); `url_verification` is answered with
+its challenge as text/plain; every other verified payload is acknowledged 200 within the
+3-second budget, answered or not (Bolt's 404 for unmatched events would be retried). Only an
+event the bot may answer needs its identity (`auth.test`) and the inbox, so only such an event
+is answered 503 when either is unavailable, and Slack retries it; garbage never waits on
+`auth.test`. Retries carry the same event and are deduplicated by the inbox.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from adapters.progress import SendProgress
 from adapters.slack.normalize import (
     Skip,
     SlackIdentity,
+    event_skip,
     is_from_a_bot,
     normalize_block_action,
     normalize_command,
@@ -54,6 +59,13 @@ log = get_logger("adapters.slack")
 
 class StoreUnavailable(Exception):
     """The message could not be stored or the bot's identity fetched: ask Slack to retry."""
+
+
+def _refuse(error: str) -> web.Response:
+    """400 for a signed body that is no Slack payload, with `X-Slack-No-Retry: 1`: Slack
+    retries a non-2xx answer unless it carries that header
+    (https://docs.slack.dev/apis/events-api/#error-handling)."""
+    return web.json_response({"error": error}, status=400, headers={"X-Slack-No-Retry": "1"})
 
 
 class SlackAdapter:
@@ -142,13 +154,12 @@ class SlackAdapter:
                     return await self._interaction(payload)
                 if "command" in form:
                     return await self._command(form)
-                return web.json_response({"error": "unsupported form body"}, status=400)
+                return _refuse("unsupported form body")
             payload = json.loads(body)
         except (ValueError, RecursionError):  # includes UnicodeDecodeError
-            return web.json_response({"error": "body is not valid JSON or form data"},
-                                     status=400)
+            return _refuse("body is not valid JSON or form data")
         if not isinstance(payload, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
+            return _refuse("body must be a JSON object")
         kind = payload.get("type")
         if kind == "url_verification":
             return web.Response(text=str(payload.get("challenge", "")),
@@ -183,13 +194,25 @@ class SlackAdapter:
     # shared by HTTP and Socket Mode -----------------------------------------------------------
 
     async def _event(self, envelope: dict[str, Any]) -> None:
+        """Store the envelope's event if it is answered. What can be decided from the payload
+        alone is decided first, so an event that is never answered needs neither `auth.test`
+        nor Redis and is acknowledged even while they are down.
+
+        Raises:
+            StoreUnavailable: the identity or the thread lookup or the inbox failed.
+        """
+        skip = event_skip(envelope)
+        if skip is not None:
+            log.debug("slack event not answered", reason=skip.reason,
+                      event_id=str(envelope.get("event_id")))
+            return
         me = await self.identity()
-        event = envelope.get("event") or {}
+        event: dict[str, Any] = envelope["event"]
         in_thread = False
-        if isinstance(event, dict) and is_from_a_bot(event, me):
+        if is_from_a_bot(event, me):
             log.debug("slack event not answered", reason="from a bot")
             return
-        if isinstance(event, dict) and event.get("thread_ts") and event.get("channel"):
+        if event.get("thread_ts"):
             try:
                 in_thread = await self._threads.contains(str(event["channel"]),
                                                          str(event["thread_ts"]))

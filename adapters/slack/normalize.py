@@ -81,6 +81,28 @@ def thread_of(event: dict[str, Any]) -> str | None:
     return str(event["ts"])
 
 
+def event_skip(envelope: Any) -> Skip | None:
+    """The Skip of an `event_callback` envelope that can never be answered, decided without
+    the bot's identity (so without calling `auth.test`); None when the envelope holds an
+    `app_mention` or `message` event of an answered subtype, not from a bot by its `bot_id`
+    or `bot_profile`, with string `user`, `channel` and `ts`. `normalize_event` starts with it.
+    """
+    event = envelope.get("event") if isinstance(envelope, dict) else None
+    if not isinstance(event, dict):
+        return Skip("no event")
+    kind = event.get("type")
+    if kind not in ("app_mention", "message"):
+        return Skip(f"event type {kind}")
+    subtype = event.get("subtype")
+    if not (subtype is None or isinstance(subtype, str)) or subtype not in ANSWERED_SUBTYPES:
+        return Skip(f"subtype {subtype}")
+    if event.get("bot_id") or event.get("bot_profile"):
+        return Skip("from a bot")
+    if not all(isinstance(event.get(key), str) for key in ("user", "channel", "ts")):
+        return Skip("no user, channel or ts")
+    return None
+
+
 def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
                     in_bot_thread: bool = False,
                     commands: Collection[str] = ()) -> Message | Skip:
@@ -91,19 +113,14 @@ def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
         commands: the bot's command names; a channel message starting with `!name` for one
             of them is answered even outside the bot's threads.
     """
-    event = envelope.get("event")
-    if not isinstance(event, dict):
-        return Skip("no event")
-    kind = event.get("type")
-    if kind not in ("app_mention", "message"):
-        return Skip(f"event type {kind}")
-    if event.get("subtype") not in ANSWERED_SUBTYPES:
-        return Skip(f"subtype {event.get('subtype')}")
+    skip = event_skip(envelope)
+    if skip is not None:
+        return skip
+    event: dict[str, Any] = envelope["event"]
+    kind = event["type"]
     if is_from_a_bot(event, me):
         return Skip("from a bot")
-    user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
-    if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)):
-        return Skip("no user, channel or ts")
+    user, channel, ts = str(event["user"]), str(event["channel"]), str(event["ts"])
     text = strip_mention(str(event.get("text") or ""), me.user_id)
     if kind == "message" and event.get("channel_type") != "im" and not (
             event.get("thread_ts") and in_bot_thread) and not is_bang_command(text, commands):

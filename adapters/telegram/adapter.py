@@ -1,10 +1,14 @@
 """Telegram ingress: the webhook at `POST /telegram/webhook` when `TELEGRAM_WEBHOOK_SECRET` is
 set, long polling (getUpdates) otherwise.
 
-Webhook (PROTOCOLS.md 2.2): the `X-Telegram-Bot-Api-Secret-Token` header must equal the secret
-(constant-time compare; 403 otherwise, as PTB's own server answers); an unparseable body is
-400; every genuine update, answered or not, is acknowledged 200, since anything else makes
-Telegram redeliver it; 503 only when it cannot be stored, so that Telegram retries.
+Webhook (https://core.telegram.org/bots/api#setwebhook): the
+`X-Telegram-Bot-Api-Secret-Token` header must equal the secret (constant-time compare; 403
+otherwise, as PTB's own server answers); a body that is not JSON is 400. Telegram redelivers
+every update that does not get a 2xx, with backoff, until it expires, so every other body is
+classified from its content alone and, unless the bot may answer it, acknowledged 200 at
+once: JSON that is no update, edits, other update kinds, messages from bots, presses of other
+buttons. Only an update the bot may answer needs its identity (getMe) and the inbox, so only
+such an update gets 503 when either is unavailable, and Telegram delivers it again.
 
 Polling (PROTOCOLS.md 2.3): getUpdates with `offset = last update_id + 1`, the offset kept in
 Redis (`<p>:telegram:offset:<bot id>`) and advanced only after the updates are stored, so a
@@ -25,7 +29,8 @@ import hmac
 import json
 import random
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -41,16 +46,17 @@ from adapters.telegram.normalize import (
     TelegramIdentity,
     normalize_callback,
     normalize_update,
+    update_skip,
 )
 from adapters.telegram.send import TelegramSender
 from bot.errors import BacklogFull
 from bot.log import get_logger
-from bot.messages import Message
 from bot.protocols import CommandSpec
 
 log = get_logger("adapters.telegram")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 OFFSET_TTL_S = 6 * 24 * 3600
+T = TypeVar("T")
 COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
 COMMAND_DESCRIPTION_LIMIT = 256
 MAX_COMMANDS = 100
@@ -71,6 +77,17 @@ def bot_commands(specs: tuple[CommandSpec, ...]) -> list[BotCommand]:
         log.warning("telegram offers at most 100 commands; the rest are not in the menu",
                     dropped=len(commands) - MAX_COMMANDS)
     return commands[:MAX_COMMANDS]
+
+
+def _understood(update: Any, classify: Callable[[], T]) -> T | Skip:
+    """`classify()`, or a Skip when it raises: a shape we did not foresee must not block the
+    updates after it (Telegram redelivers an update until it gets a 2xx)."""
+    try:
+        return classify()
+    except Exception as exc:
+        log.error("telegram update not understood; skipped", error=type(exc).__name__,
+                  update_id=update.get("update_id") if isinstance(update, dict) else None)
+        return Skip("not understood")
 
 
 class Unavailable(Exception):
@@ -177,18 +194,24 @@ class TelegramAdapter:
     # shared -----------------------------------------------------------------------------------
 
     async def _process(self, update: Any) -> None:
-        me = await self.identity()
-        message: Message | Skip
+        """Store `update` if it is answered; any update is first decided from its content
+        alone, so one that is never answered needs neither getMe nor Redis. A callback query
+        is answered (the spinner stopped) whether it is stored or not.
+
+        Raises:
+            Unavailable: getMe or the inbox failed; the update may be answered, so it must
+                be delivered again.
+        """
         if isinstance(update, dict) and isinstance(update.get("callback_query"), dict):
             await self._answer_callback(update["callback_query"])
-        try:
-            message = (normalize_callback(update, me) if isinstance(update, dict)
-                       and "callback_query" in update
-                       else normalize_update(update, me, self._commands))
-        except Exception as exc:  # a shape we did not foresee must not block later updates
-            log.error("telegram update not understood; skipped", error=type(exc).__name__,
-                      update_id=update.get("update_id") if isinstance(update, dict) else None)
+        skip = _understood(update, lambda: update_skip(update))
+        if skip is not None:
+            log.debug("telegram update not answered", reason=skip.reason)
             return
+        me = await self.identity()
+        message = _understood(update, lambda: (
+            normalize_callback(update, me) if "callback_query" in update
+            else normalize_update(update, me, self._commands)))
         if isinstance(message, Skip):
             log.debug("telegram update not answered", reason=message.reason)
             return

@@ -81,6 +81,43 @@ def is_bang_command(text: str, commands: Collection[str]) -> bool:
     return match is not None and match.group(1).lower() in commands
 
 
+def message_skip(update: Any) -> Skip | None:
+    """The Skip of an update that is no answerable `message`, decided without the bot's
+    identity (so without calling getMe); None for a `message` update with an int `update_id`,
+    int chat and message ids, a sender that is not a bot, non-blank text (or caption) and a
+    private, group or supergroup chat. `normalize_update` starts with it."""
+    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+        return Skip("no update_id")
+    if "message" not in update:
+        kinds = sorted(str(k) for k in update if k != "update_id")
+        return Skip(f"update kind {kinds[0] if kinds else 'none'}")
+    msg = update["message"]
+    if not isinstance(msg, dict):
+        return Skip("malformed message")
+    chat = obj(msg.get("chat"))
+    if not isinstance(chat.get("id"), int) or not isinstance(msg.get("message_id"), int):
+        return Skip("no chat or message id")
+    if obj(msg.get("from")).get("is_bot"):
+        return Skip("from a bot")
+    text = msg.get("text") or msg.get("caption") or ""
+    if not isinstance(text, str) or not text.strip():
+        return Skip("no text")
+    chat_type = chat.get("type")
+    if not isinstance(chat_type, str):
+        return Skip("no chat type")
+    if chat_type not in GROUP_TYPES and chat_type != "private":
+        return Skip(f"chat type {chat_type}")
+    return None
+
+
+def update_skip(update: Any) -> Skip | None:
+    """`callback_skip` for a `callback_query` update, else `message_skip`: whether an update
+    can be dropped before the bot's identity is known."""
+    if isinstance(update, dict) and "callback_query" in update:
+        return callback_skip(update)
+    return message_skip(update)
+
+
 def normalize_update(update: Any, me: TelegramIdentity,
                      commands: Collection[str] = ()) -> Message | Skip:
     """One `message` update -> Message, or Skip with the reason.
@@ -89,28 +126,19 @@ def normalize_update(update: Any, me: TelegramIdentity,
         commands: the names of the bot's commands (`/name` of one of them is passed on even
             without text, with `meta["command"]`; `!name` of one of them addresses the bot).
     """
-    if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
-        return Skip("no update_id")
-    if "message" not in update:
-        kinds = sorted(k for k in update if k != "update_id")
-        return Skip(f"update kind {kinds[0] if kinds else 'none'}")
-    msg = update["message"]
-    if not isinstance(msg, dict):
-        return Skip("malformed message")
+    skip = message_skip(update)
+    if skip is not None:
+        return skip
+    msg: dict[str, Any] = update["message"]
     chat = obj(msg.get("chat"))
     sender = obj(msg.get("from"))
-    chat_id, message_id = chat.get("id"), msg.get("message_id")
-    if not isinstance(chat_id, int) or not isinstance(message_id, int):
-        return Skip("no chat or message id")
-    if sender.get("is_bot") or sender.get("id") == me.id:
+    chat_id: int = chat["id"]
+    message_id: int = msg["message_id"]
+    if sender.get("id") == me.id:
         return Skip("from a bot")
-    text = msg.get("text") or msg.get("caption") or ""
+    text: str = msg.get("text") or msg["caption"]
     entities = objs(msg.get("entities") or msg.get("caption_entities"))
-    if not isinstance(text, str) or not text.strip():
-        return Skip("no text")
-    chat_type = chat.get("type")
-    if not isinstance(chat_type, str):
-        return Skip("no chat type")
+    chat_type: str = chat["type"]
     command = _COMMAND.match(text)
     addressed = chat_type == "private"
     name = ""
@@ -126,8 +154,6 @@ def normalize_update(update: Any, me: TelegramIdentity,
     if chat_type in GROUP_TYPES:
         replied = obj(obj(msg.get("reply_to_message")).get("from")).get("id") == me.id
         addressed = addressed or mentioned or replied or is_bang_command(text, commands)
-    elif chat_type != "private":
-        return Skip(f"chat type {chat_type}")
     if not addressed:
         return Skip("group message not addressed to the bot")
     if not text and not name:
@@ -159,16 +185,11 @@ def _button_label(msg: dict[str, Any], data: str) -> str | None:
     return None
 
 
-def normalize_callback(update: Any, me: TelegramIdentity) -> Message | Skip:
-    """A `callback_query` update on one of the bot's buttons (`callback_data` `sb:<token>`,
-    PROTOCOLS.md 2.4) -> Message, or Skip.
-
-    Id `telegram:<bot id>:<update_id>`; text "(pressed <label>)" (the label read from the
-    message's inline keyboard); the conversation is the chat and topic of the message that
-    holds the button, quoting it. `meta`: "button" (the token), "chat_type" and
-    "button_message" (that message's id, whose keyboard the sender removes). Presses on
-    inline-mode messages (no `message`) are skipped.
-    """
+def callback_skip(update: Any) -> Skip | None:
+    """The Skip of an update that is no press of one of the bot's buttons, decided without
+    the bot's identity; None for a `callback_query` with `callback_data` `sb:<token>` on a
+    message with int chat and message ids, pressed by a user who is not a bot.
+    `normalize_callback` starts with it."""
     if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
         return Skip("no update_id")
     query = update.get("callback_query")
@@ -182,11 +203,34 @@ def normalize_callback(update: Any, me: TelegramIdentity) -> Message | Skip:
     if not isinstance(msg, dict):
         return Skip("button on an inline message")
     chat = obj(msg.get("chat"))
-    chat_id, message_id = chat.get("id"), msg.get("message_id")
-    if not isinstance(chat_id, int) or not isinstance(message_id, int) or not sender.get("id"):
+    if not isinstance(chat.get("id"), int) or not isinstance(msg.get("message_id"), int) \
+            or not sender.get("id"):
         return Skip("no chat, message or user id")
     if sender.get("is_bot"):
         return Skip("from a bot")
+    return None
+
+
+def normalize_callback(update: Any, me: TelegramIdentity) -> Message | Skip:
+    """A `callback_query` update on one of the bot's buttons (`callback_data` `sb:<token>`,
+    https://core.telegram.org/bots/api#callbackquery) -> Message, or Skip.
+
+    Id `telegram:<bot id>:<update_id>`; text "(pressed <label>)" (the label read from the
+    message's inline keyboard); the conversation is the chat and topic of the message that
+    holds the button, quoting it. `meta`: "button" (the token), "chat_type" and
+    "button_message" (that message's id, whose keyboard the sender removes). Presses on
+    inline-mode messages (no `message`) are skipped.
+    """
+    skip = callback_skip(update)
+    if skip is not None:
+        return skip
+    query: dict[str, Any] = update["callback_query"]
+    data: str = query["data"]
+    msg: dict[str, Any] = query["message"]
+    sender = obj(query.get("from"))
+    chat = obj(msg.get("chat"))
+    chat_id: int = chat["id"]
+    message_id: int = msg["message_id"]
     label = _button_label(msg, data)
     return Message(
         id=f"telegram:{me.id}:{update['update_id']}",

@@ -7,6 +7,9 @@
   user ids), `{"ok": false, "error": "no_such_subteam"}` for another group.
 - `GET /link` (WebSocket): sends `hello`, then every envelope put on `envelopes`; records acks.
 - `POST /response/{id}`: a slash command's or interaction's response_url (JSON body recorded).
+- `failing` (method -> HTTP status): every call of that method is recorded, then answered with
+  that status and `{"ok": false, "error": "fatal_error"}` (Slack's answer to an internal
+  error), e.g. `{"auth.test": 500}` for a Web API that cannot tell the bot who it is.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class FakeSlack(LoopbackServer):
         self.socket_auth_fails = False
         self.response_url_status = 200
         self.usergroups: dict[str, list[str]] = {}
+        self.failing: dict[str, int] = {}
         self.changed = asyncio.Condition()
         self._ts = 1_700_000_000
 
@@ -59,6 +63,10 @@ class FakeSlack(LoopbackServer):
 
     def posts(self) -> list[dict[str, Any]]:
         return [body for method, body in self.calls if method == "chat.postMessage"]
+
+    def called(self, method: str) -> int:
+        """How many times `method` was called (failed calls included)."""
+        return sum(m == method for m, _ in self.calls)
 
     def responses(self) -> list[dict[str, Any]]:
         """Bodies posted to response_urls, with the url's `id`."""
@@ -88,6 +96,9 @@ class FakeSlack(LoopbackServer):
             return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
                                      headers={"Retry-After": "1"})
         await self._record(method, body)
+        if method in self.failing:
+            return web.json_response({"ok": False, "error": "fatal_error"},
+                                     status=self.failing[method])
         if method == "auth.test":
             return web.json_response({"ok": True, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
                                       "team_id": TEAM_ID, "user": "switchboard"})

@@ -5,7 +5,8 @@ updates, honouring `offset`), and records every call with its parameters (JSON-e
 such as `reply_markup` and `commands` decoded). `rate_limit_next` makes the next sendMessage
 calls answer 429 with `retry_after: 1`. getChatMember answers "creator" for `creators`,
 "administrator" for `admins` (chat id -> user ids), "member" otherwise. `errors` (method ->
-description) makes every call of that method fail with 400 and that description."""
+description) makes every call of that method (getMe included) fail with `error_status` (400
+unless set) and that description; the failed calls are recorded too."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class FakeTelegram(LoopbackServer):
         self.admins: dict[int, set[int]] = {}
         self.creators: dict[int, int] = {}
         self.errors: dict[str, str] = {}
+        self.error_status = 400
         self.changed = asyncio.Condition()
         self._message_id = 5000
 
@@ -88,14 +90,15 @@ class FakeTelegram(LoopbackServer):
         async with self.changed:
             self.calls.append((method, params))
             self.changed.notify_all()
+        if method in self.errors:
+            return web.json_response({"ok": False, "error_code": self.error_status,
+                                      "description": self.errors[method]},
+                                     status=self.error_status)
         if method == "getMe":
             return web.json_response({"ok": True, "result": {
                 "id": BOT_ID, "is_bot": True, "first_name": "Switchboard",
                 "username": BOT_USERNAME, "can_join_groups": True,
                 "can_read_all_group_messages": False, "supports_inline_queries": False}})
-        if method in self.errors:
-            return web.json_response({"ok": False, "error_code": 400,
-                                      "description": self.errors[method]}, status=400)
         if method == "getChatMember":
             return web.json_response({"ok": True, "result": self._member(
                 int(params["chat_id"]), int(params["user_id"]))})

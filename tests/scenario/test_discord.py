@@ -91,9 +91,11 @@ async def test_slash_command_is_deferred_then_completed(interactions_bot: Server
 
 
 @pytest.mark.parametrize("case", ["missing", "no_timestamp", "tampered", "wrong_key",
-                                  "not_hex", "non_ascii"])
+                                  "not_hex", "non_ascii", "year_2001", "stale", "future",
+                                  "not_numeric", "fractional", "negative"])
 async def test_bad_signatures_are_401(interactions_bot: Server, case: str) -> None:
     body = json.dumps(interaction("slash_command")).encode()
+    now = int(time.time())
     headers = {
         "missing": {"Content-Type": "application/json"},
         "no_timestamp": {k: v for k, v in signed(body).items() if k != "X-Signature-Timestamp"},
@@ -101,10 +103,27 @@ async def test_bad_signatures_are_401(interactions_bot: Server, case: str) -> No
         "wrong_key": signed(body, key=SigningKey.generate()),
         "not_hex": dict(signed(body), **{"X-Signature-Ed25519": "zz" * 64}),
         "non_ascii": dict(signed(body), **{"X-Signature-Timestamp": "é"}),
+        # validly signed, but outside the 5-minute window or not a number of seconds
+        "year_2001": signed(body, timestamp="1000000000"),
+        "stale": signed(body, timestamp=str(now - 360)),
+        "future": signed(body, timestamp=str(now + 360)),
+        "not_numeric": signed(body, timestamp="yesterday"),
+        "fractional": signed(body, timestamp=f"{now}.5"),
+        "negative": signed(body, timestamp=f"-{now}"),
     }[case]
     status, got = await post(interactions_bot, body, headers)
     assert (status, got) == (401, {"error": "invalid request signature"})
     assert await interactions_bot.rt.inbox.backlog() == 0
+
+
+async def test_a_replayed_ping_from_2001_is_refused(interactions_bot: Server) -> None:
+    body = json.dumps(interaction("ping")).encode()
+    assert await post(interactions_bot, body, signed(body, "1000000000")) == (
+        401, {"error": "invalid request signature"})
+    # within the window either way, it is answered
+    for skew in (-240, 0, 240):
+        fresh = signed(body, str(int(time.time()) + skew))
+        assert await post(interactions_bot, body, fresh) == (200, {"type": 1})
 
 
 @pytest.mark.parametrize(("body", "status"), [(b"{oops", 400), (b"[]", 400),
