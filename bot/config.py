@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     bot_http_host: str = "127.0.0.1"
     bot_http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     bot_max_body_bytes: PositiveInt = 1 * MiB
+    bot_http_header_timeout_s: PositiveFloat = 10.0
+    bot_http_body_timeout_s: PositiveFloat = 30.0
+    bot_http_max_connections_per_peer: Annotated[int, Field(ge=0)] = 256
     webhook_secret: SecretStr | None = None
     webhook_callback_url: str | None = None
     webhook_wait_timeout_s: PositiveFloat = 30.0

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.http import Health, build_app
+from bot.httpguard import ConnectionGuard, GuardedRunner, install
 from bot.log import get_logger
 from bot.runtime import Runtime
 
@@ -29,8 +30,13 @@ def server_app(rt: Runtime) -> web.Application:
         routes.extend(webhook.routes())
     for platform in rt.platforms:
         routes.extend(platform.routes())
-    return build_app(routes, Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq)),
-                     max_body_bytes=rt.settings.bot_max_body_bytes)
+    s = rt.settings
+    app = build_app(routes, Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq)),
+                    max_body_bytes=s.bot_max_body_bytes)
+    install(app, ConnectionGuard(header_timeout_s=s.bot_http_header_timeout_s,
+                                 body_timeout_s=s.bot_http_body_timeout_s,
+                                 max_per_peer=s.bot_http_max_connections_per_peer))
+    return app
 
 
 async def serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
@@ -42,7 +48,7 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
     async with Runtime(settings) as rt:
         site_runner: web.AppRunner | None = None
         if http:
-            site_runner = web.AppRunner(server_app(rt), access_log=None, handle_signals=False)
+            site_runner = GuardedRunner(server_app(rt), access_log=None, handle_signals=False)
             await site_runner.setup()
             site = web.TCPSite(site_runner, host, port)
             await site.start()

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from adapters.verification import sha256_signature
 from bot.config import Settings
+from bot.httpguard import GuardedRunner
 from bot.runtime import Runtime
 from bot.server import server_app
 
@@ -49,7 +50,7 @@ async def server_factory(make_settings: Callable[..., Settings]
 
     async def start(workers: int = 1, **overrides: object) -> Server:
         rt = await Runtime(make_settings(**overrides)).__aenter__()
-        runner = web.AppRunner(server_app(rt), access_log=None)
+        runner = GuardedRunner(server_app(rt), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
