@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     llm_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     openai_api_key: SecretStr | None = None
-    llm_timeout_s: PositiveFloat = 60.0
+    llm_timeout_s: PositiveFloat = 120.0
     llm_temperature: float = Field(0.2, ge=0, le=2)
     llm_max_tokens: PositiveInt = 800
     llm_providers: str | None = None
@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     bot_turn_messages: PositiveInt = 8
     bot_turn_s: PositiveFloat = 1.0
     bot_max_retry_age_s: PositiveFloat = 600.0
+    # rate limits (docs/rate-limits.md): inbound per user and per conversation, messages per
+    # minute (0 disables) with the burst allowed at once; outbound pacing to platform limits
+    bot_rate_user_per_min: Annotated[float, Field(ge=0)] = 20.0
+    bot_rate_user_burst: PositiveInt = 10
+    bot_rate_conversation_per_min: Annotated[float, Field(ge=0)] = 60.0
+    bot_rate_conversation_burst: PositiveInt = 20
+    bot_send_pacing: bool = True
     bot_shutdown_grace_s: PositiveFloat = 30.0
     bot_message_timeout_s: PositiveFloat = 300.0
     bot_dedupe_ttl_s: PositiveInt = 7 * 24 * 3600
@@ -120,6 +127,7 @@ class Settings(BaseSettings):
     bot_http_host: str = "127.0.0.1"
     bot_http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     bot_max_body_bytes: PositiveInt = 1 * MiB
+    bot_max_text_chars: PositiveInt = 4000
     bot_http_header_timeout_s: PositiveFloat = 10.0
     bot_http_body_timeout_s: PositiveFloat = 30.0
     bot_http_max_connections_per_peer: Annotated[int, Field(ge=0)] = 256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,3 +175,18 @@ class Reply:
         data["sources"] = tuple(Source(**s) for s in data["sources"])
         data["buttons"] = tuple(Button(**b) for b in data.get("buttons", ()))
         return cls(**data)
+
+
+# Letters and marks that draw nothing: Hangul fillers, the braille blank, the combining
+# grapheme joiner; variation selectors are checked by range in `is_blank`.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` shows nothing: empty, or only whitespace, control characters, format
+    characters (zero-width spaces and joiners, bidi marks, embeddings and isolates, BOM, tag
+    characters), fillers and variation selectors."""
+    return all(ch.isspace() or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
+               or ch in _INVISIBLE or "\ufe00" <= ch <= "\ufe0f"
+               or "\U000e0100" <= ch <= "\U000e01ef" for ch in text)

@@ -28,7 +28,7 @@ from tenacity import (
 from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
-from bot.messages import Button, Message, Passage, Reply
+from bot.messages import Button, Message, Passage, Reply, is_blank
 from bot.protocols import (
     DraftEditor,
     Generated,
@@ -86,6 +86,17 @@ class AlreadyAnswered:
         if await self._redis.exists(f"{self._prefix}:answered:{ctx.message.id}"):
             ctx.done = True
             ctx.skipped_reason = "already answered"
+
+
+class SkipBlank:
+    """Stops the chain for a message whose text shows nothing (only spaces, zero-width or bidi
+    characters): there is nothing to answer, and a model would only guess. Runs after action
+    routing, so buttons and platform commands without text still work."""
+
+    async def __call__(self, ctx: Context) -> None:
+        if ctx.reply is None and is_blank(ctx.message.text):
+            ctx.done = True
+            ctx.skipped_reason = "nothing to answer"
 
 
 class LoadMemory:

@@ -51,6 +51,7 @@ from bot.pipeline import (
     SaveMemory,
     SendReply,
     ShowTyping,
+    SkipBlank,
 )
 from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
 from bot.rendezvous import ReplyRendezvous
@@ -223,7 +224,10 @@ class Runtime:
                                      timeout_s=s.webhook_callback_timeout_s),
         }
         router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
-        self.guardrails = build_guardrails(GuardrailPolicy.load(s.guardrails_policy), router)
+        policy = GuardrailPolicy.load(s.guardrails_policy)
+        #: the longest message text accepted: the webhook refuses more, the length rail too
+        self.max_text_chars = policy.input.max_chars or s.bot_max_text_chars
+        self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars)
         self.transcript = Transcript(self.pool)
         self.action_runner = ActionRunner(
             self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
@@ -232,6 +236,7 @@ class Runtime:
         self.pipeline = Pipeline([
             AlreadyAnswered(self.redis, prefix),
             RouteAction(self.action_runner, self.redis, prefix, ANSWER_TTL_S),
+            SkipBlank(),
             LoadMemory(self.memory),
             ShowTyping(self.senders),
             InputRails(self.guardrails),
@@ -345,6 +350,7 @@ class Runtime:
         return WebhookAdapter(self.inbox, self.rendezvous,
                               secret=s.webhook_secret.get_secret_value(),
                               wait_timeout_s=s.webhook_wait_timeout_s,
+                              max_text_chars=self.max_text_chars,
                               fallback=sender.post_callback
                               if isinstance(sender, WebhookSender) else None)
 

@@ -40,18 +40,20 @@ class WebhookAdapter:
         secret: the HMAC key (`WEBHOOK_SECRET`); requests must carry
             `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
         wait_timeout_s: the longest `?wait=true` waits for the reply before answering 202.
+        max_text_chars: the longest `text` accepted (BOT_MAX_TEXT_CHARS); longer is 400.
         fallback: where a reply goes that a waiting caller took but hung up before it could
             be written (the callback POST); None drops it (it stays kept for a repeat).
     """
 
     def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
-                 wait_timeout_s: float,
+                 wait_timeout_s: float, max_text_chars: int = 4000,
                  fallback: Callable[[Reply], Awaitable[None]] | None = None) -> None:
         self._inbox = inbox
         self._rendezvous = rendezvous
         self._secret = secret
         self._wait_timeout_s = wait_timeout_s
         self._fallback = fallback
+        self._max_text_chars = max_text_chars
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/webhooks/{name}", self.handle)]
@@ -68,7 +70,7 @@ class WebhookAdapter:
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return _error(400, "body is not valid JSON")
         try:
-            message = normalize(name, payload)
+            message = normalize(name, payload, self._max_text_chars)
         except PayloadError as exc:
             return _error(400, str(exc))
         wait = request.query.get("wait", "").lower() in ("1", "true", "yes")

@@ -1,7 +1,7 @@
 """Webhook JSON body -> `Message`.
 
 Body: `{"id": str, "user": str, "conversation": str, "text": str}`; ids are 1-200 characters,
-text 1-32,000 characters. The message id is `webhook:<name>:<id>`, so a repeated `id` on the
+text 1 to `BOT_MAX_TEXT_CHARS` (4,000) characters that show something. The message id is `webhook:<name>:<id>`, so a repeated `id` on the
 same webhook is recognized as a duplicate. A button press sends `"button": "<token>"` (a token
 from a reply's `buttons`) instead of `text`.
 """
@@ -11,10 +11,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from bot.errors import PayloadError
-from bot.messages import Conversation, Message
+from bot.messages import Conversation, Message, is_blank
 
 
 def _no_nul(value: str) -> str:
@@ -34,8 +41,11 @@ def _no_control(value: str) -> str:
     return value
 
 
-NoNul = Annotated[str, AfterValidator(_no_nul)]
 Name = Annotated[str, AfterValidator(_no_control)]
+# constraints on the str itself, so that errors speak of characters, not of items
+Text = Annotated[str, StringConstraints(min_length=1), AfterValidator(_no_nul)]
+Token = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                         pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class WebhookEnvelope(BaseModel):
@@ -44,13 +54,13 @@ class WebhookEnvelope(BaseModel):
     id: Name = Field(min_length=1, max_length=200)
     user: Name = Field(min_length=1, max_length=200)
     conversation: Name = Field(min_length=1, max_length=200)
-    text: NoNul | None = Field(default=None, min_length=1, max_length=32_000)
-    button: NoNul | None = Field(default=None, min_length=1, max_length=64,
-                                 pattern=r"^[A-Za-z0-9_-]+$")
+    text: Text | None = None
+    button: Token | None = None
 
 
-def normalize(name: str, payload: Any) -> Message:
-    """Raises: PayloadError naming the first bad field."""
+def normalize(name: str, payload: Any, max_text_chars: int = 4000) -> Message:
+    """Raises: PayloadError naming the first bad field (`max_text_chars` is
+    BOT_MAX_TEXT_CHARS)."""
     if not isinstance(payload, dict):
         raise PayloadError("body must be a JSON object")
     try:
@@ -64,6 +74,11 @@ def normalize(name: str, payload: Any) -> Message:
         meta["button"] = env.button
     elif not env.text:
         raise PayloadError("text: Field required")
+    elif len(env.text) > max_text_chars:
+        raise PayloadError(f"text: at most {max_text_chars} characters (BOT_MAX_TEXT_CHARS), "
+                           f"not {len(env.text)}")
+    elif is_blank(env.text):
+        raise PayloadError("text: shows nothing (only spaces or invisible characters)")
     return Message(id=f"webhook:{name}:{env.id}",
                    conversation=Conversation(platform="webhook", workspace=name,
                                              channel=env.conversation),

@@ -41,7 +41,8 @@ class _Section(BaseModel):
 
 
 class InputPolicy(_Section):
-    max_chars: Annotated[int, Field(gt=0)] = 4000
+    # None: BOT_MAX_TEXT_CHARS, the limit every ingress enforces too (one setting for both)
+    max_chars: Annotated[int, Field(gt=0)] | None = None
     too_long_message: str = "That message is too long for me ({max_chars} characters at most)."
     injection: bool = True
     # None: the operating point stored with the shipped classifier
@@ -126,9 +127,11 @@ class Guardrails:
             self.injection.close()
 
 
-def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None) -> Guardrails:
+def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *,
+                     max_text_chars: int = 4000) -> Guardrails:
     """The rails `policy` asks for. The injection classifier's weights are read here; its
-    embedding model loads at the first check.
+    embedding model loads at the first check. `max_text_chars` (BOT_MAX_TEXT_CHARS) is the
+    length rail's limit when the policy sets none.
 
     Raises:
         ConfigError: `grounding = "llm"` without a language model configured.
@@ -137,7 +140,8 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None) -
     if not policy.enabled:
         return rails
     p_in, p_out = policy.input, policy.output
-    rails.input_rails.append(LengthRail(p_in.max_chars, p_in.too_long_message))
+    rails.input_rails.append(LengthRail(p_in.max_chars or max_text_chars,
+                                        p_in.too_long_message))
     if p_in.allowed_languages:
         rails.input_rails.append(LanguageRail(p_in.allowed_languages, p_in.language_message))
     if p_in.blocked_topics or p_in.allowed_topics:

@@ -66,3 +66,25 @@ async def test_top_k_zero_turns_retrieval_off() -> None:
     counting = Counting()
     await Retrieve(counting, 3)(Context(msg))
     assert counting.calls == 1
+
+
+async def test_text_that_shows_nothing_is_not_sent_to_the_model(
+        make_settings: object, fake_llm: object) -> None:
+    from collections.abc import Callable
+
+    from bot.config import Settings
+    from tests.fakes.openai_server import FakeOpenAI
+
+    assert isinstance(fake_llm, FakeOpenAI)
+    settings_for: Callable[..., Settings] = make_settings  # type: ignore[assignment]
+    async with Runtime(settings_for(llm_base_url=fake_llm.base_url)) as rt:
+        for i, text in enumerate(["\u200b\u200e\u2066", " \t\u00a0", "\ufeff\u2069"]):
+            ctx = await rt.pipeline.run(Message(
+                id=f"webhook:w:blank-{i}", user="u", text=text,
+                conversation=Conversation("webhook", "blank", "w")))
+            assert ctx.reply is None and ctx.skipped_reason == "nothing to answer"
+        ctx = await rt.pipeline.run(Message(
+            id="webhook:w:seen", user="u", text="\u200bhello",
+            conversation=Conversation("webhook", "blank", "w")))
+        assert ctx.reply is not None
+    assert len(fake_llm.requests) == 1

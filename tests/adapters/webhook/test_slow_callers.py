@@ -147,3 +147,18 @@ async def test_a_caller_gone_before_its_answer_is_sent_in_a_burst(
         await model.stop()
     called = [json.loads(raw)["id"] for raw, _ in callback.calls]
     assert sorted(called) == sorted(hung_up)
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("x" * 4001, "text: at most 4000 characters (BOT_MAX_TEXT_CHARS), not 4001"),
+    ("", "text: String should have at least 1 character"),
+    ("\u200b\u200e\u2066 ", "text: shows nothing (only spaces or invisible characters)"),
+])
+async def test_text_limits_are_one_setting_and_say_characters(
+        server_factory: Callable[..., Any], text: str, error: str) -> None:
+    srv = await server_factory(workers=0)
+    status, body = await srv.post(envelope(text=text))
+    assert (status, body) == (400, {"error": error})
+    assert (await srv.post(envelope(id="at-limit", text="y" * 4000)))[0] == 202
+    bigger = await server_factory(workers=0, bot_max_text_chars=32_000)
+    assert (await bigger.post(envelope(id="big", text="z" * 32_000)))[0] == 202
