@@ -24,7 +24,6 @@ from bot.cli_actions import actions_app
 from bot.cli_rails import rails_app
 from bot.config import RetrievalMode, Settings, load_settings
 from bot.errors import BotError, ConfigError, ServiceUnavailable
-from bot.log import configure_logging, get_logger
 from bot.messages import Reply
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -45,18 +44,9 @@ def _error(line: str) -> None:
     sys.stderr.write(line.rstrip() + "\n")
 
 
-def _read_line(prompt: str) -> str:
-    """A line from stdin; the prompt is shown only on a terminal (piped input stays clean).
-    Raises EOFError at the end of input."""
-    if sys.stdin.isatty():
-        return input(prompt)
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line.rstrip("\n")
-
-
 def _settings(quiet: bool = True) -> Settings:
+    from bot.log import configure_logging  # (structlog: not for --help)
+
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -81,6 +71,8 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug or an unexpected failure: no traceback on the terminal
+        from bot.log import get_logger
+
         trace_id = uuid.uuid4().hex[:12]
         get_logger("bot.cli").error("command failed", trace_id=trace_id,
                                     error=type(exc).__name__, exc_info=exc)
@@ -97,26 +89,62 @@ def _reply_json(reply: Reply) -> dict[str, Any]:
 @app.command()
 def ingest(sources: Annotated[list[str], typer.Argument(
         help="Files, folders (recursive) and http(s) URLs of .md .txt .html .pdf .docx")]) -> None:
-    """Load, chunk, embed and store documents; unchanged ones are skipped."""
+    """Load, chunk, embed and store documents; unchanged ones are skipped.
+
+    Two bars on stderr: documents done, and new chunks embedded (its total grows as each
+    document is chunked). Log records written meanwhile go above the bars on a terminal.
+    Afterwards one line per source that failed (`failed: ...`, exit code 1) or that was read
+    with a repair (`warning: ...`), then the counts. A folder without a supported file stops
+    before anything starts: `error: no supported files in DIR (supported: ...)`, exit code 1.
+    """
     settings = _settings()
 
     async def main() -> int:
+        import logging
+
         from bot.runtime import Runtime
         from knowledge.loaders import expand_sources
 
         expanded = expand_sources(sources)
+        stderr = sys.stderr
         async with Runtime(settings) as rt:
-            with Progress(TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TextColumn("{task.description}"),
-                          console=err, transient=False) as progress:
-                task = progress.add_task("", total=len(expanded))
+            with Progress(TextColumn("[bold]{task.fields[unit]:<9}"), BarColumn(),
+                          MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.description}"), console=err,
+                          transient=False) as progress:
+                docs = progress.add_task("", total=len(expanded), unit="documents")
+                chunks = progress.add_task("", total=0, unit="chunks")
 
-                def advance(source: str) -> None:
-                    progress.update(task, advance=1, description=Path(source).name)
+                class Bars:
+                    def started(self, source: str) -> None:
+                        progress.update(docs, description=Path(source).name)
 
-                report = await rt.ingestor().ingest(expanded, advance)
+                    def planned(self, source: str, count: int) -> None:
+                        total = progress.tasks[chunks].total or 0
+                        progress.update(chunks, total=total + count, description="embedding")
+
+                    def embedded(self, source: str, count: int) -> None:
+                        progress.update(chunks, advance=count)
+
+                    def finished(self, source: str) -> None:
+                        progress.update(docs, advance=1)
+
+                # on a terminal rich replaces sys.stderr with a proxy that prints above the
+                # bars; the log handler still holds the real stderr, so point it there too
+                moved = [h for h in logging.getLogger().handlers if sys.stderr is not stderr
+                         and isinstance(h, logging.StreamHandler) and h.stream is stderr]
+                for handler in moved:
+                    handler.setStream(sys.stderr)
+                try:
+                    report = await rt.ingestor().ingest(expanded, Bars())
+                finally:
+                    for handler in moved:
+                        handler.setStream(stderr)
+                progress.update(chunks, description="")
         for _source, problem in report.failures:
             _error(f"failed: {problem}")
+        for _source, warning in report.warnings:
+            _error(f"warning: {warning}")
         if report.wrote_nothing and not report.failures:
             out.print(f"nothing changed: {report.documents} documents up to date, "
                       f"{report.chunks_unchanged} chunks unchanged ({report.seconds:.1f} s)")
@@ -137,7 +165,13 @@ def ask(question: str,
         timeout_s: Annotated[float, typer.Option("--timeout", min=1.0,
                                                  help="Seconds to wait.")] = 120.0,
         ) -> None:
-    """Ask one question and print the answer with numbered sources."""
+    """Ask one question and print the answer with numbered sources. A question that shows
+    nothing (only spaces, zero-width or bidi control characters) exits 2."""
+    from bot.messages import is_blank
+
+    if is_blank(question):
+        _error("error: the question is empty")
+        raise typer.Exit(2)
     settings = _settings()
 
     async def main() -> int:
@@ -161,29 +195,26 @@ def ask(question: str,
 
 @app.command()
 def chat(conversation: Annotated[str | None, typer.Option(
-        help="Resume this conversation; default: a new one.")] = None) -> None:
-    """Talk to the bot in the terminal; it remembers earlier turns. Ctrl-D or 'exit' ends."""
+            help="Resume this conversation; default: a new one.")] = None,
+         timeout_s: Annotated[float, typer.Option("--timeout", min=1.0,
+                                                  help="Seconds to wait for each answer.")
+                              ] = 120.0) -> None:
+    """Talk to the bot in the terminal; it remembers earlier turns. /help lists the chat's
+    commands; Ctrl-C stops waiting for an answer; Ctrl-D, /quit or Ctrl-C at an empty prompt
+    leaves. Piped stdin is read line by line."""
     settings = _settings()
 
     async def main() -> int:
+        from bot.cli_chat import new_conversation, run_chat
         from bot.runtime import Runtime
 
-        conv = conversation or f"chat-{uuid.uuid4().hex[:8]}"
         async with Runtime(settings) as rt:
             rt.start_workers(1)
-            err.print(f"conversation {conv}; Ctrl-D or 'exit' to leave", markup=False)
-            while True:
-                try:
-                    line = await asyncio.to_thread(_read_line, "you> ")
-                except EOFError:
-                    break
-                if line.strip().lower() in {"exit", "quit"}:
-                    break
-                if not line.strip():
-                    continue
-                reply = await rt.console.ask(line, conv, 120.0)
-                out.print("bot> " + (reply.render() if reply else "(no answer in time)"),
-                          markup=False, highlight=False)
+            await run_chat(rt.console, conversation or new_conversation(),
+                           settings.bot_data_dir / "chat_history", timeout_s)
+            # Leaving is at once: a question whose answer was cancelled is not waited for
+            # (the worker is cancelled; the message stays pending on the inbox).
+            await rt.stop_workers(grace_s=min(1.0, settings.bot_shutdown_grace_s))
         return 0
 
     _run(main())

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bot.guardrails.base import RailContext, run_rails
-from bot.guardrails.policy import GuardrailPolicy, Guardrails, build_guardrails
+if TYPE_CHECKING:  # imported when used: `bot --help` does not pay for the guardrails
+    from bot.guardrails.policy import GuardrailPolicy, Guardrails
 
 rails_app = typer.Typer(no_args_is_help=True, help="Evaluate the guardrails.")
 
 
 def input_guardrails(policy: GuardrailPolicy) -> Guardrails:
     """The policy's input rails (output rails, which may need a model, are left out)."""
+    from bot.guardrails.policy import build_guardrails
+
     offline = policy.model_copy(update={"output": policy.output.model_copy(
         update={"grounding": "lexical"})})
     return build_guardrails(offline)
@@ -37,6 +39,8 @@ def rails_check(
     {"allowed": bool, "rail": str|null, "score": float} (score: the highest rail score, the
     injection probability). A bad line gets {"error": ...} and the exit code is 1."""
     from bot.cli import _run, _settings
+    from bot.guardrails.base import RailContext, run_rails
+    from bot.guardrails.policy import GuardrailPolicy
 
     settings = _settings()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CORPUS, bot_command, subprocess_env
+from tests.conftest import CORPUS, subprocess_env
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.processes import bot_command
 
 FACTS = [
     ("How do I get pathlib Path objects instead of strings from platformdirs?",
@@ -169,3 +170,86 @@ async def test_dead_letters_can_be_listed_and_retried(env_settings: dict[str, st
         assert await rt.inbox.backlog() == 1 and await rt.inbox.dead_letters() == []
         [again] = await rt.inbox.read("test", 1, 100)
         assert again.message is not None and again.message.id == "webhook:w:poison"
+
+
+async def run_async(args: list[str], env: dict[str, str], stdin: bytes = b""
+                    ) -> tuple[int, str, str]:
+    """`bot ARGS` with `stdin` piped in, without blocking this test's event loop (where the
+    fake servers run); (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *bot_command(*args), env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("question", ["", " \t ", "\u200b\u200e\u2066", "\u00a0\ufeff\u2069\n"])
+async def test_ask_refuses_an_empty_question(env_settings: dict[str, str],
+                                             fake_llm: FakeOpenAI, question: str) -> None:
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-t")
+    code, out, err = await run_async(["ask", question], env)
+    assert (code, out, err) == (2, "", "error: the question is empty\n")
+    assert fake_llm.requests == []
+
+
+async def test_chat_commands_and_empty_lines_never_reach_the_model(
+        env_settings: dict[str, str], fake_llm: FakeOpenAI) -> None:
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-t")
+    typed = ("/help\n/nonsense\n\u200b\u200e\u2066\nMy favourite library is zlib.\n/reset\n"
+             "Which library do I like?\n/quit\nnot read\n")
+    code, out, err = await run_async(["chat"], env, typed.encode())
+    assert code == 0, err
+    replies = [line for line in out.splitlines() if line.startswith("bot> ")]
+    assert len(replies) == 2 and len(fake_llm.requests) == 2
+    second = [(m["role"], m["content"]) for m in fake_llm.requests[1]["messages"][2:]]
+    assert second == [("user", "Which library do I like?")]  # /reset: memory starts empty
+    assert "unknown command /nonsense" in err and "/reset" in err
+    assert "new conversation chat-" in err
+
+
+# `bot ARGS` (a --help) in a fresh interpreter, after `{before}`; writes the names of the
+# modules imported since `before` as the last line of stderr.
+_IMPORT_PROBE = """
+import json, sys
+{before}
+base = set(sys.modules)
+from bot.cli import app
+try:
+    app(sys.argv[1:], prog_name="bot")
+except SystemExit:
+    pass
+sys.stderr.write("\\n" + json.dumps(sorted(set(sys.modules) - base)) + "\\n")
+"""
+
+
+def _modules_imported_by(*args: str, before: str = "") -> set[str]:
+    """Modules `bot ARGS` imported, less those the Python statement `before` imported."""
+    import os
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(before=before), *args],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "COLUMNS": "100"})
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout
+    return set(json.loads(done.stderr.splitlines()[-1]))
+
+
+def test_help_imports_no_model_or_embedding_libraries() -> None:
+    imported = _modules_imported_by("--help")
+    roots = {name.split(".")[0] for name in imported}
+    assert roots & {"openai", "instructor", "onnxruntime", "tiktoken", "redis",
+                    "structlog"} == set()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ask", "--help"], ["chat", "--help"],
+                                  ["rails", "--help"], ["actions", "--help"]])
+def test_cli_modules_import_nothing_heavy_for_help(args: list[str]) -> None:
+    # beyond what the `bot` package itself imports (see the test above)
+    imported = _modules_imported_by(*args, before="import bot")
+    roots = {name.split(".")[0] for name in imported}
+    assert roots & {"openai", "instructor", "onnxruntime", "tiktoken", "redis", "asyncpg",
+                    "numpy", "phonenumbers", "stdnum", "langdetect", "prompt_toolkit",
+                    "aiohttp", "prometheus_client", "knowledge", "actions"} == set()
+    assert {n for n in imported if n.startswith(("bot.guardrails", "bot.runtime",
+                                                 "bot.llm"))} == set()
