@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     embedding_base_url: str | None = None
     embedding_dim: PositiveInt = 384
     embedding_threads: PositiveInt = 1
-    embedding_batch_size: PositiveInt = 32
+    embedding_batch_size: PositiveInt = 8
 
     # knowledge
     chunk_tokens: Annotated[int, Field(ge=32, le=250)] = 192

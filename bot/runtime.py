@@ -340,7 +340,8 @@ class Runtime:
         s = self.settings
         return Ingestor(self.store, self.embedder, chunk_tokens=s.chunk_tokens,
                         overlap_tokens=s.chunk_overlap_tokens, max_bytes=s.ingest_max_bytes,
-                        fetch_timeout_s=s.ingest_fetch_timeout_s)
+                        fetch_timeout_s=s.ingest_fetch_timeout_s,
+                        batch_size=s.embedding_batch_size)
 
     def webhook_adapter(self) -> WebhookAdapter | None:
         s = self.settings

@@ -3,13 +3,19 @@
 A section is the text under one heading (its title is the heading path, "Install > Linux"),
 or one page of a PDF (titled by the PDF outline entry covering that page, when there is one).
 Sources are files, folders (searched recursively for the supported suffixes) and http(s) URLs.
+Markdown, text and HTML that are binary are refused (see `_binary_reason`); what pypdf logs
+while it repairs a PDF becomes the document's `warnings` (or part of the error), not log lines.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
+import logging
+import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +29,15 @@ SUFFIX_MIME = {
     ".pdf": "application/pdf",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
+#: The supported suffixes, for messages: ".md .markdown .txt ...".
+SUPPORTED = " ".join(SUFFIX_MIME)
+_TEXT_TYPES = frozenset({"text/markdown", "text/plain", "text/html"})
+#: C0 controls that text does not contain (tab, LF, VT, FF, CR and ESC do occur), and DEL.
+_CONTROLS = bytes(b for b in range(32) if b not in b"\t\n\v\f\r\x1b") + b"\x7f"
+_MAX_CONTROL_SHARE = 0.01
+_BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),  # before UTF-16's
+         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_LE, "utf-16"), (codecs.BOM_BE, "utf-16")]
+_MAX_WARNINGS = 5
 
 
 @dataclass
@@ -36,13 +51,15 @@ class Section:
 
 @dataclass
 class LoadedDocument:
-    """A parsed source. `sha256` is the hex digest of the raw bytes."""
+    """A parsed source. `sha256` is the hex digest of the raw bytes; `warnings` are the
+    distinct problems the parser worked around (at most 5, then "and N more")."""
 
     uri: str
     title: str
     mime_type: str
     sha256: str
     sections: list[Section] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def is_url(source: str) -> bool:
@@ -54,7 +71,8 @@ def expand_sources(sources: Iterable[str]) -> list[str]:
     URLs). Hidden files and folders are skipped.
 
     Raises:
-        KnowledgeError: a path does not exist or has an unsupported suffix.
+        KnowledgeError: a path does not exist or has an unsupported suffix, or a folder holds
+            no supported file ("no supported files in DIR (supported: .md ...)").
     """
     out: list[str] = []
     for source in sources:
@@ -63,15 +81,16 @@ def expand_sources(sources: Iterable[str]) -> list[str]:
             continue
         path = Path(source).expanduser().resolve()
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path).parts
-                if child.is_file() and child.suffix.lower() in SUFFIX_MIME and not any(
-                        part.startswith(".") for part in rel):
-                    out.append(str(child))
+            found = [str(child) for child in sorted(path.rglob("*"))
+                     if child.is_file() and child.suffix.lower() in SUFFIX_MIME and not any(
+                         part.startswith(".") for part in child.relative_to(path).parts)]
+            if not found:
+                raise KnowledgeError(f"no supported files in {path} (supported: {SUPPORTED})")
+            out.extend(found)
         elif path.is_file():
             if path.suffix.lower() not in SUFFIX_MIME:
                 raise KnowledgeError(f"{path}: unsupported file type {path.suffix!r} "
-                                     f"(supported: {', '.join(sorted(SUFFIX_MIME))})")
+                                     f"(supported: {SUPPORTED})")
             out.append(str(path))
         else:
             raise KnowledgeError(f"{source}: no such file or folder")
@@ -98,24 +117,35 @@ def parse(data: bytes, uri: str, mime_type: str) -> LoadedDocument:
     """Parse raw bytes of the given type.
 
     Raises:
-        KnowledgeError: the bytes are not a readable document of that type.
+        KnowledgeError: the bytes are not a readable document of that type ("URI: cannot
+            read as TYPE: why (parser warnings)"), or a text type is binary ("URI: not a text
+            file (why)").
     """
     fallback = Path(urlsplit(uri).path).stem or uri
     try:
         parser = _PARSERS[mime_type]
     except KeyError:
         raise KnowledgeError(f"{uri}: unsupported type {mime_type}") from None
+    if mime_type in _TEXT_TYPES and (why := _binary_reason(data)):
+        raise KnowledgeError(f"{uri}: not a text file ({why})")
+    _install_warning_capture()
+    warnings: list[str] = []
+    token = _parse_warnings.set(warnings)
     try:
         title, sections = parser(data)
     except KnowledgeError:
         raise
     except Exception as exc:  # parsers raise many types on corrupt input
-        raise KnowledgeError(f"{uri}: cannot read as {mime_type}: {exc}") from exc
+        noted = f" ({'; '.join(_summary(warnings))})" if warnings else ""
+        raise KnowledgeError(f"{uri}: cannot read as {mime_type}: {exc}{noted}") from exc
+    finally:
+        _parse_warnings.reset(token)
     sections = [Section(s.title.replace("\x00", ""), s.text.replace("\x00", ""), s.page)
                 for s in sections if s.text.strip()]  # Postgres text cannot hold NUL
     title = (title or fallback).replace("\x00", "").strip()[:300]
     return LoadedDocument(uri=uri, title=title, mime_type=mime_type,
-                          sha256=hashlib.sha256(data).hexdigest(), sections=sections)
+                          sha256=hashlib.sha256(data).hexdigest(), sections=sections,
+                          warnings=_summary(warnings))
 
 
 def load_file(path: str) -> LoadedDocument:
@@ -124,11 +154,69 @@ def load_file(path: str) -> LoadedDocument:
     return parse(data, path, mime_for(path))
 
 
+def _bom_encoding(data: bytes) -> str | None:
+    return next((name for bom, name in _BOMS if data.startswith(bom)), None)
+
+
+def _binary_reason(data: bytes) -> str | None:
+    """Why `data` is not text, or None. Text decodes by its Unicode byte-order mark, or has no
+    NUL byte and is UTF-8 or at most 1% C0 control bytes (Latin-1 or cp1251 text has none)."""
+    for encoding in filter(None, (_bom_encoding(data), "utf-8")):
+        if encoding == "utf-8" and b"\x00" in data:
+            return "contains NUL bytes"
+        try:
+            data.decode(encoding)
+            return None
+        except UnicodeDecodeError:
+            pass
+    controls = len(data) - len(data.translate(None, _CONTROLS))
+    if controls > len(data) * _MAX_CONTROL_SHARE:
+        return f"not UTF-8, and {controls / len(data):.0%} of its bytes are control characters"
+    return None
+
+
 def _decode(data: bytes) -> str:
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(_bom_encoding(data) or "utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+# The warnings of the parse running in this context (asyncio.to_thread copies the context into
+# its thread, so concurrent parses each have their own), or None outside a parse.
+_parse_warnings: ContextVar[list[str] | None] = ContextVar("parse_warnings", default=None)
+_capture_lock = threading.Lock()
+
+
+class _WarningCapture(logging.Handler):
+    """The handler of the `pypdf` logger, which no longer propagates: during a parse a record's
+    message joins that parse's warnings (once); outside one, the record goes to the root
+    logger's handlers, as propagation would have sent it."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        sink = _parse_warnings.get()
+        if sink is not None:
+            if (message := record.getMessage().strip()) not in sink and len(sink) < 100:
+                sink.append(message)
+            return True
+        for handler in logging.getLogger().handlers or filter(None, [logging.lastResort]):
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        return True
+
+
+def _install_warning_capture() -> None:
+    with _capture_lock:
+        logger = logging.getLogger("pypdf")
+        if not any(isinstance(h, _WarningCapture) for h in logger.handlers):
+            logger.addHandler(_WarningCapture())
+            logger.propagate = False
+
+
+def _summary(warnings: list[str]) -> list[str]:
+    if len(warnings) <= _MAX_WARNINGS:
+        return list(warnings)
+    return [*warnings[:_MAX_WARNINGS - 1], f"and {len(warnings) - _MAX_WARNINGS + 1} more"]
 
 
 def _join(path: list[str]) -> str:

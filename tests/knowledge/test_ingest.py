@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from bot.runtime import Runtime
+from knowledge.embedders import Embedder, Vectors
+from knowledge.ingest import Ingestor
 from knowledge.loaders import expand_sources
 from tests.conftest import CORPUS
+from tests.knowledge.unusable import write_unusable
 
 
 async def _rows(rt: Runtime, uri: str) -> list[tuple[int, str]]:
@@ -85,3 +91,113 @@ async def test_a_broken_source_is_reported_and_the_rest_ingested(runtime: Runtim
     report = await runtime.ingestor().ingest([str(bad), good])
     assert [uri for uri, _ in report.failures] == [str(bad)]
     assert report.documents == 1 and report.chunks_added > 0
+
+
+class RecordingEmbedder:
+    """The runtime's embedder, recording the texts of every call and the vector of each."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.calls: list[list[str]] = []
+        self.vectors: dict[str, Vectors] = {}
+
+    async def embed(self, texts: list[str]) -> Vectors:
+        self.calls.append(list(texts))
+        vectors = await self.inner.embed(texts)
+        self.vectors.update(zip(texts, vectors, strict=True))
+        return vectors
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Events:
+    """An `IngestProgress` that records what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str] | tuple[str, str, int]] = []
+
+    def started(self, source: str) -> None:
+        self.seen.append(("started", source))
+
+    def planned(self, source: str, chunks: int) -> None:
+        self.seen.append(("planned", source, chunks))
+
+    def embedded(self, source: str, chunks: int) -> None:
+        self.seen.append(("embedded", source, chunks))
+
+    def finished(self, source: str) -> None:
+        self.seen.append(("finished", source))
+
+
+def _handbook(paragraphs: int) -> str:
+    rng = random.Random(5)
+    words = "queue worker retry signing secret webhook chunk vector index replica".split()
+    out = ["# Handbook\n"]
+    for n in range(paragraphs):
+        if n % 10 == 0:
+            out.append(f"## Part {n // 10}\n")
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(8, 40))) + ".\n")
+    return "\n".join(out)
+
+
+async def _stored_vectors_match(rt: Runtime, uri: str, recorded: dict[str, Vectors]) -> int:
+    rows = await rt.pool.fetch(
+        """SELECT d.title, c.section, c.text, c.embedding FROM chunks c
+           JOIN documents d ON d.id = c.document_id WHERE d.source_uri = $1""", uri)
+    for row in rows:
+        embed_text = "\n".join(p for p in (row["title"], row["section"], row["text"]) if p)
+        assert np.allclose(row["embedding"].to_numpy(), recorded[embed_text], atol=1e-6)
+    return len(rows)
+
+
+async def test_new_chunks_stream_to_the_embedder_in_batches_with_progress_per_batch(
+        runtime: Runtime, tmp_path: Path) -> None:
+    # finding 11: a 5 MB file embedded every chunk in one call, and the bar stayed at 0/1
+    doc = tmp_path / "handbook.md"
+    doc.write_text(_handbook(40))
+    embedder = RecordingEmbedder(runtime.embedder)
+    ingestor = Ingestor(runtime.store, embedder, chunk_tokens=48, overlap_tokens=8,
+                        max_bytes=10**6, fetch_timeout_s=5, batch_size=4)
+    events = Events()
+    report = await ingestor.ingest([str(doc)], events)
+    added = report.chunks_added
+    assert report.failures == [] and added > 12
+    assert all(1 <= len(call) <= 4 for call in embedder.calls)
+    assert len(embedder.calls) == -(-added // 4)
+    assert events.seen[:2] == [("started", str(doc)), ("planned", str(doc), added)]
+    assert events.seen[-1] == ("finished", str(doc))
+    steps = events.seen[2:-1]
+    assert [len(call) for call in embedder.calls] == [e[2] for e in steps]  # type: ignore[misc]
+    assert await _stored_vectors_match(runtime, str(doc), embedder.vectors) == added
+
+    # a changed paragraph: only its new chunks are embedded, and progress counts only those
+    text = doc.read_text()
+    doc.write_text(text.replace("## Part 2\n", "## Part 2\n\nThe edit test answer is 42.\n"))
+    embedder.calls.clear()
+    events = Events()
+    edited = await ingestor.ingest([str(doc)], events)
+    assert 1 <= edited.chunks_added < added and edited.chunks_unchanged > 0
+    assert sum(len(call) for call in embedder.calls) == edited.chunks_added
+    assert ("planned", str(doc), edited.chunks_added) in events.seen
+    await _stored_vectors_match(runtime, str(doc), embedder.vectors)
+
+    again = await ingestor.ingest([str(doc)], events)
+    assert again.wrote_nothing and events.seen[-2:] == [("started", str(doc)),
+                                                        ("finished", str(doc))]
+
+
+async def test_binary_and_corrupt_files_are_failures_repairs_are_warnings(
+        runtime: Runtime, tmp_path: Path) -> None:
+    noise, cut, skewed = write_unusable(tmp_path)
+    report = await runtime.ingestor().ingest([str(noise), str(cut), str(skewed)])
+    assert [(uri, problem.split(" (")[0]) for uri, problem in report.failures] == [
+        (str(noise), f"{noise}: not a text file"),
+        (str(cut), f"{cut}: cannot read as application/pdf: Stream has ended unexpectedly")]
+    assert "EOF marker not found" in report.failures[1][1]
+    assert report.warnings[0] == (str(skewed), f"{skewed}: incorrect startxref pointer(3)")
+    assert {uri for uri, _ in report.warnings} == {str(skewed)}
+    assert report.documents == 1 and report.chunks_added > 0
+    assert await runtime.pool.fetchval(
+        "SELECT count(*) FROM documents WHERE source_uri = ANY($1::text[])",
+        [str(noise), str(cut)]) == 0
