@@ -14,7 +14,6 @@ from types import TracebackType
 import aiohttp
 import asyncpg
 from pgvector.asyncpg import register_vector
-from pydantic import SecretStr
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
@@ -25,9 +24,10 @@ from actions.policy import Permissions
 from actions.runner import ActionRunner, ActionServices
 from actions.stage import RouteAction
 from actions.tools import toolbox_factory
-from adapters.base import AdapterDeps, PlatformAdapter
+from adapters.base import AdapterDeps
 from adapters.console.adapter import ConsoleAdapter
 from adapters.console.send import ConsoleSender
+from adapters.registry import build_platforms
 from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.send import WebhookSender
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
@@ -54,6 +54,8 @@ from bot.pipeline import (
     SkipBlank,
 )
 from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
+from bot.ratelimit import Paced, RateLimiter, SendPacer
+from bot.ratelimit_inbound import InboundLimiter, InboundRateLimit
 from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
@@ -87,35 +89,6 @@ ASK_COMMAND = CommandSpec(
     name="ask", description="Ask a question about the knowledge base",
     options=(CommandOption("question", "your question", "string", True),),
     usage="/ask <question>")
-
-
-def build_platforms(s: Settings, deps: AdapterDeps) -> list[PlatformAdapter]:
-    """The chat platforms the settings enable (each by its token)."""
-    platforms: list[PlatformAdapter] = []
-    if s.slack_bot_token is not None:
-        from adapters.slack.adapter import SlackAdapter
-
-        platforms.append(SlackAdapter(
-            deps, bot_token=s.slack_bot_token.get_secret_value(), api_url=s.slack_api_url,
-            signing_secret=_plain(s.slack_signing_secret), app_token=_plain(s.slack_app_token)))
-    if s.telegram_bot_token is not None:
-        from adapters.telegram.adapter import TelegramAdapter
-
-        platforms.append(TelegramAdapter(
-            deps, token=s.telegram_bot_token.get_secret_value(), api_url=s.telegram_api_url,
-            webhook_secret=_plain(s.telegram_webhook_secret),
-            poll_timeout_s=s.telegram_poll_timeout_s))
-    if s.discord_bot_token is not None or s.discord_public_key:
-        from adapters.discord.adapter import DiscordAdapter
-
-        platforms.append(DiscordAdapter(
-            deps, bot_token=_plain(s.discord_bot_token), public_key=s.discord_public_key,
-            api_url=s.discord_api_url, gateway_url=s.discord_gateway_url))
-    return platforms
-
-
-def _plain(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value is not None else None
 
 
 def embedding_dim(settings: Settings) -> int:
@@ -223,6 +196,12 @@ class Runtime:
                                      callback_url=s.webhook_callback_url,
                                      timeout_s=s.webhook_callback_timeout_s),
         }
+        if s.bot_send_pacing:  # sends wait for the platform's rate-limit buckets (Redis)
+            pacer = SendPacer(RateLimiter(self.redis, prefix))
+            for sender in self.senders.values():
+                if isinstance(sender, Paced):
+                    sender.pacer = pacer
+        self.inbound_limiter = InboundLimiter.from_settings(self.redis, s)
         router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
         policy = GuardrailPolicy.load(s.guardrails_policy)
         #: the longest message text accepted: the webhook refuses more, the length rail too
@@ -235,6 +214,7 @@ class Runtime:
                                                self.http))
         self.pipeline = Pipeline([
             AlreadyAnswered(self.redis, prefix),
+            InboundRateLimit(self.inbound_limiter, self.senders),
             RouteAction(self.action_runner, self.redis, prefix, ANSWER_TTL_S),
             SkipBlank(),
             LoadMemory(self.memory),
@@ -352,6 +332,8 @@ class Runtime:
                               secret=s.webhook_secret.get_secret_value(),
                               wait_timeout_s=s.webhook_wait_timeout_s,
                               max_text_chars=self.max_text_chars,
+                              limit=self.inbound_limiter.check_inbound
+                              if self.inbound_limiter.enabled else None,
                               fallback=sender.post_callback
                               if isinstance(sender, WebhookSender) else None)
 

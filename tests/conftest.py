@@ -103,6 +103,9 @@ def isolated_env(services: Services, database_url: str, data_dir: Path) -> dict[
         "WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
         # plugins installed in the developer's environment stay out of the tests' bots
         "BOT_ACTION_ENTRY_POINTS": "false",
+        # tests send bursts from one user; the limits have tests of their own that set them
+        "BOT_RATE_USER_PER_MIN": "0",
+        "BOT_RATE_CONVERSATION_PER_MIN": "0",
     }
 
 

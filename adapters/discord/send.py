@@ -3,10 +3,11 @@ the deferred interaction response completed through the interaction webhook.
 
 Channel messages carry a `nonce` derived from the message id with `enforce_nonce`, so a resend
 after a crash returns the message already posted. Content is split at 2,000 characters
-(PROTOCOLS.md 3.3); mentions in answers are not pinged
-(`allowed_mentions.parse = []`). On 429 the body's `retry_after` (or `Retry-After`) is waited
-out, up to 3 times. Interaction follow-ups need no bot token (the interaction token
-authorizes them); channel messages and typing use `Authorization: Bot <token>`.
+(https://discord.com/developers/docs/resources/message#create-message); mentions in answers
+are not pinged (`allowed_mentions.parse = []`). On 429 the body's `retry_after` (or
+`Retry-After`) is waited out, up to 3 times. Interaction follow-ups need no bot token (the
+interaction token authorizes them); channel messages and typing use `Authorization: Bot
+<token>`.
 
 `Reply.buttons` go under the last piece as button components (`custom_id` `sb:<token>`, label
 <= 80 characters; style 1 primary, 4 danger, 2 secondary), in action rows of up to 5 buttons,
@@ -14,6 +15,14 @@ at most 5 rows. An interaction's original response is always sent with `componen
 without buttons), so a message whose button was pressed loses its buttons when the answer
 replaces it; a reply for the caller alone (`meta["ephemeral"]`: a denial, a usage error, a
 stranger's press) is an ephemeral follow-up instead and leaves the pressed message alone.
+
+Pacing (`DiscordRest.pacer`, a `bot.ratelimit.SendPacer`; None calls unpaced), after
+https://discord.com/developers/docs/topics/rate-limits: every response's `X-RateLimit-Bucket`,
+`-Remaining` and `-Reset-After` are recorded in Redis for the call's route and major
+parameter (channel, guild, or the hashed interaction webhook), and a call on a bucket with
+nothing remaining waits for its reset first, whichever worker made the earlier calls; a 429
+records its wait the same way (a global one blocks every route). Calls with the bot token,
+except interaction endpoints, also take a token of the global 50 requests per second.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -37,6 +48,7 @@ from tenacity import (
 from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.messages import Button, Message, Reply
+from bot.ratelimit import Bucket, Rate, SendPacer
 
 CONTENT_LIMIT = 2000
 BUTTON_LABEL_LIMIT = 80
@@ -49,6 +61,26 @@ EPHEMERAL = 1 << 6  # message flag: only the interaction's user sees it
 ORIGINAL_WAIT_S = 5.0
 MAX_RATE_LIMIT_WAITS = 3
 THREAD_TTL_S = 7 * 24 * 3600
+#: The global limit of 50 requests per second as a token bucket: at most 50 in any second
+#: (10 at once, 40 more per second).
+GLOBAL_RATE = Rate(capacity=10, per_s=40.0)
+GLOBAL_BUCKETS = (Bucket("out:discord:global", GLOBAL_RATE),)
+_SNOWFLAKE = re.compile(r"^[0-9]{5,20}$")
+
+
+def route_of(method: str, path: str) -> tuple[str, str]:
+    """(route, major parameter) of a REST call, as Discord keys its rate-limit buckets: the
+    path with its ids replaced ("POST /channels/{id}/messages"), and the channel or guild id,
+    or a hash of the webhook id and token (a credential: never stored as it is), else "-"."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    major = "-"
+    if len(parts) >= 2 and parts[0] in ("channels", "guilds"):
+        major, parts[1] = parts[1], "{id}"
+    elif len(parts) >= 3 and parts[0] in ("webhooks", "interactions"):
+        major = hashlib.sha256(f"{parts[1]}/{parts[2]}".encode()).hexdigest()[:16]
+        parts[1], parts[2] = "{id}", "{token}"
+    template = "/".join("{id}" if _SNOWFLAKE.match(part) else part for part in parts)
+    return f"{method.upper()} /{template}", major
 
 
 def nonce(message_id: str, piece: int) -> str:
@@ -72,10 +104,12 @@ class DiscordRest:
     """Minimal REST client over aiohttp with rate-limit waits. Never logs URLs (interaction
     tokens travel in them)."""
 
-    def __init__(self, http: aiohttp.ClientSession, api_url: str, bot_token: str | None) -> None:
+    def __init__(self, http: aiohttp.ClientSession, api_url: str, bot_token: str | None, *,
+                 pacer: SendPacer | None = None) -> None:
         self._http = http
         self._api = api_url.rstrip("/")
         self._bot_token = bot_token
+        self.pacer = pacer
 
     async def request(self, method: str, path: str,
                       body: dict[str, Any] | list[Any] | None = None, *,
@@ -85,15 +119,25 @@ class DiscordRest:
         Raises:
             DiscordError: an error status (429 after 3 waits included).
             aiohttp.ClientError, OSError: no answer.
+            bot.ratelimit.PacingTimeout: the route's bucket would make the call wait too long.
         """
         headers = {"Content-Type": "application/json"}
         if bot_auth and self._bot_token:
             headers["Authorization"] = f"Bot {self._bot_token}"
         data = json.dumps(body).encode() if body is not None else None
+        route, major = route_of(method, path)
+        # interaction endpoints (the interaction webhook, callbacks) are outside the global limit
+        global_limited = "Authorization" in headers and \
+            not path.startswith(("/webhooks/", "/interactions/"))
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            if self.pacer is not None:
+                await self.pacer.acquire_route("discord", route, major,
+                                               GLOBAL_BUCKETS if global_limited else ())
             async with self._http.request(method, self._api + path, data=data,
                                           headers=headers) as response:
                 text = await response.text()
+                if self.pacer is not None:
+                    await self._observe(route, major, response.status, text, response.headers)
                 if response.status == 429 and attempt < MAX_RATE_LIMIT_WAITS:
                     await asyncio.sleep(_retry_after(text, response.headers))
                     continue
@@ -101,6 +145,38 @@ class DiscordRest:
                     raise DiscordError(response.status, text)
                 return json.loads(text) if text else None
         raise AssertionError("unreachable")
+
+    async def _observe(self, route: str, major: str, status: int, text: str,
+                       headers: Mapping[str, str]) -> None:
+        """Record the rate-limit headers of one response (and a 429's wait) for the pacer."""
+        assert self.pacer is not None
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        reset_after = _number(headers.get("X-RateLimit-Reset-After"))
+        global_wait = None
+        if status == 429:
+            wait = _retry_after(text, headers)
+            if headers.get("X-RateLimit-Global", "").lower() == "true" or _is_global(text):
+                global_wait = wait
+            else:
+                remaining, reset_after = 0, max(wait, reset_after or 0.0)
+        await self.pacer.observe_route(
+            "discord", route, major, bucket=headers.get("X-RateLimit-Bucket"),
+            remaining=int(remaining) if remaining is not None else None,
+            reset_after_s=reset_after, global_retry_after_s=global_wait)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_global(text: str) -> bool:
+    try:
+        return json.loads(text).get("global") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def components(buttons: tuple[Button, ...]) -> list[dict[str, Any]]:
@@ -152,6 +228,15 @@ class DiscordSender:
         self._rest = rest
         self._threads = threads
         self._progress = progress
+
+    @property
+    def pacer(self) -> SendPacer | None:
+        """The pacer of this sender's REST client (set it to pace every call)."""
+        return self._rest.pacer
+
+    @pacer.setter
+    def pacer(self, value: SendPacer | None) -> None:
+        self._rest.pacer = value
 
     async def send(self, reply: Reply) -> None:
         pieces = split_text(reply.render(), CONTENT_LIMIT)

@@ -6,11 +6,20 @@ Markdown becomes Slack mrkdwn (`slackify-markdown`: **bold** -> *bold*, links ->
 4,000 Slack recommends for `text`. Rate limits: slack_sdk's `AsyncRateLimitErrorRetryHandler`
 waits for `Retry-After` on 429 (up to 3 times) before the send fails and the engine retries.
 
-`Reply.buttons` go under the last message as Block Kit (PROTOCOLS.md 1.5, 1.7): a `section`
-with the piece as mrkdwn (a section holds at most 3,000 characters, so a reply with buttons is
-split at 3,000) and an `actions` block of `button` elements whose `action_id` is
-`sb:<token>`; `text` stays as the notification fallback. A press comes back as a
-`block_actions` payload (see normalize.py).
+`Reply.buttons` go under the last message as Block Kit
+(https://docs.slack.dev/reference/block-kit/blocks/section-block,
+https://docs.slack.dev/reference/block-kit/blocks/actions-block): a `section` with the piece
+as mrkdwn (a section holds at most 3,000 characters, so a reply with buttons is split at
+3,000) and an `actions` block of `button` elements whose `action_id` is `sb:<token>`; `text`
+stays as the notification fallback. A press comes back as a `block_actions` payload
+(https://docs.slack.dev/reference/interaction-payloads/block_actions-payload; see
+normalize.py).
+
+Pacing (`pacer`, a `bot.ratelimit.SendPacer`; None sends unpaced): every chat.postMessage,
+chat.update (streamed drafts included) and response_url post of a reply first waits for a
+token of the channel's bucket, about one message per second per channel
+(https://docs.slack.dev/apis/web-api/rate-limits), shared by every
+worker through Redis, so a burst is smoothed instead of refused.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from adapters.text import split_text
 from bot.errors import TransientError
 from bot.log import get_logger
 from bot.messages import Button, Message, Reply
+from bot.ratelimit import Bucket, Rate, SendPacer
 
 log = get_logger("adapters.slack")
 TEXT_LIMIT = 3900
@@ -47,6 +57,13 @@ THREAD_TTL_S = 7 * 24 * 3600
 MAX_RATE_LIMIT_WAITS = 3
 #: chat.update errors meaning the draft cannot be finished in place.
 DRAFT_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+#: chat.postMessage's limit as a token bucket: 1 message at once per channel, 1 more per second.
+CHANNEL_RATE = Rate(capacity=1, per_s=1.0)
+
+
+def pace_buckets(channel: str) -> list[Bucket]:
+    """The bucket one message to `channel` takes a token from."""
+    return [Bucket(f"out:slack:channel:{channel}", CHANNEL_RATE)]
 
 
 class SlackThreads:
@@ -103,12 +120,23 @@ class SlackSender:
     drafted."""
 
     def __init__(self, client: AsyncWebClient, threads: SlackThreads,
-                 http: aiohttp.ClientSession, progress: SendProgress) -> None:
+                 http: aiohttp.ClientSession, progress: SendProgress, *,
+                 pacer: SendPacer | None = None) -> None:
         self._client = client
         self._threads = threads
         self._http = http
         self._progress = progress
         self._groups: dict[str, tuple[float, frozenset[str]]] = {}
+        self.pacer = pacer
+
+    async def _pace(self, channel: str) -> None:
+        """Wait for a token of `channel`'s bucket (no-op unpaced).
+
+        Raises:
+            bot.ratelimit.PacingTimeout: the wait would be too long (a TransientError).
+        """
+        if self.pacer is not None:
+            await self.pacer.acquire("slack", pace_buckets(channel))
 
     async def send(self, reply: Reply) -> None:
         limit = SECTION_LIMIT if reply.buttons else TEXT_LIMIT
@@ -129,6 +157,7 @@ class SlackSender:
 
     async def _post(self, reply: Reply, index: int, piece: str,
                     blocks: list[dict[str, Any]] | None) -> None:
+        await self._pace(reply.conversation.channel)
         if reply.meta.get("response_url"):
             body: dict[str, Any] = {
                 "response_type": "ephemeral" if reply.meta.get("ephemeral") == "1"
@@ -150,6 +179,7 @@ class SlackSender:
                             blocks: list[dict[str, Any]] | None) -> bool:
         """Edit the streamed draft into the answer's first piece; False when the draft is
         gone or can no longer be edited (deleted by a user), so the piece is posted anew."""
+        await self._pace(channel)
         try:
             await self._client.chat_update(channel=channel, ts=ts, text=piece, blocks=blocks)
         except SlackApiError as exc:
@@ -162,6 +192,7 @@ class SlackSender:
         if message.meta.get("response_url"):
             return None
         conv = message.conversation
+        await self._pace(conv.channel)
         response = await self._client.chat_postMessage(
             channel=conv.channel, text=to_mrkdwn(text)[:TEXT_LIMIT], thread_ts=conv.thread,
             unfurl_links=False, unfurl_media=False)
@@ -169,6 +200,7 @@ class SlackSender:
         return str(ts) if ts else None
 
     async def edit_draft(self, message: Message, handle: str, text: str) -> None:
+        await self._pace(message.conversation.channel)
         await self._client.chat_update(channel=message.conversation.channel, ts=handle,
                                        text=to_mrkdwn(text)[:TEXT_LIMIT])
 
@@ -201,7 +233,8 @@ class SlackSender:
             log.warning("slack response_url message not delivered", error=type(exc).__name__)
 
     async def _post_response_url(self, url: str, body: dict[str, Any]) -> None:
-        """POST to a slash command's or interaction's response_url (PROTOCOLS.md 1.6). Errors
+        """POST to a slash command's or interaction's response_url
+        (https://docs.slack.dev/interactivity/handling-user-interaction#message_responses). Errors
         carry the status only: the URL is a credential (it can post to the channel for 30
         minutes) and must not reach a log."""
         for _attempt in range(MAX_RATE_LIMIT_WAITS + 1):

@@ -2,17 +2,26 @@
 
 Markdown is converted to plain text plus message entities (`telegramify-markdown`), so there is
 no parse_mode to escape and no "can't parse entities" failure; the text is split at 4,096
-UTF-16 code units with the entities clipped per piece (PROTOCOLS.md 2.4). The first piece
+UTF-16 code units with the entities clipped per piece
+(https://core.telegram.org/bots/api#sendmessage). The first piece
 quotes the user's message (`reply_parameters`, sent even if that message was deleted) in the
 same forum topic. A 429 raises `RetryAfter` in PTB: we wait `retry_after` seconds and try
 again, up to 3 times, then the send fails and the engine retries the message.
 
 `Reply.buttons` become rows (8 buttons each) of an inline keyboard under the last piece
-(`callback_data` `sb:<token>`, at most 64 bytes, PROTOCOLS.md 2.4). When the reply answers a press
+(`callback_data` `sb:<token>`, at most 64 bytes,
+https://core.telegram.org/bots/api#inlinekeyboardbutton). When the reply answers a press
 (`meta["button_message"]`), that message's keyboard is removed first (editMessageReplyMarkup,
 best effort), so a confirmation cannot be pressed twice; not when the reply is for the presser
 only (`meta["ephemeral"]`, e.g. a stranger pressed Confirm), since the keyboard is still the
 requester's.
+
+Pacing (`pacer`, a `bot.ratelimit.SendPacer`; None sends unpaced): every sendMessage,
+editMessageText (streamed drafts included) and editMessageReplyMarkup first waits for a token
+of Telegram's flood limits
+(https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this): about one
+message per second in a chat, 20 per minute in a group (negative chat ids), 30 per second for
+the bot, shared by every worker through Redis, so a burst is smoothed instead of refused.
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ from telegram.constants import InlineKeyboardMarkupLimit
 from telegram.error import BadRequest, NetworkError, RetryAfter, TelegramError
 
 from adapters.progress import SendProgress
-from bot.errors import TransientError
+from bot.errors import BotError, TransientError
 from bot.log import get_logger
 from bot.messages import Button, Message, Reply
+from bot.ratelimit import Bucket, Rate, SendPacer
 
 log = get_logger("adapters.telegram")
 TEXT_LIMIT_UTF16 = 4096
@@ -44,6 +54,24 @@ ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)  # "creator", "adm
 MAX_RATE_LIMIT_WAITS = 3
 #: editMessageText refusals meaning the draft cannot be finished in place.
 DRAFT_GONE = ("message to edit not found", "message can't be edited")
+#: Telegram's flood limits as token buckets: at most about 2 messages in any second in one
+#: chat (1 at once, 1 more per second), 20 in any minute in one group (5 at once, then one
+#: every 4 s), 30 in any second for the bot (5 at once, 25 more per second).
+CHAT_RATE = Rate(capacity=1, per_s=1.0)
+GROUP_RATE = Rate(capacity=5, per_s=15 / 60)
+BOT_RATE = Rate(capacity=5, per_s=25.0)
+#: The Bot API methods that post or change a message in a chat, and so are paced.
+PACED_METHODS = frozenset({"send_message", "edit_message_text", "edit_message_reply_markup"})
+
+
+def pace_buckets(chat_id: int) -> list[Bucket]:
+    """The buckets one message to `chat_id` takes a token from: the chat's, the group's for
+    a group, supergroup or channel (negative ids), and the bot's."""
+    buckets = [Bucket(f"out:telegram:chat:{chat_id}", CHAT_RATE)]
+    if chat_id < 0:
+        buckets.append(Bucket(f"out:telegram:group:{chat_id}", GROUP_RATE))
+    buckets.append(Bucket("out:telegram:bot", BOT_RATE))
+    return buckets
 
 
 def render(markdown: str) -> list[tuple[str, list[MessageEntity]]]:
@@ -73,12 +101,25 @@ class TelegramSender:
     `GroupDirectory` for Telegram (a streamed draft is a sendMessage edited with
     editMessageText)."""
 
-    def __init__(self, bot: Bot, progress: SendProgress) -> None:
+    def __init__(self, bot: Bot, progress: SendProgress, *,
+                 pacer: SendPacer | None = None) -> None:
         self._bot = bot
         self._progress = progress
+        self.pacer = pacer
+
+    async def _pace(self, chat_id: int) -> None:
+        """Wait for a token of every flood limit `chat_id` is under (no-op unpaced).
+
+        Raises:
+            bot.ratelimit.PacingTimeout: the wait would be too long (a TransientError).
+        """
+        if self.pacer is not None:
+            await self.pacer.acquire("telegram", pace_buckets(chat_id))
 
     async def _call(self, method: str, **kwargs: object) -> object:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
+            if method in PACED_METHODS:
+                await self._pace(int(str(kwargs["chat_id"])))
             try:
                 return await getattr(self._bot, method)(**kwargs)
             except BadRequest:
@@ -125,9 +166,10 @@ class TelegramSender:
     async def _remove_keyboard(self, chat_id: int, message_id: int) -> None:
         """Best effort: a keyboard already gone, or any error, is ignored."""
         try:
+            await self._pace(chat_id)
             await self._bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id,
                                                       reply_markup=None)
-        except (TelegramError, RuntimeError) as exc:
+        except (TelegramError, RuntimeError, BotError) as exc:
             log.debug("telegram keyboard not removed", error=type(exc).__name__)
 
     async def in_group(self, message: Message, group: str) -> bool:

@@ -10,6 +10,7 @@ the message.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,7 @@ from adapters.webhook.send import reply_body
 from bot.errors import BacklogFull, PayloadError
 from bot.inbox import Inbox
 from bot.log import get_logger
-from bot.messages import Reply
+from bot.messages import Message, Reply
 from bot.rendezvous import ReplyRendezvous
 
 log = get_logger("adapters.webhook")
@@ -43,16 +44,21 @@ class WebhookAdapter:
         max_text_chars: the longest `text` accepted (BOT_MAX_TEXT_CHARS); longer is 400.
         fallback: where a reply goes that a waiting caller took but hung up before it could
             be written (the callback POST); None drops it (it stays kept for a repeat).
+        limit: the inbound rate limit (`InboundLimiter.check_inbound`): seconds to wait when
+            the message is over its author's or conversation's limit (429 with Retry-After),
+            None when it may go in; None (the default) limits nothing.
     """
 
     def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
                  wait_timeout_s: float, max_text_chars: int = 4000,
-                 fallback: Callable[[Reply], Awaitable[None]] | None = None) -> None:
+                 fallback: Callable[[Reply], Awaitable[None]] | None = None,
+                 limit: Callable[[Message], Awaitable[float | None]] | None = None) -> None:
         self._inbox = inbox
         self._rendezvous = rendezvous
         self._secret = secret
         self._wait_timeout_s = wait_timeout_s
         self._fallback = fallback
+        self._limit = limit
         self._max_text_chars = max_text_chars
 
     def routes(self) -> list[web.RouteDef]:
@@ -73,6 +79,9 @@ class WebhookAdapter:
             message = normalize(name, payload, self._max_text_chars)
         except PayloadError as exc:
             return _error(400, str(exc))
+        if self._limit is not None and (retry_after_s := await self._limit(message)) is not None:
+            return _error(429, "too many messages; slow down",
+                          **{"Retry-After": str(max(1, math.ceil(retry_after_s)))})
         wait = request.query.get("wait", "").lower() in ("1", "true", "yes")
         marker = self._rendezvous.marker_key(message.id) if wait else ""
         try:

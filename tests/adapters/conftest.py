@@ -3,6 +3,7 @@ one adapter directly, without the engine: what an adapter stores is read back fr
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +28,18 @@ COMMANDS = (
                  CommandOption("priority", "How urgent", "string", False,
                                ("low", "normal", "high")))),
 )
+
+
+class Sleeps:
+    """Records the waits the pacer asks for, and waits them (the buckets run on Redis'
+    clock)."""
+
+    def __init__(self) -> None:
+        self.requested: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.requested.append(seconds)
+        await asyncio.sleep(seconds)
 
 
 class Harness:

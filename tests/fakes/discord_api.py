@@ -6,7 +6,13 @@ responses (`POST /interactions/{id}/{token}/callback`, for gateway interactions)
 of global commands (`PUT /applications/{app}/commands`, echoed with ids; `commands_status`
 other than 200 makes it fail). Every call is recorded with its JSON body; responses carry
 `Content-Type: application/json` exactly (discord.py parses nothing else); `rate_limit_next`
-makes the next channel message answer 429 with `retry_after` and `Via` (PROTOCOLS.md 4.3).
+makes the next channel message answer 429 with `retry_after`
+(https://discord.com/developers/docs/topics/rate-limits#exceeding-a-rate-limit) and `Via`
+(without it discord.py's discord/http.py takes a 429 for a Cloudflare ban).
+`route_limit = (limit, window_s)` makes channel messages a rate-limit bucket per channel, as
+https://discord.com/developers/docs/topics/rate-limits describes: every answer carries
+`X-RateLimit-Bucket`, `-Limit`, `-Remaining` and `-Reset-After`, and a post beyond `limit`
+within the window answers 429 (recorded as "429") with the seconds left as `retry_after`.
 Gateway (`/gateway`): HELLO, IDENTIFY (recorded, with its intents), READY, a GUILD_CREATE with
 one text channel and one thread, heartbeat ACKs, then every event put on `events`
 (`interaction_create` builds an INTERACTION_CREATE).
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -45,6 +53,8 @@ class FakeDiscord(LoopbackServer):
         self.events: asyncio.Queue[dict[str, Any] | tuple[str, dict[str, Any]]] = \
             asyncio.Queue()
         self.rate_limit_next = 0
+        self.route_limit: tuple[int, float] | None = None
+        self._windows: dict[str, tuple[float, int]] = {}  # channel -> (window start, posts)
         self.reject_from_post = -1  # with rate_limit_next: start rate limiting at that post
         self.refuse_intents = False
         self.commands_status = 200
@@ -101,7 +111,37 @@ class FakeDiscord(LoopbackServer):
                       "owner": {"id": "1", "username": "owner", "discriminator": "0",
                                 "avatar": None}})
 
+    def _route_bucket(self, channel: str) -> tuple[dict[str, str], float | None]:
+        """Count one post on `channel`'s bucket: its headers, and the wait when it is over."""
+        assert self.route_limit is not None
+        limit, window_s = self.route_limit
+        now = time.monotonic()
+        start, posts = self._windows.get(channel, (now, 0))
+        if now - start >= window_s:
+            start, posts = now, 0
+        reset_after = window_s - (now - start)
+        over = posts >= limit
+        if not over:
+            posts += 1
+            self._windows[channel] = (start, posts)
+        headers = {"X-RateLimit-Bucket": "fake-channel-messages",
+                   "X-RateLimit-Limit": str(limit),
+                   "X-RateLimit-Remaining": str(max(0, limit - posts)),
+                   "X-RateLimit-Reset-After": f"{reset_after:.3f}"}
+        return headers, reset_after if over else None
+
     async def _channel_message(self, request: web.Request) -> web.Response:
+        limit_headers: dict[str, str] = {}
+        if self.route_limit is not None:
+            limit_headers, wait = self._route_bucket(request.match_info["channel"])
+            if wait is not None:
+                async with self.changed:
+                    self.calls.append(("429", request.path, None, {}))
+                return _json({"message": "You are being rate limited.",
+                              "retry_after": round(wait, 3), "global": False}, 429,
+                             **limit_headers, **{"Retry-After": str(math.ceil(wait)),
+                                                 "X-RateLimit-Scope": "user",
+                                                 "Via": "1.1 google"})
         if self.rate_limit_next > 0 and len(self.messages()) >= self.reject_from_post:
             self.rate_limit_next -= 1
             async with self.changed:
@@ -111,7 +151,7 @@ class FakeDiscord(LoopbackServer):
         body = await self._record(request)
         self._id += 1
         return _json({"id": str(self._id), "channel_id": request.match_info["channel"],
-                      "content": (body or {}).get("content", ""), "type": 0})
+                      "content": (body or {}).get("content", ""), "type": 0}, 200, **limit_headers)
 
     async def _ok(self, request: web.Request) -> web.Response:
         if "/webhooks/" in request.path and self.webhook_unknown > 0:

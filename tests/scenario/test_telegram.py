@@ -197,3 +197,23 @@ def test_normalize_table() -> None:
     reply_to_bot = update("group_chatter")
     reply_to_bot["message"]["reply_to_message"] = {"message_id": 5, "from": {"id": BOT_ID}}
     assert not isinstance(normalize_update(reply_to_bot, ME), Skip)
+
+
+async def test_a_flooding_user_is_told_once_then_skipped(server_factory: Callable[..., Any],
+                                                         telegram: FakeTelegram) -> None:
+    # the runtime wires the inbound limit into the pipeline (docs/rate-limits.md)
+    srv: Server = await server_factory(
+        telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET,
+        telegram_api_url=telegram.api_url, bot_rate_user_per_min=1, bot_rate_user_burst=2,
+        bot_rate_conversation_per_min=0)
+    for n in range(4):
+        body = update("private_text")
+        body["update_id"] += n
+        body["message"]["message_id"] += n
+        assert await post(srv, json.dumps(body).encode()) == 200
+    await telegram.wait_for(lambda: len(telegram.sent()) >= 3)
+    await asyncio.sleep(1.0)  # the fourth message is skipped: nothing more arrives
+    texts = [sent["text"] for sent in telegram.sent()]
+    assert len(texts) == 3, texts
+    assert texts[2].startswith("You're sending messages faster than I can answer; please wait")
+    assert not any(t.startswith("You're sending") for t in texts[:2])
