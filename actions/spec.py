@@ -11,8 +11,10 @@ async def create_ticket(ctx: ActionContext, args: CreateTicket) -> str: ...
 ```
 
 The function's name is the action's name unless `name=` says otherwise: 1-32 characters of
-lowercase letters, digits and "_" (Telegram's and Discord's command-name rule, PROTOCOLS.md 2.4),
-so one name works as `/name`, `!name` and an LLM tool name.
+lowercase letters, digits and "_" (Telegram's and Discord's command-name rule,
+https://core.telegram.org/bots/api#botcommand and
+https://discord.com/developers/docs/interactions/application-commands), so one name works as
+`/name`, `!name` and an LLM tool name.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ background at start (see `commands.py`); a failure is logged, never fatal.
 
 Gateway: discord.py with the GUILDS, GUILD_MESSAGES, DIRECT_MESSAGES and MESSAGE_CONTENT
 intents; `DISCORD_API_URL` and `DISCORD_GATEWAY_URL` repoint discord.py's class-level
-`Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (PROTOCOLS.md 4.3).
+`Route.BASE` and `DiscordWebSocket.DEFAULT_GATEWAY` (discord.py's own source:
+https://github.com/Rapptz/discord.py/blob/master/discord/http.py and
+https://github.com/Rapptz/discord.py/blob/master/discord/gateway.py).
 """
 
 from __future__ import annotations
@@ -108,13 +110,13 @@ class DiscordAdapter:
         return _json(await self.respond(payload))
 
     async def respond(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The interaction response (PROTOCOLS.md 3.2) to a verified interaction, from the
-        HTTP endpoint or the gateway: PONG to a PING; a command is stored, then deferred
-        (type 5, "thinking..."); a press of one of the bot's buttons is stored, then
-        DEFERRED_UPDATE_MESSAGE (type 6: the answer edits the message holding the button);
-        other components are acknowledged (type 6), autocomplete gets no choices. When the
-        message cannot be stored, an ephemeral apology (type 4); a command without a
-        question, an ephemeral hint."""
+        """The interaction response to a verified interaction, from the HTTP endpoint or the
+        gateway (https://discord.com/developers/docs/interactions/receiving-and-responding):
+        PONG to a PING; a command is stored, then deferred (type 5, "thinking..."); a press of
+        one of the bot's buttons is stored, then DEFERRED_UPDATE_MESSAGE (type 6: the answer
+        edits the message holding the button); other components are acknowledged (type 6),
+        autocomplete gets no choices. When the message cannot be stored, an ephemeral apology
+        (type 4); a command without a question, an ephemeral hint."""
         kind = payload.get("type")
         if kind == PING:
             return {"type": PONG}

@@ -1,5 +1,5 @@
-"""The bot's commands as Discord application commands (PROTOCOLS.md 3.2; Discord's
-developers/interactions/application-commands).
+"""The bot's commands as Discord application commands
+(https://discord.com/developers/docs/interactions/application-commands).
 
 Each `CommandSpec` becomes a global CHAT_INPUT command (type 1). Option kinds map to Discord
 option types: string 3, integer 4, boolean 5, number 10. Names must be 1-32 characters of
@@ -103,7 +103,8 @@ def command_json(spec: CommandSpec) -> dict[str, Any] | None:
     """One CHAT_INPUT command, or None (logged) when Discord would refuse it, which would
     fail the bulk overwrite of every command: a name Discord does not allow, two options
     with one name, more than 25 options, a choice not of its option's type, or more than
-    8,000 characters (PROTOCOLS.md 3.3)."""
+    8,000 characters
+    (https://discord.com/developers/docs/interactions/application-commands#slash-commands)."""
     refusal = _refusal(spec)
     if refusal is None:
         # a stable sort keeps the declared order within required and within optional options

@@ -1,18 +1,19 @@
 """Discord payloads -> `Message`: pure functions over Discord's payload shapes.
 
-Gateway MESSAGE_CREATE (PROTOCOLS.md 3.1): answered in DMs, when the bot is mentioned, in a
-thread the bot already replied in, and when the text starts with `!name` for one of the bot's
-commands (left as is: the engine parses it); never for bots (`author.bot`, which covers the
-bot itself). Mentions of the bot (`<@id>`, `<@!id>`) are removed from the text. Id:
-`discord:message:<message id>`; the reply quotes the message in the same channel or thread.
-`meta["roles"]`: the author's guild role ids (from `member.roles`), comma-separated.
+Gateway MESSAGE_CREATE (https://discord.com/developers/docs/events/gateway-events#message-create):
+answered in DMs, when the bot is mentioned, in a thread the bot already replied in, and when
+the text starts with `!name` for one of the bot's commands (left as is: the engine parses it);
+never for bots (`author.bot`, which covers the bot itself). Mentions of the bot (`<@id>`,
+`<@!id>`) are removed from the text. Id: `discord:message:<message id>`; the reply quotes the
+message in the same channel or thread. `meta["roles"]`: the author's guild role ids (from
+`member.roles`), comma-separated.
 
-HTTP interactions (PROTOCOLS.md 3.2): an APPLICATION_COMMAND becomes `meta["command"]` (its
-name) and `meta["args"]` (a JSON object of its options, sub-command options flattened); its
-string options form the text. A MESSAGE_COMPONENT on one of the bot's buttons (`custom_id`
-`sb:<token>`) becomes `meta["button"]`. Id: `discord:interaction:<interaction id>`; the reply
-completes the deferred response through the interaction webhook (`application_id` and
-`token` in `meta`).
+HTTP interactions (https://discord.com/developers/docs/interactions/receiving-and-responding):
+an APPLICATION_COMMAND becomes `meta["command"]` (its name) and `meta["args"]` (a JSON object
+of its options, sub-command options flattened); its string options form the text. A
+MESSAGE_COMPONENT on one of the bot's buttons (`custom_id` `sb:<token>`) becomes
+`meta["button"]`. Id: `discord:interaction:<interaction id>`; the reply completes the deferred
+response through the interaction webhook (`application_id` and `token` in `meta`).
 """
 
 from __future__ import annotations

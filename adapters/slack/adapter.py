@@ -1,7 +1,8 @@
 """Slack ingress: the Events API at `POST /slack/events` (events, slash commands,
 interactivity) and Socket Mode when `SLACK_APP_TOKEN` is set.
 
-Slash commands and presses of the bot's buttons (`block_actions`, PROTOCOLS.md 1.7) are stored
+Slash commands and presses of the bot's buttons (`block_actions`,
+https://docs.slack.dev/reference/interaction-payloads/block_actions-payload) are stored
 like events; Slack does not redeliver them, so when they cannot be stored the user is told
 instead (the command's response, or an ephemeral message to the press's `response_url`).
 Other interactions are acknowledged and ignored. Slack
@@ -228,9 +229,10 @@ class SlackAdapter:
 
     async def _press(self, payload: Any) -> None:
         """Store a press of one of the bot's buttons; other interactions are only logged.
-        Slack does not deliver an interaction again, whatever the answer (PROTOCOLS.md 1.3
-        names retries for events only), so a press that cannot be stored is acknowledged
-        all the same and the user is asked, privately, to press again."""
+        Slack does not deliver an interaction again, whatever the answer
+        (https://docs.slack.dev/apis/events-api/#error-handling names retries for events
+        only), so a press that cannot be stored is acknowledged all the same and the user is
+        asked, privately, to press again."""
         message = normalize_block_action(payload)
         if isinstance(message, Skip):
             log.debug("slack interaction acknowledged", reason=message.reason)

@@ -1,6 +1,7 @@
 """Slack payloads -> `Message`: pure functions, no I/O.
 
-Which events are answered (PROTOCOLS.md 1.1):
+Which events are answered (https://docs.slack.dev/reference/events/app_mention,
+https://docs.slack.dev/reference/events/message):
 - `app_mention` in channels; the mention of the bot is removed from the text;
 - `message` in a DM (`channel_type == "im"`);
 - `message` in a channel thread the bot already takes part in (`message.channels`), so a
@@ -17,9 +18,11 @@ and the same for the `app_mention` and the `message` event Slack sends for one m
 inbox answers it once. Replies go in the thread: `thread_ts = event.thread_ts or event.ts`; in a
 DM a top-level message is answered top-level, and the DM is one conversation.
 
-Slash commands (PROTOCOLS.md 1.6) become `meta["command"]` (the name without "/"), and
-`block_actions` presses of the bot's own buttons (action_id `sb:<token>`, PROTOCOLS.md 1.7)
-become `meta["button"]`; see `normalize_command` and `normalize_block_action`.
+Slash commands (https://docs.slack.dev/interactivity/implementing-slash-commands) become
+`meta["command"]` (the name without "/"), and `block_actions` presses of the bot's own buttons
+(action_id `sb:<token>`,
+https://docs.slack.dev/reference/interaction-payloads/block_actions-payload) become
+`meta["button"]`; see `normalize_command` and `normalize_block_action`.
 """
 
 from __future__ import annotations
@@ -139,9 +142,9 @@ def normalize_event(envelope: dict[str, Any], me: SlackIdentity, *,
 
 def normalize_command(form: dict[str, str], commands: Collection[str] = ()
                       ) -> Message | Skip:
-    """A slash command form (PROTOCOLS.md 1.6) -> Message; the reply goes to the command's
-    `response_url`. The id uses `trigger_id`, unique per invocation:
-    `slack:<team>:command:<trigger_id>`.
+    """A slash command form (https://docs.slack.dev/interactivity/implementing-slash-commands)
+    -> Message; the reply goes to the command's `response_url`. The id uses `trigger_id`,
+    unique per invocation: `slack:<team>:command:<trigger_id>`.
 
     `meta["command"]` is the command's name without "/" ("create_ticket"), `text` its
     argument text. A command in `commands` is passed on even with no text (`/help`); any
@@ -173,7 +176,9 @@ def _pressed(actions: Any) -> dict[str, Any] | None:
 
 
 def normalize_block_action(payload: Any) -> Message | Skip:
-    """A `block_actions` interaction payload (PROTOCOLS.md 1.7) -> Message, or Skip.
+    """A `block_actions` interaction payload
+    (https://docs.slack.dev/reference/interaction-payloads/block_actions-payload) -> Message,
+    or Skip.
 
     Only presses of the bot's own buttons (action_id `sb:<token>`) are messages: id
     `slack:<team>:button:<trigger_id>`, text "(pressed <label>)", conversation: the channel

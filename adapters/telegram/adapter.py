@@ -10,15 +10,15 @@ once: JSON that is no update, edits, other update kinds, messages from bots, pre
 buttons. Only an update the bot may answer needs its identity (getMe) and the inbox, so only
 such an update gets 503 when either is unavailable, and Telegram delivers it again.
 
-Polling (PROTOCOLS.md 2.3): getUpdates with `offset = last update_id + 1`, the offset kept in
-Redis (`<p>:telegram:offset:<bot id>`) and advanced only after the updates are stored, so a
-restart neither loses nor re-answers updates. Callback queries are always answered
-(answerCallbackQuery), or the client shows a spinner; a press of one of the bot's buttons is
-then stored like a message.
+Polling (https://core.telegram.org/bots/api#getupdates): getUpdates with
+`offset = last update_id + 1`, the offset kept in Redis (`<p>:telegram:offset:<bot id>`) and
+advanced only after the updates are stored, so a restart neither loses nor re-answers updates.
+Callback queries are always answered (answerCallbackQuery), or the client shows a spinner; a
+press of one of the bot's buttons is then stored like a message.
 
 At start, in both modes, the bot's commands (`deps.commands`) are registered for the chat
-menu with setMyCommands (PROTOCOLS.md 2.4), in the background: a failure is logged, never
-fatal.
+menu with setMyCommands (https://core.telegram.org/bots/api#setmycommands), in the
+background: a failure is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ MAX_COMMANDS = 100
 
 
 def bot_commands(specs: tuple[CommandSpec, ...]) -> list[BotCommand]:
-    """setMyCommands entries (PROTOCOLS.md 2.4): names of 1-32 of [a-z0-9_] (others are
-    skipped with a warning), descriptions cut to 256 characters (the name when empty), at most
-    100 commands."""
+    """setMyCommands entries (https://core.telegram.org/bots/api#setmycommands and #botcommand):
+    names of 1-32 of [a-z0-9_] (others are skipped with a warning), descriptions cut to 256
+    characters (the name when empty), at most 100 commands."""
     commands: list[BotCommand] = []
     for spec in specs:
         if not COMMAND_NAME.match(spec.name):
@@ -257,7 +257,8 @@ class TelegramAdapter:
 
     async def _poll(self) -> None:
         with contextlib.suppress(TelegramError, OSError):
-            # getUpdates answers 409 while a webhook is set (PROTOCOLS.md 2.2)
+            # getUpdates answers 409 while a webhook is set
+            # (https://core.telegram.org/bots/api#getupdates)
             await self._bot.delete_webhook(drop_pending_updates=False)
         backoff_s = 1.0
         while not self._stopping.is_set():
@@ -271,7 +272,8 @@ class TelegramAdapter:
                     update_id = update.get("update_id") if isinstance(update, dict) else None
                     if isinstance(update_id, int):
                         # expires: after a week without updates Telegram restarts update_id
-                        # at a random value, which a stale offset would skip (PROTOCOLS 2.1)
+                        # at a random value, which a stale offset would skip
+                        # (https://core.telegram.org/bots/api#update)
                         await self._deps.redis.set(self._offset_key(me.id), update_id + 1,
                                                    ex=OFFSET_TTL_S)
                 backoff_s = 1.0

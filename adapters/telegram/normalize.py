@@ -1,16 +1,17 @@
 """Telegram updates -> `Message`: pure functions over the raw update dicts.
 
 Raw dicts, not PTB's `Update.de_json`, because real updates (and the samples in Telegram's own
-webhook guide) may lack fields PTB requires (PROTOCOLS.md 2.1); an update we cannot use is
+webhook guide, https://core.telegram.org/bots/webhooks#testing-your-bot-with-updates) may lack
+fields PTB requires (https://core.telegram.org/bots/api#update); an update we cannot use is
 acknowledged and skipped, never refused.
 
-Answered (PROTOCOLS.md 2.4): every text message in a private chat; in groups, a command
-addressed to the bot (`/cmd` or `/cmd@thisbot`; `/cmd@otherbot` is ignored), a message that
-mentions `@thisbot`, a reply to one of the bot's messages (with privacy mode on, these are
-what a group bot receives anyway), and a message starting with `!name` for one of the bot's
-commands (left as is: the engine parses it). Not answered: edits (`edited_message`), channel
-posts, messages from bots, bare unknown commands without a question, and every other update
-kind.
+Answered (https://core.telegram.org/bots/features#privacy-mode): every text message in a
+private chat; in groups, a command addressed to the bot (`/cmd` or `/cmd@thisbot`;
+`/cmd@otherbot` is ignored), a message that mentions `@thisbot`, a reply to one of the bot's
+messages (with privacy mode on, these are what a group bot receives anyway), and a message
+starting with `!name` for one of the bot's commands (left as is: the engine parses it). Not
+answered: edits (`edited_message`), channel posts, messages from bots, bare unknown commands
+without a question, and every other update kind.
 
 A command the bot offers (`commands`), and `/start`, becomes `meta["command"]` (the name,
 lowercased) with the argument text as `text`, possibly ""; any other command is a question (the
@@ -54,7 +55,8 @@ class Skip:
 
 
 def _utf16_slice(text: str, offset: int, length: int) -> str:
-    """Entity offsets and lengths count UTF-16 code units (PROTOCOLS.md 2.4)."""
+    """Entity offsets and lengths count UTF-16 code units
+    (https://core.telegram.org/bots/api#messageentity)."""
     encoded = text.encode("utf-16-le")
     return encoded[2 * offset: 2 * (offset + length)].decode("utf-16-le", errors="replace")
 

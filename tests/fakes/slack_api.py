@@ -35,7 +35,8 @@ SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 def signed_headers(body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None,
                    content_type: str = "application/json") -> dict[str, str]:
     """The headers Slack sends with a request to the app: `X-Slack-Signature` =
-    "v0=" + hex HMAC-SHA256(secret, "v0:<timestamp>:" + body) (PROTOCOLS.md 1.2)."""
+    "v0=" + hex HMAC-SHA256(secret, "v0:<timestamp>:" + body)
+    (https://docs.slack.dev/authentication/verifying-requests-from-slack)."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",

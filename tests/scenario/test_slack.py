@@ -198,7 +198,8 @@ async def test_socket_mode_acks_and_answers(server_factory: Callable[..., Any],
 
 
 def test_official_signing_test_vector() -> None:
-    # PROTOCOLS.md 1.2, quoted from Slack's docs and slack_sdk's own test
+    # quoted from https://docs.slack.dev/authentication/verifying-requests-from-slack and
+    # slack_sdk's own test
     body = (b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id="
             b"G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2F"
             b"webhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F"
