@@ -1,9 +1,9 @@
 """Webhook JSON body -> `Message`.
 
 Body: `{"id": str, "user": str, "conversation": str, "text": str}`; ids are 1-200 characters,
-text 1 to `BOT_MAX_TEXT_CHARS` (4,000) characters that show something. The message id is `webhook:<name>:<id>`, so a repeated `id` on the
-same webhook is recognized as a duplicate. A button press sends `"button": "<token>"` (a token
-from a reply's `buttons`) instead of `text`.
+text 1 to `BOT_MAX_TEXT_CHARS` (4,000) characters that show something. The message id is
+`webhook:<name>:<id>`, so a repeated `id` on the same webhook is recognized as a duplicate. A
+button press sends `"button": "<token>"` (a token from a reply's `buttons`) instead of `text`.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from tests.adapters.telegram.test_commands_buttons import press, text_update
 from tests.fakes.discord_api import BOT_ID, message_create
 
 PAYLOADS = Path(__file__).parents[1] / "payloads"
-WRONG = ("x", 7, 1.5, True, None, [], [1, "y"], {}, {"id": {}})
+WRONG: tuple[object, ...] = ("x", 7, 1.5, True, None, [], [1, "y"], {}, {"id": {}})
 NAMES = frozenset({"help", "create_ticket"})
 
 

@@ -110,7 +110,7 @@ class FakeOpenAI(LoopbackServer):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    async def _chat(self, request: web.Request) -> web.Response:
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.received.set()
