@@ -135,6 +135,11 @@ class Button:
     style: str = ""
 
 
+#: `Reply.meta` key marking a notice about a message (that it was given up on, with the reason
+#: as value) rather than its answer; senders that keep answers for repeats do not keep it.
+NOTICE_META = "notice"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """What the engine sends back for one message.

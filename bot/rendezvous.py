@@ -13,9 +13,12 @@ same message gets the kept reply.
   timeout), renewing the lease and asking `gone()` (did the HTTP caller hang up?) between
   steps. Giving up (timeout, hang-up, cancellation) withdraws the marker.
 - `deliver` keeps the reply (`<p>:result:<id>`, for `result_ttl_s`), and, in the same atomic
-  step, consumes the marker and pushes the reply onto `<p>:reply:<id>`. It then checks that a
-  waiter took it within `pickup_timeout_s`; if nobody did (the waiter died between renewing and
-  taking), it takes the reply back and returns False, so the fallback still runs.
+  step, consumes the marker and pushes the reply onto `<p>:reply:<id>`. The waiter that takes
+  it answers on `<p>:taken:<id>`: "1" when its caller is still there, "0" when the caller hung
+  up in that very moment (it hands the reply back). `deliver` returns True only on "1"; on "0",
+  or when nobody answered within `pickup_timeout_s` (the waiter died between renewing and
+  taking; the reply is then taken back), it returns False, so the sender's fallback runs where
+  a failure is retried, in the worker, not in a request handler that has lost its caller.
 """
 
 from __future__ import annotations
@@ -30,16 +33,25 @@ from redis.exceptions import RedisError
 
 from bot.messages import Reply
 
-# KEYS: result, marker, box; ARGV: reply JSON, result ttl s, box ttl s -> 1 handed to a waiter
+# KEYS: result, marker, box, taken; ARGV: reply JSON, result ttl s, box ttl s, "1" to replace
+# a kept reply -> 1 handed to a waiter
 _DELIVER = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+end
 if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('DEL', KEYS[4])
   redis.call('RPUSH', KEYS[3], ARGV[1])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
   return 1
 end
 return 0
 """
+
+#: How long a pickup answer (`<p>:taken:<id>`) and an untaken reply box live, seconds.
+_HANDOFF_TTL_S = 300
 
 # KEYS: result, marker; ARGV: lease ms -> the kept reply, or nil after setting the marker
 _ATTACH = """
@@ -52,7 +64,8 @@ return false
 
 class ReplyRendezvous:
     """Per-message reply hand-off. Keys: `<p>:wait:<id>` (marker), `<p>:reply:<id>` (list
-    holding the reply JSON for the waiter), `<p>:result:<id>` (the reply, kept for repeats).
+    holding the reply JSON for the waiter), `<p>:taken:<id>` (list: the waiter's pickup answer),
+    `<p>:result:<id>` (the reply, kept for repeats).
 
     Args:
         result_ttl_s: how long a delivered reply is kept for a caller that asks again.
@@ -84,6 +97,9 @@ class ReplyRendezvous:
     def _result(self, message_id: str) -> str:
         return f"{self._prefix}:result:{message_id}"
 
+    def _taken(self, message_id: str) -> str:
+        return f"{self._prefix}:taken:{message_id}"
+
     async def result(self, message_id: str) -> Reply | None:
         """The reply delivered for this message, if it is still kept."""
         kept = await self._redis.get(self._result(message_id))
@@ -99,7 +115,8 @@ class ReplyRendezvous:
     async def wait(self, message_id: str, timeout_s: float,
                    gone: Callable[[], bool] | None = None) -> Reply | None:
         """Wait up to `timeout_s` for the reply; None if it did not come, or the caller is
-        `gone()` (its marker is then withdrawn, so the reply takes the fallback).
+        `gone()` (its marker is then withdrawn, or a reply taken in that moment is handed
+        back, so the reply takes the fallback).
 
         Raises:
             redis.exceptions.RedisError: Redis failed (the marker then lapses by itself).
@@ -114,42 +131,64 @@ class ReplyRendezvous:
                 # BLPOP's timeout has a resolution of 10 ms in Redis 6+; at least that
                 item = await self._redis.blpop([box], timeout=max(step, 0.01))
                 if item is not None:
-                    return Reply.from_json(item[1])
+                    return await self._picked_up(message_id, item[1], gone)
                 if remaining <= self._step_s or (gone is not None and gone()):
-                    return await self._give_up(message_id)
+                    return await self._give_up(message_id, gone)
                 await self._redis.pexpire(marker, lease_ms, xx=True)
         except asyncio.CancelledError:
             with contextlib.suppress(RedisError, OSError):
                 await asyncio.shield(self._redis.delete(marker))
             raise
 
-    async def _give_up(self, message_id: str) -> Reply | None:
+    async def _give_up(self, message_id: str, gone: Callable[[], bool] | None
+                       ) -> Reply | None:
         if await self._redis.delete(self.marker_key(message_id)):
             return None  # withdrawn: the sender will use its fallback
         # deliver() consumed the marker just now: the reply is in the box (or was taken back)
         item: bytes | str | None = await self._redis.lpop(  # type: ignore[assignment]
             self._box(message_id))
-        return Reply.from_json(item) if item is not None else None
+        return await self._picked_up(message_id, item, gone) if item is not None else None
 
-    async def deliver(self, reply: Reply) -> bool:
-        """Keep the reply and give it to its waiting caller; False if nobody waits for it (or
-        the waiter did not take it within `pickup_timeout_s`), so the sender's fallback runs.
+    async def _picked_up(self, message_id: str, item: bytes | str,
+                         gone: Callable[[], bool] | None) -> Reply | None:
+        """Tell `deliver` whether the caller is still there to be given the reply taken."""
+        here = gone is None or not gone()
+        taken = self._taken(message_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(taken, "1" if here else "0")
+            pipe.expire(taken, _HANDOFF_TTL_S)
+            await pipe.execute()
+        return Reply.from_json(item) if here else None
+
+    async def deliver(self, reply: Reply, *, replace: bool = True) -> bool:
+        """Keep the reply and give it to its waiting caller; True only when a waiter took it
+        for a caller still there. False if nobody waits, the waiter's caller hung up as it
+        took it, or nobody took it within `pickup_timeout_s`: the sender's fallback runs.
+
+        Args:
+            replace: False keeps a reply already kept for this message (a notice about the
+                message must not replace its answer).
 
         Raises:
             redis.exceptions.RedisError: Redis failed; nothing was handed over.
         """
-        box = self._box(reply.message_id)
+        box, taken = self._box(reply.message_id), self._taken(reply.message_id)
         handed = await self._deliver(
-            keys=[self._result(reply.message_id), self.marker_key(reply.message_id), box],
-            args=[reply.to_json(), self.result_ttl_s, 300])
+            keys=[self._result(reply.message_id), self.marker_key(reply.message_id), box, taken],
+            args=[reply.to_json(), self.result_ttl_s, _HANDOFF_TTL_S, "1" if replace else "0"])
         if not int(handed):
             return False
-        deadline = time.monotonic() + self._pickup_timeout_s
-        pause_s = 0.002
-        while time.monotonic() < deadline:
-            if not await self._redis.exists(box):
-                return True
-            await asyncio.sleep(pause_s)
-            pause_s = min(pause_s * 2, 0.1)
+        # BLPOP's timeout stays below the client's socket timeout (pickup_timeout_s: 3 s)
+        answer = await self._redis.blpop([taken], timeout=self._pickup_timeout_s)
+        if answer is not None:
+            return _text(answer[1]) == "1"
         # nobody took it: take it back, unless a waiter does so at this very moment
-        return await self._redis.lpop(box) is None
+        if await self._redis.lpop(box) is not None:
+            return False
+        late: bytes | str | None = await self._redis.lpop(taken)  # type: ignore[assignment]
+        # taken without an answer (the waiter's process died?): the fallback, at least once
+        return late is not None and _text(late) == "1"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -39,7 +39,7 @@ from bot.llm import ChatGenerator, ExtractiveGenerator, LLMRouter, count_tokens
 from bot.llm.cache import ResponseCache
 from bot.log import SecretRedactor, get_logger
 from bot.memory import RedisMemory
-from bot.messages import Message, Passage, Reply
+from bot.messages import NOTICE_META, Message, Passage, Reply
 from bot.ordering import ConversationOrder
 from bot.pipeline import (
     AlreadyAnswered,
@@ -327,15 +327,12 @@ class Runtime:
         s = self.settings
         if s.webhook_secret is None:
             return None
-        sender = self.senders["webhook"]
         return WebhookAdapter(self.inbox, self.rendezvous,
                               secret=s.webhook_secret.get_secret_value(),
                               wait_timeout_s=s.webhook_wait_timeout_s,
                               max_text_chars=self.max_text_chars,
                               limit=self.inbound_limiter.check_inbound
-                              if self.inbound_limiter.enabled else None,
-                              fallback=sender.post_callback
-                              if isinstance(sender, WebhookSender) else None)
+                              if self.inbound_limiter.enabled else None)
 
     # workers ----------------------------------------------------------------------------------
 
@@ -346,7 +343,7 @@ class Runtime:
             return
         await asyncio.wait_for(sender.send(Reply(
             message_id=message.id, conversation=message.conversation, text=DEAD_LETTER_TEXT,
-            meta=dict(message.meta))), timeout=15)
+            meta={**message.meta, NOTICE_META: "dead_letter"})), timeout=15)
 
     def start_workers(self, count: int) -> None:
         """Start `count` worker tasks on this event loop."""

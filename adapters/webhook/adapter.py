@@ -23,7 +23,7 @@ from adapters.webhook.send import reply_body
 from bot.errors import BacklogFull, PayloadError
 from bot.inbox import Inbox
 from bot.log import get_logger
-from bot.messages import Message, Reply
+from bot.messages import Message
 from bot.rendezvous import ReplyRendezvous
 
 log = get_logger("adapters.webhook")
@@ -42,8 +42,6 @@ class WebhookAdapter:
             `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
         wait_timeout_s: the longest `?wait=true` waits for the reply before answering 202.
         max_text_chars: the longest `text` accepted (BOT_MAX_TEXT_CHARS); longer is 400.
-        fallback: where a reply goes that a waiting caller took but hung up before it could
-            be written (the callback POST); None drops it (it stays kept for a repeat).
         limit: the inbound rate limit (`InboundLimiter.check_inbound`): seconds to wait when
             the message is over its author's or conversation's limit (429 with Retry-After),
             None when it may go in; None (the default) limits nothing.
@@ -51,13 +49,11 @@ class WebhookAdapter:
 
     def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
                  wait_timeout_s: float, max_text_chars: int = 4000,
-                 fallback: Callable[[Reply], Awaitable[None]] | None = None,
                  limit: Callable[[Message], Awaitable[float | None]] | None = None) -> None:
         self._inbox = inbox
         self._rendezvous = rendezvous
         self._secret = secret
         self._wait_timeout_s = wait_timeout_s
-        self._fallback = fallback
         self._limit = limit
         self._max_text_chars = max_text_chars
 
@@ -102,22 +98,12 @@ class WebhookAdapter:
             if wait:
                 reply = await self._rendezvous.wait(message.id, self._wait_timeout_s,
                                                     gone=lambda: _gone(request))
-                if reply is not None:
-                    return await self._hand_over(request, reply)
+                if reply is not None:  # else the worker's sender posts it to the callback
+                    return web.json_response(reply_body(reply), status=200)
         except (RedisError, OSError) as exc:  # stored already: the marker lapses by itself
             log.warning("reply wait failed; the reply goes to the callback",
                         message_id=message.id, error=type(exc).__name__)
         return web.json_response({"id": public_id, "status": status}, status=202)
-
-    async def _hand_over(self, request: web.Request, reply: Reply) -> web.Response:
-        """The reply for a waiting caller; if the caller hung up meanwhile, the fallback."""
-        if _gone(request) and self._fallback is not None:
-            try:
-                await self._fallback(reply)
-            except Exception as exc:  # kept for a repeat of the id all the same
-                log.error("callback after the caller hung up failed",
-                          message_id=reply.message_id, error=type(exc).__name__)
-        return web.json_response(reply_body(reply), status=200)
 
 
 def _gone(request: web.Request) -> bool:

@@ -14,20 +14,24 @@ from tenacity import (
 )
 
 from adapters.verification import sha256_signature
+from bot.errors import TransientError
 from bot.log import get_logger
-from bot.messages import Reply
+from bot.messages import NOTICE_META, Reply
 from bot.rendezvous import ReplyRendezvous
 
 log = get_logger("adapters.webhook")
 
 
-class CallbackError(Exception):
-    """The callback URL answered with a retryable status."""
+class CallbackError(TransientError):
+    """The callback URL answered with a retryable status (429 or 5xx): the receiver is down or
+    overloaded, not the message at fault, so the engine keeps retrying it (up to
+    BOT_MAX_RETRY_AGE_S) without counting it against BOT_MAX_DELIVERIES."""
 
 
 def reply_body(reply: Reply) -> dict[str, Any]:
     """The JSON shape of a reply, in responses and callbacks; `buttons` only when the reply
-    has some (press one by sending `{"button": token}` in place of `text`)."""
+    has some (press one by sending `{"button": token}` in place of `text`); `notice` only on a
+    notice instead of an answer ("dead_letter": the message was given up on)."""
     body: dict[str, Any] = {
         "id": reply.meta.get("id", reply.message_id),
         "conversation": reply.conversation.channel,
@@ -35,6 +39,8 @@ def reply_body(reply: Reply) -> dict[str, Any]:
         "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
     if reply.buttons:
         body["buttons"] = [{"label": b.label, "token": b.token} for b in reply.buttons]
+    if NOTICE_META in reply.meta:  # not an answer: why the message will not be answered
+        body["notice"] = reply.meta[NOTICE_META]
     return body
 
 
@@ -57,7 +63,8 @@ class WebhookSender:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
     async def send(self, reply: Reply) -> None:
-        if await self._rendezvous.deliver(reply):
+        # a notice (the message was given up on) never replaces an answer kept for repeats
+        if await self._rendezvous.deliver(reply, replace=NOTICE_META not in reply.meta):
             return
         await self.post_callback(reply)
 

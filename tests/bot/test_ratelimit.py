@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -23,22 +21,6 @@ from bot.ratelimit_inbound import InboundLimiter, InboundRateLimit
 from tests.conftest import Services
 
 SLOW = Rate(capacity=2, per_s=1 / 600)  # two at once, then one per ten minutes
-
-
-@pytest.fixture
-async def redis(services: Services) -> AsyncIterator[Redis]:
-    client = Redis.from_url(services.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: Redis) -> AsyncIterator[str]:
-    p = f"t{uuid.uuid4().hex[:10]}"
-    yield p
-    keys = [k async for k in redis.scan_iter(f"{p}:*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 class Sleeps:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from bot.messages import Conversation, Message
 from bot.protocols import DraftEditor
 from bot.streaming import DraftStream
-from tests.conftest import Services
 
 
 class RecordingEditor:
@@ -39,13 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def redis(services: Services) -> AsyncIterator[Redis]:
-    client = Redis.from_url(services.redis_url)
-    yield client
-    await client.aclose()
 
 
 def message() -> Message:

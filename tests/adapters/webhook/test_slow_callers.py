@@ -162,3 +162,25 @@ async def test_text_limits_are_one_setting_and_say_characters(
     assert (await srv.post(envelope(id="at-limit", text="y" * 4000)))[0] == 202
     bigger = await server_factory(workers=0, bot_max_text_chars=32_000)
     assert (await bigger.post(envelope(id="big", text="z" * 32_000)))[0] == 202
+
+
+async def test_a_callback_outage_delays_the_answer_and_never_loses_it(
+        server_factory: Callable[..., Any], callback: CallbackRecorder) -> None:
+    # the soak found it: 5xx from the callback counted against BOT_MAX_DELIVERIES, so a 30 s
+    # outage of the caller's endpoint dead-lettered answers that were ready
+    model = await FakeOpenAI().start()
+    callback.status = 503
+    try:
+        srv = await server_factory(llm_base_url=model.base_url, llm_stream=False,
+                                   webhook_callback_url=callback.url, bot_max_deliveries=2,
+                                   bot_claim_idle_s=0.5)
+        assert (await srv.post(envelope(id="outage-1")))[0] == 202
+        await callback.wait_for(8, timeout_s=60)  # 3 attempts a delivery: past 2 deliveries
+        callback.status = 200
+        answered = len(callback.calls)
+        await callback.wait_for(answered + 1, timeout_s=60)
+    finally:
+        await model.stop()
+    bodies = [json.loads(raw) for raw, _ in callback.calls]
+    assert bodies[answered]["answer"] == "ANSWER to: What is zlib's CHUNK? [1]"
+    assert all("notice" not in body for body in bodies)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from bot.llm import ChatGenerator, LLMRouter
@@ -13,15 +11,7 @@ from bot.llm.cache import ResponseCache, cache_key
 from bot.llm.providers import ProviderConfig
 from bot.metrics import LLM_CACHE
 from bot.protocols import Turn
-from tests.conftest import Services
 from tests.fakes.openai_server import FakeOpenAI
-
-
-@pytest.fixture
-async def redis(services: Services) -> AsyncIterator[Redis]:
-    client = Redis.from_url(services.redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_deterministic_calls_without_memory_are_cached(redis: Redis,
