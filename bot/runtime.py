@@ -228,9 +228,10 @@ class Runtime:
                      draft_transform=self.guardrails.redact_draft,
                      tools=toolbox_factory(self.action_runner) if router is not None else None),
             OutputRails(self.guardrails, self.redis, prefix, ANSWER_TTL_S),
-            SaveMemory(self.memory),
             RecordTranscript(self.transcript),
             SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
+            # after the send: memory holds only exchanges whose answer went out
+            SaveMemory(self.memory),
         ], timeout_s=s.bot_message_timeout_s)
 
     async def _build_generator(self) -> Generator:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
+from adapters.webhook.send import CallbackError
+from bot.config import Settings
 from bot.messages import Conversation, Message, Passage
 from bot.pipeline import Generate, Pipeline, SaveMemory
 from bot.protocols import Generated, Turn
 from bot.runtime import Runtime
+from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 
 
 class CountingGenerator:
@@ -45,6 +52,27 @@ async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) 
     turns = await runtime.memory.load(msg.conversation.key)
     assert [(t.role, t.content) for t in turns] == [("user", "question"),
                                                    ("assistant", "answer #1")]
+
+
+async def test_an_answer_that_could_not_be_sent_is_not_remembered(
+        make_settings: Callable[..., Settings], fake_llm: FakeOpenAI,
+        callback: CallbackRecorder) -> None:
+    # finding 3: a failed exchange was written into memory before the send failed, so the
+    # next question was answered in the context of an answer its author never saw
+    callback.status = 503
+    settings = make_settings(llm_base_url=fake_llm.base_url, llm_stream=False,
+                             webhook_callback_url=callback.url)
+    msg = Message(id="webhook:support:m1", conversation=Conversation("webhook", "c1"),
+                  user="u1", text="What is zlib's CHUNK?", meta={"id": "m1"})
+    async with Runtime(settings) as rt:
+        with pytest.raises(CallbackError):
+            await rt.pipeline.run(msg)
+        assert await rt.memory.load(msg.conversation.key) == []
+        callback.status = 200
+        await rt.pipeline.run(msg)
+        turns = await rt.memory.load(msg.conversation.key)
+    assert [t.role for t in turns] == ["user", "assistant"]
+    assert turns[1].content.startswith("ANSWER to: What is zlib's CHUNK?")
 
 
 async def test_top_k_zero_turns_retrieval_off() -> None:
