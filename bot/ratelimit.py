@@ -6,8 +6,9 @@ Two mechanisms, each one atomic Lua script per check that reads the clock with R
 - `RateLimiter.take`: token buckets. A bucket holds up to `Rate.capacity` tokens and gains
   `Rate.per_s` tokens per second; a check takes `cost` tokens from every bucket it names, or
   from none when one of them is short (then it says how long to wait). A bucket is a Redis hash
-  `<p>:rl:<name>` (`tokens`, `ts` in ms) that expires once it would be full again, so idle
-  buckets vanish.
+  `<p>:rl:<name>` (`tokens`, `ts` in ms) that expires once it would be full again (plus twice
+  how far in the past it was evaluated, so a backlog charged as of its arrival times never
+  finds a bucket that vanished under it), so idle buckets vanish.
 - `RouteBuckets`: buckets a platform announces in its response headers (Discord's
   `X-RateLimit-Bucket`, `-Remaining`, `-Reset-After`): `<p>:rl:<platform>:route:<route>` maps
   a route to the platform's bucket id, `<p>:rl:<platform>:bucket:<bucket>:<major>` holds what
@@ -65,8 +66,12 @@ if memo_ms > 0 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local real = now
 local at = tonumber(ARGV[3])
 if at > 0 and at < now then now = at end
+-- a bucket evaluated in the past (a backlog) must outlive the backlog: requests even older
+-- than this one may still be checked against it
+local keep = 1000 + 2 * (real - now)
 local cost = tonumber(ARGV[1])
 local wait, worst = 0, 0
 local levels, stamps = {}, {}
@@ -84,23 +89,34 @@ for i = first, #KEYS do
     if need > wait then wait, worst = need, i - first + 1 end
   end
 end
-if wait > 0 then return {0, wait, worst, ''} end
+if wait > 0 then
+  for i = first, #KEYS do
+    local j = 4 + 2 * (i - first)
+    local life = math.ceil(tonumber(ARGV[j]) * 1000 / tonumber(ARGV[j + 1])) + keep
+    local left = redis.call('PTTL', KEYS[i])
+    if left > 0 and left < life then redis.call('PEXPIRE', KEYS[i], life) end
+  end
+  return {0, wait, worst, ''}
+end
 for i = first, #KEYS do
   local j = 4 + 2 * (i - first)
   local cap, rate = tonumber(ARGV[j]), tonumber(ARGV[j + 1])
   redis.call('HSET', KEYS[i], 'tokens', tostring(levels[i] - cost), 'ts', stamps[i])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(cap * 1000 / rate) + 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(cap * 1000 / rate) + keep)
 end
 if memo_ms > 0 then redis.call('SET', KEYS[1], 'ok', 'PX', memo_ms) end
 return {1, 0, 0, ''}
 """
 
 # KEYS: bucket state (hash remaining, reset ms), the platform-wide block (PX)
+# ARGV: "1" when the call is under the platform-wide limit (the block applies to it)
 # -> 0: go (one of the bucket's remaining calls reserved); else ms to wait
 _ROUTE_ACQUIRE = """
 if redis.replicate_commands then redis.replicate_commands() end
-local blocked = redis.call('PTTL', KEYS[2])
-if blocked > 0 then return blocked end
+if ARGV[1] == '1' then
+  local blocked = redis.call('PTTL', KEYS[2])
+  if blocked > 0 then return blocked end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local s = redis.call('HMGET', KEYS[1], 'remaining', 'reset')
@@ -256,16 +272,18 @@ class RouteBuckets:
                 self._routes[route] = bucket
         return f"{self._platform}:bucket:{bucket or route}"
 
-    async def check(self, route: str, major: str) -> float:
+    async def check(self, route: str, major: str, *, global_limited: bool = True) -> float:
         """Seconds to wait before calling `route` on `major` (0: go now, and one of the
-        bucket's remaining calls is reserved).
+        bucket's remaining calls is reserved); `global_limited` False: the platform-wide
+        block after a global 429 does not apply (Discord's interaction endpoints).
 
         Raises:
             redis.exceptions.RedisError, OSError: Redis cannot be asked.
         """
         state = await self._state_key(route)
         wait_ms = await self._acquire(keys=[self._limiter.key(f"{state}:{major}"),
-                                            self._limiter.key(f"{self._platform}:blocked")])
+                                            self._limiter.key(f"{self._platform}:blocked")],
+                                      args=["1" if global_limited else "0"])
         return max(0, int(wait_ms)) / 1000.0
 
     async def observe(self, route: str, major: str, *, bucket: str | None,
@@ -330,11 +348,14 @@ class SendPacer:
         return await self._wait(platform, lambda: self._take(buckets))
 
     async def acquire_route(self, platform: str, route: str, major: str,
-                            buckets: Sequence[Bucket] = ()) -> float:
-        """Wait for the route's announced bucket (and the platform-wide block), then for
-        `buckets` (e.g. a global requests-per-second bucket); see `acquire`."""
+                            buckets: Sequence[Bucket] = (), *,
+                            global_limited: bool = True) -> float:
+        """Wait for the route's announced bucket (and, when `global_limited`, the
+        platform-wide block), then for `buckets` (e.g. a global requests-per-second bucket);
+        see `acquire`."""
         routes = self.routes(platform)
-        waited = await self._wait(platform, lambda: routes.check(route, major))
+        waited = await self._wait(platform, lambda: routes.check(
+            route, major, global_limited=global_limited))
         if buckets:
             waited += await self.acquire(platform, buckets)
         return waited

@@ -152,7 +152,7 @@ class InboundLimiter:
     async def verdict(self, message: Message) -> Verdict:
         """The stage's verdict: as `check_inbound`, and for a message over the limit whether
         it is the first since the wait began (`tell`). The "told" mark is
-        `<p>:rl:<empty bucket>:told`, kept for the wait; the message's memo then says
+        `<p>:rl:told:<empty bucket>`, kept for the wait; the message's memo then says
         "tell" until `told` records the reply as sent, so a retried message sends it again.
 
         Raises:
@@ -163,7 +163,8 @@ class InboundLimiter:
             return verdict
         wait_ms = max(1, math.ceil(verdict.retry_after_s * 1000))
         redis = self._limiter.redis
-        first = await redis.set(self._limiter.key(f"{empty}:told"), "1", nx=True, px=wait_ms)
+        # its own namespace: a bucket name ends in free text (a webhook user id "alice:told")
+        first = await redis.set(self._limiter.key(f"told:{empty}"), "1", nx=True, px=wait_ms)
         memo = self._limiter.key(self._memo(message))
         if first:
             await redis.set(memo, f"{_TELL}{verdict.scope}:{verdict.retry_after_s}",
@@ -185,8 +186,8 @@ class InboundRateLimit:
     platform's sender (sent here, since the action stage would otherwise answer a command),
     as a reply for the author alone (`meta["ephemeral"]`) where the platform has those.
 
-    Fails open: with Redis unreachable the message goes on (and fails later on its own).
-    Raises: whatever the sender raises for the slow-down reply (the message is retried).
+    Fails open: with Redis unreachable the message goes on (and fails later on its own). The
+    slow-down reply is best effort: when it cannot be sent the message is skipped all the same.
     """
 
     def __init__(self, inbound: InboundLimiter, senders: Mapping[str, Sender]) -> None:
@@ -217,9 +218,16 @@ class InboundRateLimit:
             return
         wait = max(1, math.ceil(verdict.retry_after_s))
         text = (SLOW_DOWN_CONVERSATION if verdict.scope == "conversation" else SLOW_DOWN)
-        await sender.send(Reply(message_id=message.id, conversation=message.conversation,
-                                text=text.format(wait=wait),
-                                meta={**message.meta, "ephemeral": "1"}))
+        try:
+            await sender.send(Reply(message_id=message.id, conversation=message.conversation,
+                                    text=text.format(wait=wait),
+                                    meta={**message.meta, "ephemeral": "1"}))
+        except Exception as exc:  # best effort: a skipped message must not hold its conversation
+            ctx.skipped_reason = "rate limited"
+            INBOUND_LIMITED.labels(platform, verdict.scope, "skipped").inc()
+            log.warning("slow-down reply not sent; message skipped", message_id=message.id,
+                        scope=verdict.scope, error=type(exc).__name__)
+            return
         ctx.skipped_reason = "rate limited: told"
         INBOUND_LIMITED.labels(platform, verdict.scope, "told").inc()
         log.info("message over its rate limit; author told to wait", message_id=message.id,

@@ -17,8 +17,11 @@ same message gets the kept reply.
   it answers on `<p>:taken:<id>`: "1" when its caller is still there, "0" when the caller hung
   up in that very moment (it hands the reply back). `deliver` returns True only on "1"; on "0",
   or when nobody answered within `pickup_timeout_s` (the waiter died between renewing and
-  taking; the reply is then taken back), it returns False, so the sender's fallback runs where
-  a failure is retried, in the worker, not in a request handler that has lost its caller.
+  taking, or is stalled), it returns False, so the sender's fallback runs where a failure is
+  retried, in the worker, not in a request handler that has lost its caller. Giving up is
+  atomic: it takes the reply back from the box, or, if a waiter took it without answering yet,
+  marks the hand-off abandoned (`<p>:abandoned:<id>`) so that waiter's late "1" is refused and
+  its caller gets no second copy.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from redis.exceptions import RedisError
 
 from bot.messages import Reply
 
-# KEYS: result, marker, box, taken; ARGV: reply JSON, result ttl s, box ttl s, "1" to replace
-# a kept reply -> 1 handed to a waiter
+# KEYS: result, marker, box, taken, abandoned; ARGV: reply JSON, result ttl s, box ttl s,
+# "1" to replace a kept reply -> 1 handed to a waiter
 _DELIVER = """
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -42,12 +45,31 @@ else
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
 end
 if redis.call('DEL', KEYS[2]) == 1 then
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[5])
   redis.call('RPUSH', KEYS[3], ARGV[1])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
   return 1
 end
 return 0
+"""
+
+# the waiter's answer. KEYS: taken, abandoned; ARGV: "1" (caller there) or "0", ttl s
+# -> 1 recorded; 0 the deliverer gave up on this hand-off already
+_ANSWER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# the deliverer gives up waiting. KEYS: box, taken, abandoned; ARGV: ttl s
+# -> "back" (taken back from the box), the waiter's late answer, or "abandoned"
+_RECLAIM = """
+if redis.call('LPOP', KEYS[1]) then return 'back' end
+local answer = redis.call('LPOP', KEYS[2])
+if answer then return answer end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[1])
+return 'abandoned'
 """
 
 #: How long a pickup answer (`<p>:taken:<id>`) and an untaken reply box live, seconds.
@@ -85,6 +107,8 @@ class ReplyRendezvous:
         self._pickup_timeout_s = pickup_timeout_s
         self._deliver = redis.register_script(_DELIVER)
         self._attach = redis.register_script(_ATTACH)
+        self._answer = redis.register_script(_ANSWER)
+        self._reclaim = redis.register_script(_RECLAIM)
 
     def marker_key(self, message_id: str) -> str:
         """The key that says a caller waits for this message's reply (set by the inbox with a
@@ -99,6 +123,9 @@ class ReplyRendezvous:
 
     def _taken(self, message_id: str) -> str:
         return f"{self._prefix}:taken:{message_id}"
+
+    def _abandoned(self, message_id: str) -> str:
+        return f"{self._prefix}:abandoned:{message_id}"
 
     async def result(self, message_id: str) -> Reply | None:
         """The reply delivered for this message, if it is still kept."""
@@ -153,11 +180,11 @@ class ReplyRendezvous:
                          gone: Callable[[], bool] | None) -> Reply | None:
         """Tell `deliver` whether the caller is still there to be given the reply taken."""
         here = gone is None or not gone()
-        taken = self._taken(message_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(taken, "1" if here else "0")
-            pipe.expire(taken, _HANDOFF_TTL_S)
-            await pipe.execute()
+        recorded = await self._answer(
+            keys=[self._taken(message_id), self._abandoned(message_id)],
+            args=["1" if here else "0", _HANDOFF_TTL_S])
+        if not int(recorded):  # too late: the sender has given it to the fallback already
+            return None
         return Reply.from_json(item) if here else None
 
     async def deliver(self, reply: Reply, *, replace: bool = True) -> bool:
@@ -172,9 +199,11 @@ class ReplyRendezvous:
         Raises:
             redis.exceptions.RedisError: Redis failed; nothing was handed over.
         """
-        box, taken = self._box(reply.message_id), self._taken(reply.message_id)
+        message_id = reply.message_id
+        box, taken = self._box(message_id), self._taken(message_id)
+        abandoned = self._abandoned(message_id)
         handed = await self._deliver(
-            keys=[self._result(reply.message_id), self.marker_key(reply.message_id), box, taken],
+            keys=[self._result(message_id), self.marker_key(message_id), box, taken, abandoned],
             args=[reply.to_json(), self.result_ttl_s, _HANDOFF_TTL_S, "1" if replace else "0"])
         if not int(handed):
             return False
@@ -182,12 +211,9 @@ class ReplyRendezvous:
         answer = await self._redis.blpop([taken], timeout=self._pickup_timeout_s)
         if answer is not None:
             return _text(answer[1]) == "1"
-        # nobody took it: take it back, unless a waiter does so at this very moment
-        if await self._redis.lpop(box) is not None:
-            return False
-        late: bytes | str | None = await self._redis.lpop(taken)  # type: ignore[assignment]
-        # taken without an answer (the waiter's process died?): the fallback, at least once
-        return late is not None and _text(late) == "1"
+        # no answer in time: take the reply back, or take the late answer, or abandon it
+        outcome = await self._reclaim(keys=[box, taken, abandoned], args=[_HANDOFF_TTL_S])
+        return _text(outcome) == "1"
 
 
 def _text(value: bytes | str) -> str:

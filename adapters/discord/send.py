@@ -132,7 +132,8 @@ class DiscordRest:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             if self.pacer is not None:
                 await self.pacer.acquire_route("discord", route, major,
-                                               GLOBAL_BUCKETS if global_limited else ())
+                                               GLOBAL_BUCKETS if global_limited else (),
+                                               global_limited=global_limited)
             async with self._http.request(method, self._api + path, data=data,
                                           headers=headers) as response:
                 text = await response.text()

@@ -119,6 +119,20 @@ async def test_a_memo_never_charges_the_same_request_twice(redis: Redis, prefix:
     assert not (await limiter.take(bucket, memo="m:2", memo_ttl_s=60)).allowed
 
 
+async def test_a_backlog_longer_than_the_refill_still_finds_its_bucket(
+        redis: Redis, prefix: str) -> None:
+    # review: the bucket expired by Redis' clock while a backlog was charged as of its
+    # arrival, so behind a model slower than capacity / rate every queued message passed
+    limiter = RateLimiter(redis, prefix)
+    bucket = [Bucket("backlog", Rate(capacity=2, per_s=4))]  # full again 0.5 s after use
+    arrived = time.time()  # ten messages at once, processed one every 0.8 s
+    verdicts = []
+    for _ in range(4):
+        verdicts.append((await limiter.take(bucket, at=arrived)).allowed)
+        await asyncio.sleep(0.8)
+    assert verdicts == [True, True, False, False]
+
+
 # the inbound stage ----------------------------------------------------------------------------
 
 async def test_a_user_over_the_limit_is_told_once_then_skipped_silently(
@@ -254,6 +268,41 @@ async def test_announced_route_buckets_are_shared_and_honoured(
         # a global 429 holds every route
         await first.observe_route("discord", "GET /users/@me", "-", bucket=None,
                                   remaining=None, reset_after_s=None, global_retry_after_s=0.3)
+        # ...but not the interaction endpoints, which are outside the global limit and whose
+        # response is due within 3 s
+        assert await second.acquire_route(
+            "discord", "POST /interactions/{id}/{token}/callback", "-",
+            global_limited=False) == 0.0
         assert await second.acquire_route("discord", route, "44") >= 0.2
     finally:
         await other.aclose()
+
+
+async def test_a_user_id_shaped_like_a_mark_is_limited_like_any_other(
+        redis: Redis, prefix: str) -> None:
+    # review: the "told" mark of user alice shared the key of user "alice:told"'s bucket
+    inbound = InboundLimiter(RateLimiter(redis, prefix), user=SLOW, conversation=None)
+    stage = InboundRateLimit(inbound, {"webhook": RecordingSender()})
+    for first, user in ((0, "alice"), (10, "alice:told")):
+        contexts = [Context(message(n, user=user, platform="webhook", channel=user))
+                    for n in range(first, first + 4)]
+        for ctx in contexts:
+            await stage(ctx)
+        assert [c.skipped_reason for c in contexts] == [
+            "", "", "rate limited: told", "rate limited"], user
+
+
+class FailingSender:
+    async def send(self, reply: Reply) -> None:
+        raise ConnectionResetError("platform down")
+
+
+async def test_a_slow_down_reply_that_cannot_be_sent_still_skips(
+        redis: Redis, prefix: str) -> None:
+    # review: the failed reply failed the message, which then held its conversation
+    stage = InboundRateLimit(InboundLimiter(RateLimiter(redis, prefix), user=SLOW,
+                                            conversation=None), {"slack": FailingSender()})
+    contexts = [Context(message(n)) for n in range(3)]
+    for ctx in contexts:
+        await stage(ctx)
+    assert [c.skipped_reason for c in contexts] == ["", "", "rate limited"]

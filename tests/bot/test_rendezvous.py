@@ -4,6 +4,7 @@ real Redis: a reply counts as delivered only when its caller is still there to g
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -59,3 +60,25 @@ async def test_a_notice_never_replaces_a_kept_answer(redis: Redis, prefix: str) 
     assert await rendezvous.deliver(notice, replace=False) is False
     kept = await rendezvous.result("webhook:demo:1")
     assert kept is not None and kept.text == "the answer"
+
+
+class StalledWaiter(ReplyRendezvous):
+    """A waiter whose answer comes after the deliverer stopped waiting for it (an event loop
+    stalled, or waiting for a free connection of a busy pool)."""
+
+    async def _picked_up(self, message_id: str, item: bytes | str,
+                         gone: Callable[[], bool] | None) -> Reply | None:
+        await asyncio.sleep(0.8)
+        return await super()._picked_up(message_id, item, gone)
+
+
+async def test_a_waiter_answering_too_late_gives_no_second_copy(
+        redis: Redis, prefix: str) -> None:
+    # review: deliver() gave up (the fallback posts the callback) and then the late waiter
+    # returned the reply too: delivered twice
+    rendezvous = ReplyRendezvous(redis, prefix, pickup_timeout_s=0.3)
+    await redis.set(rendezvous.marker_key("webhook:demo:1"), "1", px=10_000)
+    waiter = asyncio.create_task(StalledWaiter(redis, prefix).wait("webhook:demo:1", 30))
+    await asyncio.sleep(0.2)
+    assert await rendezvous.deliver(reply()) is False  # the fallback delivers it...
+    assert await waiter is None  # ...and only the fallback
