@@ -154,4 +154,4 @@ def test_a_policy_may_restrict_http_request_where_it_is_not_configured(
         bot_http_action_url="http://127.0.0.1:9/hook",
         bot_http_action_secret="0123456789abcdef"))
     assert "http_request" in registry
-    assert loaded.actions["http_request"].roles == {"ops"}
+    assert loaded.actions["http_request"].roles == frozenset({"ops"})

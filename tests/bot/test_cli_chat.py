@@ -15,8 +15,8 @@ import pytest
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
-from bot.cli_chat import ChatLoop, PipedLines, TerminalLines, is_blank, prompt_session
-from bot.messages import Conversation, Reply
+from bot.cli_chat import ChatLoop, PipedLines, TerminalLines, prompt_session
+from bot.messages import Conversation, Reply, is_blank
 
 GUARD_S = 20.0  # only so a broken loop fails the test instead of hanging it
 

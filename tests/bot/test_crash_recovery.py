@@ -9,10 +9,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import bot_command, subprocess_env
+from tests.conftest import subprocess_env
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET, envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
-from tests.fakes.processes import BotProcess
+from tests.fakes.processes import BotProcess, bot_command
 
 
 async def test_sigkill_between_xadd_and_xack_loses_nothing(

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from bot.services import EmbeddedPostgres, EmbeddedValkey
-from tests.conftest import CORPUS, bot_command
+from tests.conftest import CORPUS
+from tests.fakes.processes import bot_command
 
 
 def _servers_under(data_dir: Path) -> list[psutil.Process]:
@@ -69,7 +70,7 @@ pg.stop()
 def _running(pid: int) -> bool:
     """True if `pid` is a live process (a zombie awaiting its reaper counts as gone)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

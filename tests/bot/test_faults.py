@@ -19,10 +19,10 @@ import pytest
 
 from adapters.verification import sha256_signature
 from bot.services import EmbeddedValkey
-from tests.conftest import bot_command, subprocess_env
+from tests.conftest import subprocess_env
 from tests.fakes.bot_server import TEST_WEBHOOK_SECRET
 from tests.fakes.openai_server import CallbackRecorder
-from tests.fakes.processes import BotProcess
+from tests.fakes.processes import BotProcess, bot_command
 
 CONVERSATIONS, PER_CONVERSATION = 100, 10
 

@@ -65,8 +65,9 @@ async def test_failures_stay_pending_then_go_to_the_dead_letter_stream(runtime: 
     await task
     assert stage.calls == 2  # max_deliveries attempts, then no more
     entries = await runtime.redis.xrange(inbox.dlq)
-    assert len(entries) == 1
+    assert entries is not None and len(entries) == 1
     fields = entries[0][1]
+    assert fields is not None
     assert fields[b"error"] == b"max deliveries exceeded"
     assert Message.from_json(fields[b"m"]).id == "poison"
     assert await inbox.backlog() == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -10,7 +10,7 @@ from adapters.webhook.send import CallbackError
 from bot.config import Settings
 from bot.messages import Conversation, Message, Passage
 from bot.pipeline import Generate, Pipeline, SaveMemory
-from bot.protocols import Generated, Turn
+from bot.protocols import Generated, Toolbox, Turn
 from bot.runtime import Runtime
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 
@@ -20,7 +20,8 @@ class CountingGenerator:
         self.calls = 0
 
     async def generate(self, question: str, history: list[Turn], passages: list[Passage],
-                       on_delta: object = None) -> Generated:
+                       on_delta: Callable[[str], Awaitable[None]] | None = None,
+                       tools: Toolbox | None = None) -> Generated:
         self.calls += 1
         return Generated(text=f"answer #{self.calls}", model="counting", tokens_in=3)
 
@@ -97,15 +98,8 @@ async def test_top_k_zero_turns_retrieval_off() -> None:
 
 
 async def test_text_that_shows_nothing_is_not_sent_to_the_model(
-        make_settings: object, fake_llm: object) -> None:
-    from collections.abc import Callable
-
-    from bot.config import Settings
-    from tests.fakes.openai_server import FakeOpenAI
-
-    assert isinstance(fake_llm, FakeOpenAI)
-    settings_for: Callable[..., Settings] = make_settings  # type: ignore[assignment]
-    async with Runtime(settings_for(llm_base_url=fake_llm.base_url)) as rt:
+        make_settings: Callable[..., Settings], fake_llm: FakeOpenAI) -> None:
+    async with Runtime(make_settings(llm_base_url=fake_llm.base_url)) as rt:
         for i, text in enumerate(["\u200b\u200e\u2066", " \t\u00a0", "\ufeff\u2069"]):
             ctx = await rt.pipeline.run(Message(
                 id=f"webhook:w:blank-{i}", user="u", text=text,

@@ -12,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import CORPUS, bot_command, subprocess_env
+from tests.conftest import CORPUS, subprocess_env
 from tests.fakes.discord_api import BOT_ID, CHANNEL_ID, FakeDiscord, message_create
-from tests.fakes.processes import BotProcess
+from tests.fakes.processes import BotProcess, bot_command
 from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack, signed_headers
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.scenario.test_discord import PUBLIC_KEY

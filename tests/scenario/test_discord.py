@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -36,7 +36,7 @@ PUBLIC_KEY = SIGNING_KEY.verify_key.encode().hex()
 
 
 def interaction(name: str) -> dict[str, Any]:
-    return json.loads((PAYLOADS / f"{name}.json").read_text())
+    return cast("dict[str, Any]", json.loads((PAYLOADS / f"{name}.json").read_text()))
 
 
 def signed(body: bytes, timestamp: str | None = None, key: SigningKey = SIGNING_KEY
@@ -239,10 +239,10 @@ async def test_a_refused_intent_is_reported_and_nothing_else_breaks(
                                discord_gateway_url=discord_api.gateway_url)
     [adapter] = srv.rt.platforms
     for _ in range(100):
-        if adapter._gateway is not None and adapter._gateway.done():  # type: ignore[attr-defined]
+        if adapter._gateway is not None and adapter._gateway.done():
             break
         await asyncio.sleep(0.1)
-    gateway = adapter._gateway  # type: ignore[attr-defined]
+    gateway = adapter._gateway
     assert gateway.done()
     assert isinstance(gateway.exception(), discord_py.PrivilegedIntentsRequired)
     body = json.dumps(interaction("ping")).encode()  # interactions still answered

@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -25,7 +25,7 @@ PAYLOADS = Path(__file__).parent.parent / "payloads" / "slack"
 
 
 def payload(name: str) -> dict[str, Any]:
-    return json.loads((PAYLOADS / f"{name}.json").read_text())
+    return cast("dict[str, Any]", json.loads((PAYLOADS / f"{name}.json").read_text()))
 
 
 async def post(srv: Server, body: bytes, headers: dict[str, str]) -> tuple[int, str]:

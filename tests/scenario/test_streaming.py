@@ -12,7 +12,7 @@ import pytest
 from tests.fakes.bot_server import Server
 from tests.fakes.discord_api import APP_ID, FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack, signed_headers
 from tests.fakes.telegram_api import TOKEN, FakeTelegram
 from tests.scenario import test_discord, test_slack, test_telegram
 
@@ -32,10 +32,10 @@ async def mention_the_bot(server_factory: Callable[..., Any], slack: FakeSlack,
                           llm: FakeOpenAI) -> None:
     """Start a streaming bot on `slack` and send it the documented app_mention event."""
     srv: Server = await server_factory(
-        slack_bot_token="xoxb-test-token", slack_signing_secret=test_slack.SIGNING_SECRET,
+        slack_bot_token="xoxb-test-token", slack_signing_secret=SIGNING_SECRET,
         slack_api_url=slack.api_url, **streaming(llm))
     body = json.dumps(test_slack.payload("app_mention")).encode()
-    assert await test_slack.post(srv, body, test_slack.signed_headers(body)) == (200, "")
+    assert await test_slack.post(srv, body, signed_headers(body)) == (200, "")
 
 
 def streaming(llm: FakeOpenAI) -> dict[str, Any]:

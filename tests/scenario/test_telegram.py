@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -26,7 +26,7 @@ ME = TelegramIdentity(id=BOT_ID, username=BOT_USERNAME)
 
 
 def update(name: str) -> dict[str, Any]:
-    return json.loads((PAYLOADS / f"{name}.json").read_text())
+    return cast("dict[str, Any]", json.loads((PAYLOADS / f"{name}.json").read_text()))
 
 
 @pytest.fixture

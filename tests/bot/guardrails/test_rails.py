@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigError
-from bot.guardrails.base import Action, RailContext, run_rails
+from bot.guardrails.base import Action, Rail, RailContext, run_rails
 from bot.guardrails.pii import PIIRedactor
 from bot.guardrails.policy import GuardrailPolicy, build_guardrails
 from bot.guardrails.rails import (
@@ -104,7 +104,7 @@ async def test_grounding_rail_with_an_llm_judge() -> None:
 
 
 async def test_run_rails_chains_redactions_stops_at_a_block_and_counts() -> None:
-    rails = [PIIRail(PIIRedactor()), LengthRail(30, "too long")]
+    rails: list[Rail] = [PIIRail(PIIRedactor()), LengthRail(30, "too long")]
     before = RAIL_VERDICTS.labels("pii", "redact")._value.get()
     outcome = await run_rails(rails, "mail me: someone@example.com", RailContext(), stage="t")
     assert outcome.text == "mail me: [EMAIL]" and outcome.blocked is None

@@ -49,7 +49,7 @@ async def test_an_injection_is_blocked_before_the_model(server_factory: Callable
     [verdict] = rows["out"]["verdicts"]
     assert (verdict["rail"], verdict["action"], verdict["reason"]) == (
         "injection", "block", "prompt injection")
-    assert verdict["score"] >= srv.rt.guardrails.injection.threshold  # type: ignore[union-attr]
+    assert verdict["score"] >= srv.rt.guardrails.injection.threshold
     assert await srv.rt.memory.load("webhook:support:c-m1:-") == []  # nothing remembered
 
     answer = await ask(srv, "How do I ignore whitespace changes in git diff?", "m2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 
 from bot.llm import ChatGenerator, LLMRouter
@@ -47,9 +48,9 @@ async def test_deterministic_calls_without_memory_are_cached(redis: Redis,
 
 
 def test_key_covers_messages_model_and_temperature() -> None:
-    messages = [{"role": "user", "content": "x"}]
-    base = cache_key(messages, "m", 0)  # type: ignore[arg-type]
-    assert base == cache_key([{"content": "x", "role": "user"}], "m", 0)  # type: ignore[list-item]
-    assert base != cache_key(messages, "n", 0)  # type: ignore[arg-type]
-    assert base != cache_key(messages, "m", 0.5)  # type: ignore[arg-type]
-    assert base != cache_key([{"role": "user", "content": "y"}], "m", 0)  # type: ignore[list-item]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "x"}]
+    base = cache_key(messages, "m", 0)
+    assert base == cache_key([{"content": "x", "role": "user"}], "m", 0)
+    assert base != cache_key(messages, "n", 0)
+    assert base != cache_key(messages, "m", 0.5)
+    assert base != cache_key([{"role": "user", "content": "y"}], "m", 0)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from bot.llm import ChatGenerator, LLMRouter, LLMUnavailable
@@ -14,7 +15,8 @@ from bot.llm.providers import ProviderConfig
 from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS
 from tests.fakes.openai_server import FakeOpenAI
 
-QUESTION = [{"role": "user", "content": "How do I reset my password?"}]
+QUESTION: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "How do I reset my password?"}]
 
 
 @pytest.fixture
