@@ -17,5 +17,6 @@ class ConsoleSender:
 
     async def send(self, reply: Reply) -> None:
         if not await self._rendezvous.deliver(reply):
-            log.warning("console reply dropped: the caller stopped waiting",
-                        message_id=reply.message_id)
+            # expected after Ctrl-C in `bot chat`: not a warning printed into the chat
+            log.info("console reply dropped: the caller stopped waiting",
+                     message_id=reply.message_id)
