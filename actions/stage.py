@@ -1,4 +1,4 @@
-"""The pipeline stage that routes a message to an action (DESIGN.md, "action routing").
+"""The pipeline stage that routes a message to an action (docs/architecture.md, "Action routing").
 
 A message is an action call when:
 - it carries a pressed button (`meta["button"]`);

@@ -1,8 +1,8 @@
 """The pipeline: a list of small stages run in order on one message's `Context`.
 
-Default chain (DESIGN.md, "The path of one message"): already-answered check -> action
-routing -> memory load -> typing indicator -> input rails -> retrieve -> passage check ->
-generate -> output rails -> memory save -> transcript row -> send. A stage
+Default chain (docs/architecture.md): already-answered check -> inbound rate limit -> action
+routing -> blank check -> memory load -> typing indicator -> input rails -> retrieve -> passage
+check -> generate -> output rails -> transcript row -> send -> memory save. A stage
 stops the chain by setting `ctx.done`. Stages are classes with one async method, composed by
 the runtime.
 """

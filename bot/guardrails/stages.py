@@ -1,5 +1,5 @@
-"""Pipeline stages that apply the guardrails (DESIGN.md: input rails before retrieval and
-generation, output rails before the reply is sent)."""
+"""Pipeline stages that apply the guardrails (docs/architecture.md): input rails before
+retrieval and generation, output rails before the reply is sent."""
 
 from __future__ import annotations
 
