@@ -1,12 +1,12 @@
 """Train the prompt-injection classifier of `bot.guardrails.injection` (a training-time script;
 needs scikit-learn and scipy, which the runtime does not).
 
-    python -m bot.guardrails.training --data /work/shared/data/prompt-injection \\
+    python -m bot.guardrails.training --data DIR \\
         --out bot/guardrails/data/injection.npz [--cache /tmp/inj-emb.npz]
 
-Data: `train.csv` / `validation.csv` of the S-Labs prompt-injection dataset (MIT, columns
-text,label; label 1 = injection) and the hand-written `augment_benign.csv`,
-`augment_attacks.csv` beside the weights. `ood_eval.csv` (text,label,category) is never trained
+Data: DIR holds `train.csv` / `validation.csv` of the S-Labs prompt-injection dataset (MIT,
+huggingface.co/datasets/S-Labs/prompt-injection-dataset; columns text,label; label 1 =
+injection); the hand-written `augment_benign.csv`, `augment_attacks.csv` lie beside the weights. `ood_eval.csv` (text,label,category) is never trained
 on; it estimates generalization to indirect, encoded, role-play and non-English attacks and to
 benign messages that talk about prompts, code or are not in English.
 
