@@ -169,48 +169,60 @@ class Worker:
             await self._inbox.dead_letter(delivery, "not a valid message")
             return
         conversation = delivery.message.conversation.key
-        if not await self.handle_ready(conversation, delivery):
+        tried = await self._turn(conversation, delivery)
+        if not tried:
+            # not run this time (another worker holds the conversation, or the turn ended or
+            # failed on an older entry first): this delivery must not count as an attempt, or
+            # a message waiting behind a failing one would be dead-lettered untried
             await self._inbox.uncount(delivery.entry_id)
+        if tried is None:
             log.debug("left to the conversation's current worker", entry_id=delivery.entry_id,
                       conversation=conversation)
 
     async def handle_ready(self, conversation: str, trigger: Delivery | None = None) -> bool:
         """Take a turn of `conversation` (one from the ready list, or the one `trigger` belongs
         to); False if another worker holds it now."""
+        return await self._turn(conversation, trigger) is not None
+
+    async def _turn(self, conversation: str, trigger: Delivery | None) -> bool | None:
+        """One turn of `conversation`: None if another worker holds it, else whether `trigger`
+        was run in it (True without a trigger)."""
         lease = await self._order.acquire(conversation)
         if lease is None:
-            return False
+            return None
         try:
-            await self._drain(lease, trigger)
+            return await self._drain(lease, trigger)
         except LeaseLost:
             log.warning("conversation lease lost; another worker goes on with it",
                         conversation=conversation)
-        return True
+            return False
 
-    async def _drain(self, lease: ConversationLease, trigger: Delivery | None) -> None:
-        """Process the conversation's entries oldest first for one turn."""
+    async def _drain(self, lease: ConversationLease, trigger: Delivery | None) -> bool:
+        """Process the conversation's entries oldest first for one turn; True if `trigger`
+        (if any) was run."""
+        tried = trigger is None
         trigger_seen = trigger is None
         turn_ends = time.monotonic() + self._turn_s
         done = 0
         while True:
             if done >= self._turn_messages or (done and time.monotonic() >= turn_ends):
                 await lease.end_turn()
-                return
+                return tried
             head = await lease.head()
             if head is None:
                 if not trigger_seen and trigger is not None \
                         and await self._inbox.exists(trigger.entry_id):
                     # an entry with no place in the FIFO (enqueued before ordering existed)
-                    trigger_seen = True
+                    trigger_seen = tried = True
                     if not await self._process(trigger, lease):
                         await lease.release()
-                        return
+                        return tried
                     done += 1
                 if await lease.release_if_done():
-                    return
+                    return tried
                 continue
             if trigger is not None and head == trigger.entry_id:
-                trigger_seen = True
+                trigger_seen = tried = True
                 delivery: Delivery | None = trigger
             else:
                 delivery = await self._inbox.fetch(self.consumer, head)
@@ -219,7 +231,7 @@ class Worker:
                 continue
             if not await self._process(delivery, lease):
                 await lease.release()
-                return
+                return tried
             await lease.pop(head)
             done += 1
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from bot.messages import Message
 from bot.pipeline import Context, Pipeline
 from bot.runtime import Runtime
@@ -39,8 +41,11 @@ async def test_busy_conversations_do_not_starve_a_quiet_one(runtime: Runtime) ->
     assert order.index("quiet") < 60, order.index("quiet")
 
 
-async def test_a_service_that_stays_down_dead_letters_after_the_retry_age(runtime: Runtime
-                                                                         ) -> None:
+@pytest.mark.parametrize("max_deliveries", [5, 1])
+async def test_a_service_that_stays_down_dead_letters_after_the_retry_age(
+        runtime: Runtime, max_deliveries: int) -> None:
+    # with max_deliveries 1: the later messages, claimed again and again while the first one
+    # failed, once counted each claim as an attempt and were dead-lettered without a try
     processed: list[str] = []
     told: list[tuple[str, str]] = []
 
@@ -54,7 +59,8 @@ async def test_a_service_that_stays_down_dead_letters_after_the_retry_age(runtim
 
     hook: Callable[[Message, str], Awaitable[None]] = apologize
     workers = [Worker(runtime.inbox, Pipeline([handler]), runtime.order, index=i,
-                      claim_idle_s=0.2, max_deliveries=5, block_ms=20, max_retry_age_s=1.5,
+                      claim_idle_s=0.2, max_deliveries=max_deliveries, block_ms=20,
+                      max_retry_age_s=1.5,
                       on_dead_letter=hook) for i in range(2)]
     for seq in range(3):
         await runtime.inbox.enqueue(message("down", seq))
