@@ -1,6 +1,8 @@
-"""Input-rail quality and latency on a labelled CSV (`text,label`, label 1 = attack).
+"""Input-rail quality and latency on a labelled CSV (`text,label`, label 1 = attack), and
+passage-rail quality and latency on a passage set (JSON lines).
 
     python -m bench.rails [--data CSV] [--threshold T]
+    python -m bench.rails --passages JSONL [--passage-threshold T] [--no-input] [--top N]
 
 Runs the default policy's input rails (length + the offline injection classifier) on every
 row, one message at a time as the bot does, and prints precision, recall and false-positive
@@ -8,6 +10,15 @@ rate at the threshold, with p50/p95/p99 latency per message. The baseline, run i
 process on the same rows, is the kind of keyword list offline guardrail kits fall back to;
 the ratio line compares the two latencies. Default data: the S-Labs validation split, shipped
 in tests/fixtures/prompt-injection/.
+
+`--passages` adds the passage rail: every passage goes through the injection rail's
+`check_passages` alone, as the `CheckPassages` stage runs it (a passage's score does not
+depend on the others retrieved with it), at the policy's passage threshold. The file is what
+`bot.guardrails.passage_data` writes (`text`, `label`, `source`, `placement`, `decoy`; the
+held-out sample is tests/fixtures/passages/heldout_sample.jsonl). Printed: precision, recall,
+FPR and latency per passage, the flag rate of benign passages per source (`pypi:*` groups the
+READMEs of Python distributions) and per decoy block, recall per placement, and the
+highest-scoring benign passages.
 """
 
 from __future__ import annotations
@@ -15,15 +26,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import re
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from bot.cli_rails import input_guardrails
 from bot.guardrails.base import RailContext, run_rails
 from bot.guardrails.policy import GuardrailPolicy
 from bot.log import configure_logging
+from bot.messages import Passage
 
 #: The dataset's validation split, shipped with the tests (tests/fixtures/SOURCES.md).
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "prompt-injection" \
@@ -54,8 +69,83 @@ def figures(name: str, predicted: list[bool], labels: list[bool], latencies_s: l
             f"p99 {pct(0.99):.2f} ms")
 
 
+def _group(source: str) -> str:
+    return "pypi:*" if source.startswith("pypi:") else source
+
+
+def _rates(title: str, rows: dict[str, list[bool]], what: str) -> list[str]:
+    lines = [f"{title:<34} {'n':>6} {what:>8} {'rate':>8}"]
+    for key in sorted(rows):
+        hits = rows[key]
+        lines.append(f"  {key:<32} {len(hits):>6} {sum(hits):>8} {sum(hits) / len(hits):>8.4f}")
+    return lines
+
+
+async def passage_report(args: argparse.Namespace) -> None:
+    """The passage rail on `args.passages` (see the module docstring)."""
+    with args.passages.open(encoding="utf-8") as handle:
+        records: list[dict[str, Any]] = [json.loads(line) for line in handle if line.strip()]
+    policy = GuardrailPolicy()
+    if args.passage_threshold is not None:
+        policy = policy.model_copy(update={"passages": policy.passages.model_copy(
+            update={"injection_threshold": args.passage_threshold})})
+    rails = input_guardrails(policy)
+    injection = rails.injection
+    assert injection is not None and rails.passage_injection
+
+    def passage(r: dict[str, Any]) -> Passage:
+        return Passage(text=r["text"], uri=str(r.get("source", "")), title=str(r.get("doc", "")),
+                       section="", page=None, score=0.0)
+
+    for r in records[:20]:  # load the model and warm up
+        await injection.check_passages([passage(r)])
+    flagged: list[bool] = []
+    scores: list[float | None] = []
+    latencies: list[float] = []
+    for r in records:
+        started = time.perf_counter()
+        kept, verdicts = await injection.check_passages([passage(r)])
+        latencies.append(time.perf_counter() - started)
+        flagged.append(not kept)
+        scores.append(verdicts[0].score if verdicts else None)
+    rails.close()
+    labels = [bool(r["label"]) for r in records]
+    print(f"passages: {args.passages} ({len(records)} passages, {sum(labels)} injected); "
+          f"passage threshold {injection.passage_threshold:.4f}")
+    print(figures("passage rail", flagged, labels, latencies))
+    by_source: dict[str, list[bool]] = defaultdict(list)
+    by_decoy: dict[str, list[bool]] = defaultdict(list)
+    by_place: dict[str, list[bool]] = defaultdict(list)
+    for r, hit in zip(records, flagged, strict=True):
+        if r["label"]:
+            by_place[str(r.get("placement"))].append(hit)
+        elif r.get("decoy"):
+            by_decoy[str(r["decoy"])].append(hit)
+        else:
+            by_source[_group(str(r.get("source", "")))].append(hit)
+    print("\n".join(_rates("benign passages by source", by_source, "flagged")))
+    if by_decoy:
+        print("\n".join(_rates("benign with a decoy block, by kind", by_decoy, "flagged")))
+    print("\n".join(_rates("injected passages by placement", by_place, "caught")))
+    benign = sorted(((s, r) for r, s in zip(records, scores, strict=True)
+                     if s is not None and not r["label"]), key=lambda x: -x[0])
+    if benign and args.top:
+        print(f"highest-scoring benign passages (of {len(benign)} flagged):")
+    for s, r in benign[:args.top]:
+        snippet = " ".join(r["text"].split())[:160]
+        print(f"  {s:.4f} {r.get('source')} {r.get('doc')}: {snippet}")
+
+
 async def main(args: argparse.Namespace) -> None:
     configure_logging("WARNING", "console", [])  # one verdict line per attack is noise here
+    if not args.no_input:
+        await input_report(args)
+    if args.passages is not None:
+        await passage_report(args)
+
+
+async def input_report(args: argparse.Namespace) -> None:
+    """The input rails on `args.data` against the keyword baseline."""
     with args.data.open(newline="", encoding="utf-8") as handle:
         rows = [(r["text"], r["label"].strip() == "1") for r in csv.DictReader(handle)]
     policy = GuardrailPolicy()
@@ -91,4 +181,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--passages", type=Path, default=None,
+                        help="also report the passage rail on these JSON lines")
+    parser.add_argument("--passage-threshold", type=float, default=None)
+    parser.add_argument("--no-input", action="store_true", help="skip the input rails")
+    parser.add_argument("--top", type=int, default=10,
+                        help="highest-scoring benign passages to print")
     asyncio.run(main(parser.parse_args()))
