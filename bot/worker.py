@@ -269,10 +269,16 @@ class Worker:
                 with contextlib.suppress(RedisError, OSError):
                     await self._inbox.uncount(delivery.entry_id)
             MESSAGE_FAILURES.labels(message.conversation.platform, str(transient).lower()).inc()
-            log.exception("message failed; left pending for retry", message_id=message.id,
-                          detail=str(exc) if isinstance(exc, StageTimeout) else None,
-                          conversation=message.conversation.key, attempt=delivery.attempt,
-                          transient=transient, trace_id=trace_id, error=type(exc).__name__)
+            fields = {"message_id": message.id, "conversation": message.conversation.key,
+                      "attempt": delivery.attempt, "trace_id": trace_id,
+                      "error": type(exc).__name__}
+            if transient:  # an outside service is down: expected, retried, no traceback
+                log.warning("message failed; an outside service is down; left pending for "
+                            "retry", detail=self._redact(str(exc))[:300], **fields)
+            else:
+                log.exception("message failed; left pending for retry", transient=False,
+                              detail=str(exc) if isinstance(exc, StageTimeout) else None,
+                              **fields)
             return False
         finally:
             finished.set()
