@@ -6,9 +6,10 @@ needs scikit-learn and scipy, which the runtime does not).
 
 Data: DIR holds `train.csv` / `validation.csv` of the S-Labs prompt-injection dataset (MIT,
 huggingface.co/datasets/S-Labs/prompt-injection-dataset; columns text,label; label 1 =
-injection); the hand-written `augment_benign.csv`, `augment_attacks.csv` lie beside the weights. `ood_eval.csv` (text,label,category) is never trained
-on; it estimates generalization to indirect, encoded, role-play and non-English attacks and to
-benign messages that talk about prompts, code or are not in English.
+injection); the hand-written `augment_benign.csv`, `augment_attacks.csv` lie beside the
+weights. `ood_eval.csv` (text,label,category) is never trained on; it estimates generalization
+to indirect, encoded, role-play and non-English attacks and to benign messages that talk about
+prompts, code or are not in English.
 
 Threshold (`operating_point`): the spec's operating point on the validation split, the only use
 of validation rows: the middle of the threshold interval where validation recall >= 0.97 and FPR
