@@ -21,14 +21,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.cli_actions import actions_app
+from bot.cli_eval import eval_app
 from bot.cli_rails import rails_app
-from bot.config import RetrievalMode, Settings, load_settings
+from bot.config import Settings, load_settings
 from bot.errors import BotError, ConfigError, ServiceUnavailable
 from bot.messages import Reply
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Switchboard: a chat bot that answers from your knowledge base.")
-eval_app = typer.Typer(no_args_is_help=True, help="Measure the bot.")
 app.add_typer(eval_app, name="eval")
 dlq_app = typer.Typer(no_args_is_help=True,
                       help="Messages that failed BOT_MAX_DELIVERIES times (dead letters).")
@@ -83,7 +83,19 @@ def _run(coro: Coroutine[Any, Any, int]) -> None:
 
 def _reply_json(reply: Reply) -> dict[str, Any]:
     return {"answer": reply.text,
-            "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources]}
+            "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources],
+            "filtered": [{"uri": f.uri, "reason": f.reason, "score": f.score,
+                          "removed_chars": f.removed_chars} for f in reply.filtered]}
+
+
+def _filtered_note(reply: Reply) -> str:
+    """What the passage rails kept from the model, for a terminal ("" when nothing)."""
+    if not reply.filtered:
+        return ""
+    lines = ["", "Removed from the retrieved passages (not shown to the model):"]
+    lines += [f"- {f.uri}: {f.reason}; {f.removed_chars} characters, score {f.score:.2f}"
+              for f in reply.filtered]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -165,7 +177,9 @@ def ask(question: str,
         timeout_s: Annotated[float, typer.Option("--timeout", min=1.0,
                                                  help="Seconds to wait.")] = 120.0,
         ) -> None:
-    """Ask one question and print the answer with numbered sources. A question that shows
+    """Ask one question and print the answer with numbered sources, and what the passage rails
+    removed from the retrieved text, if anything (`--json`: {"answer", "sources",
+    "filtered": [{"uri", "reason", "score", "removed_chars"}]}). A question that shows
     nothing (only spaces, zero-width or bidi control characters) exits 2."""
     from bot.messages import is_blank
 
@@ -188,6 +202,8 @@ def ask(question: str,
             sys.stdout.write(json.dumps(_reply_json(reply), ensure_ascii=False) + "\n")
         else:
             out.print(reply.render(), markup=False, highlight=False)
+            if note := _filtered_note(reply):  # one line per removal, however wide
+                out.print(note, markup=False, highlight=False, soft_wrap=True)
         return 0
 
     _run(main())
@@ -279,43 +295,6 @@ def forget(source: str) -> None:
             _error(f"error: no ingested source {uri}")
             return 1
         out.print(f"forgotten: {uri}", markup=False, highlight=False)
-        return 0
-
-    _run(main())
-
-
-@eval_app.command("retrieval")
-def eval_retrieval(
-        queries: Annotated[Path, typer.Argument(
-            help='JSON lines: {"query": str, "relevant": [uri, uri suffix or title, ...]}')],
-        mode: Annotated[str, typer.Option(help="dense, lexical, hybrid or all")] = "all",
-        as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Report nDCG@10, recall@10 and MRR of retrieval on a labelled query set."""
-    settings = _settings()
-
-    from knowledge.evaluate import evaluate, read_queries
-
-    try:
-        labelled = read_queries(queries.read_text(encoding="utf-8").splitlines())
-        modes = list(RetrievalMode) if mode == "all" else [RetrievalMode(mode)]
-    except (OSError, ValueError) as exc:
-        _error(f"error: {queries}: {exc}")
-        raise typer.Exit(2) from None
-
-    async def main() -> int:
-        from bot.runtime import Runtime
-
-        results = {}
-        async with Runtime(settings) as rt:
-            for m in modes:
-                results[m.value] = await evaluate(rt.knowledge_retriever(m), labelled)
-        if as_json:
-            sys.stdout.write(json.dumps({k: vars(v) for k, v in results.items()}) + "\n")
-        else:
-            out.print(f"{'mode':<8} {'queries':>7} {'nDCG@10':>8} {'recall@10':>9} {'MRR':>6}")
-            for name, r in results.items():
-                out.print(f"{name:<8} {r.queries:>7} {r.ndcg_at_10:>8.3f} {r.recall_at_10:>9.3f} "
-                          f"{r.mrr:>6.3f}")
         return 0
 
     _run(main())

@@ -121,6 +121,8 @@ class ChatLoop:
                 continue
             self._say("bot> " + (reply.render() if reply else
                                  f"(no answer within {self._timeout_s:g} s)"))
+            for f in reply.filtered if reply else ():
+                self._note(f"(removed from {f.uri}: {f.reason})")
 
     def _command(self, text: str) -> bool:
         """Handle a slash command; False means leave."""

@@ -1,5 +1,5 @@
 """The engine's value types: `Conversation` (the reply address), `Message` (one normalized
-inbound message), `Passage` (one retrieved chunk), `Source`, `Button` and `Reply`.
+inbound message), `Passage` (one retrieved chunk), `Source`, `Filtered`, `Button` and `Reply`.
 
 Adapters build `Message`s at the edge; the engine never sees a platform payload. Messages cross
 process boundaries through the Redis inbox as JSON (`to_json` / `from_json`).
@@ -118,6 +118,25 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Filtered:
+    """Retrieved text that a passage rail kept from the model (cut from a passage, or the
+    whole passage dropped); never silent: on the reply, in the transcript, in `bot ask`.
+
+    Attributes:
+        uri: the document the passage came from.
+        reason: what was removed and why ("prompt injection: 1 of 7 units removed
+            (sentence)"); never the removed text.
+        score: the rail's highest score in the passage, in [0, 1].
+        removed_chars: characters removed (the passage's length when it was dropped).
+    """
+
+    uri: str
+    reason: str
+    score: float
+    removed_chars: int
+
+
+@dataclass(frozen=True, slots=True)
 class Button:
     """A button under a reply (Slack block action, Telegram inline keyboard button, Discord
     button component). Pressing it sends the engine a `Message` whose `meta["button"]` is
@@ -151,6 +170,8 @@ class Reply:
         sources: the cited documents, best first.
         meta: the inbound message's `meta`, for the sender.
         buttons: buttons shown under the reply's last piece, in order.
+        filtered: what the passage rails removed from the passages the answer was written
+            from (not rendered on chat platforms; `bot ask` shows it).
     """
 
     message_id: str
@@ -159,6 +180,7 @@ class Reply:
     sources: tuple[Source, ...] = ()
     meta: dict[str, str] = field(default_factory=dict)
     buttons: tuple[Button, ...] = ()
+    filtered: tuple[Filtered, ...] = ()
 
     def render(self) -> str:
         """Text plus a numbered sources list, as chat platforms show it."""
@@ -179,6 +201,7 @@ class Reply:
         data["conversation"] = Conversation(**data["conversation"])
         data["sources"] = tuple(Source(**s) for s in data["sources"])
         data["buttons"] = tuple(Button(**b) for b in data.get("buttons", ()))
+        data["filtered"] = tuple(Filtered(**f) for f in data.get("filtered", ()))
         return cls(**data)
 
 

@@ -28,7 +28,7 @@ from tenacity import (
 from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
-from bot.messages import Button, Message, Passage, Reply, is_blank
+from bot.messages import Button, Filtered, Message, Passage, Reply, is_blank
 from bot.protocols import (
     DraftEditor,
     Generated,
@@ -57,6 +57,8 @@ class Context:
     generated: Generated | None = None
     reply: Reply | None = None
     verdicts: list[dict[str, object]] = field(default_factory=list)
+    # what the passage rails removed from `passages`, one entry per passage cut or dropped
+    filtered: list[Filtered] = field(default_factory=list)
     blocked: bool = False  # an input rail answered instead of the model
     knowledge_base_only: bool = False  # answer from the knowledge base only (grounding)
     railed: bool = False  # the output rails have run on `reply` (kept for retries)
@@ -198,7 +200,7 @@ class Generate:
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
                           text=ctx.generated.text, sources=tuple(sources), meta=meta,
-                          buttons=ctx.generated.buttons)
+                          buttons=ctx.generated.buttons, filtered=tuple(ctx.filtered))
         await store_answer(self._redis, key, ctx, self._ttl_s)
 
 
@@ -249,7 +251,8 @@ class RecordTranscript:
         if ctx.reply is not None:
             await self._transcript.record(ctx.message, ctx.reply, ctx.generated,
                                           ctx.latency_ms, ctx.verdicts,
-                                          action=ctx.action or None)
+                                          action=ctx.action or None,
+                                          filtered=ctx.reply.filtered)
 
 
 class SendReply:

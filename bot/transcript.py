@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from bot.messages import Message, Reply
+from bot.messages import Filtered, Message, Reply
 from bot.protocols import Generated
 
 
@@ -22,9 +22,11 @@ class Transcript:
 
     async def record(self, message: Message, reply: Reply, generated: Generated | None,
                      latency_ms: int, verdicts: list[dict[str, object]],
-                     action: str | None = None) -> None:
+                     action: str | None = None,
+                     filtered: tuple[Filtered, ...] | list[Filtered] = ()) -> None:
         """Record the exchange in one transaction; `action` names the action that wrote the
-        reply (None: the model or a rail did)."""
+        reply (None: the model or a rail did); `filtered` (column `filtered`, a JSON list of
+        {"uri", "reason", "score", "removed_chars"}) is what the passage rails removed."""
         conv = message.conversation
         sources = json.dumps([asdict(s) for s in reply.sources])
         async with self._pool.acquire() as conn, conn.transaction():
@@ -40,16 +42,17 @@ class Transcript:
             await conn.execute(
                 """INSERT INTO messages (conversation_id, direction, message_id, text, sources,
                                          verdicts, model, latency_ms, tokens_in, tokens_out,
-                                         error, trace_id, action)
+                                         error, trace_id, action, filtered)
                    VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11,
-                           $12)
+                           $12, $13::jsonb)
                    ON CONFLICT DO NOTHING""",
                 conv.key, message.id, reply.text, sources, json.dumps(verdicts),
                 generated.model if generated else None, latency_ms,
                 generated.tokens_in if generated else None,
                 generated.tokens_out if generated else None,
                 (generated.error or None) if generated else None,
-                (generated.trace_id or None) if generated else None, action)
+                (generated.trace_id or None) if generated else None, action,
+                json.dumps([asdict(f) for f in filtered]))
 
     async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:
         """The sources of the conversation's last answer not written by an action (a list of

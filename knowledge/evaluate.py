@@ -8,13 +8,19 @@ over distinct documents (a document's rank is that of its best chunk); relevance
   divided by the DCG of the ideal ranking.
 - recall@10: relevant documents in the top 10 / relevant documents (at most 10).
 - MRR: mean over queries of 1 / rank of the first relevant document (0 if none in the top 10).
+
+With a passage filter (the bot's passage rails), the same retrieval is scored again on what the
+rails let through, as the model would see it: a passage dropped whole no longer ranks its
+document (the document's next passage may), and the counts of top-10 documents whose best
+passage was cut or dropped are reported, so that a cost in recall on your own corpus shows at
+once.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from bot.messages import Passage
@@ -29,14 +35,27 @@ class LabelledQuery:
     relevant: tuple[str, ...]
 
 
+PassageFilter = Callable[[list[Passage]], Awaitable[list[Passage | None]]]
+"""The passage rails as evaluation sees them: one entry per passage, in order: None when the
+passage is dropped, else the passage as the model would read it (its text cut or not)."""
+
+
 @dataclass(frozen=True)
 class EvalResult:
-    """Mean metrics over `queries` queries, each in [0, 1]."""
+    """Mean metrics over `queries` queries. The `railed_*` metrics (in [0, 1]) score the same
+    retrieval after the passage filter; `cut_at_10` and `dropped_at_10` are the mean numbers
+    of top-10 documents (before the filter) whose best passage it cut or dropped. All None
+    without a filter."""
 
     queries: int
     ndcg_at_10: float
     recall_at_10: float
     mrr: float
+    railed_ndcg_at_10: float | None = None
+    railed_recall_at_10: float | None = None
+    railed_mrr: float | None = None
+    cut_at_10: float | None = None
+    dropped_at_10: float | None = None
 
 
 def read_queries(lines: Iterable[str]) -> list[LabelledQuery]:
@@ -86,13 +105,45 @@ def score_query(ranked_docs: list[Passage], relevant: tuple[str, ...]
     return dcg / ideal if ideal else 0.0, recall, rr
 
 
+async def railed(passages: list[Passage], rails: PassageFilter, batch: int = CUTOFF
+                 ) -> tuple[list[Passage], int, int]:
+    """Run `rails` over `passages` (in rank order, `batch` at a time, until 10 documents are
+    kept or none is left). Returns the kept passages in order, and how many of the best
+    passages of the top-10 documents before filtering were cut and dropped."""
+    best = {id(p) for p in rank_documents(passages)[:CUTOFF]}
+    kept: list[Passage] = []
+    cut = dropped = 0
+    for start in range(0, len(passages), batch):
+        chunk = passages[start:start + batch]
+        for before, after in zip(chunk, await rails(chunk), strict=True):
+            if after is not None:
+                kept.append(after)
+            if id(before) in best:
+                dropped += after is None
+                cut += after is not None and after.text != before.text
+        if len(rank_documents(kept)) >= CUTOFF:
+            break
+    return kept, cut, dropped
+
+
 async def evaluate(retriever: Retriever, queries: list[LabelledQuery],
-                   chunks_per_query: int = 50) -> EvalResult:
-    """Run every query through `retriever` and average the metrics."""
-    totals = [0.0, 0.0, 0.0]
+                   chunks_per_query: int = 50, rails: PassageFilter | None = None
+                   ) -> EvalResult:
+    """Run every query through `retriever` and average the metrics; with `rails`, also after
+    the passage filter (see `EvalResult`)."""
+    totals = [0.0] * 8
     for q in queries:
-        docs = rank_documents(await retriever.retrieve(q.query, chunks_per_query))
-        for i, value in enumerate(score_query(docs, q.relevant)):
+        passages = await retriever.retrieve(q.query, chunks_per_query)
+        for i, value in enumerate(score_query(rank_documents(passages), q.relevant)):
             totals[i] += value
+        if rails is not None:
+            kept, cut, dropped = await railed(passages, rails)
+            for i, value in enumerate(score_query(rank_documents(kept), q.relevant)):
+                totals[3 + i] += value
+            totals[6] += cut
+            totals[7] += dropped
     n = max(len(queries), 1)
-    return EvalResult(len(queries), totals[0] / n, totals[1] / n, totals[2] / n)
+    mean = [t / n for t in totals]
+    if rails is None:
+        return EvalResult(len(queries), *mean[:3])
+    return EvalResult(len(queries), *mean)

@@ -309,6 +309,12 @@ class InjectionClassifier:
                 self._embed = OnnxMiniLM(threads=1).embed
             return self._embed
 
+    def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """(n, 384) embeddings of n texts in one call of the embedder (blocking). The int8
+        embedder quantizes activations per call: batch only texts whose scores may depend on
+        one another (the units of one passage)."""
+        return self._embedder()(texts)
+
     def ngram_logit(self, feats: Features) -> float:
         """Logit of the n-gram-only ranking model for one featurized candidate."""
         idx, val = feats

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ConfigError
 from bot.guardrails.base import Rail
+from bot.guardrails.passages import DROP_SHARE, TriageScorer
 from bot.guardrails.pii import PIIRedactor
 from bot.guardrails.rails import (
     BLOCKED_INPUT,
@@ -59,9 +60,12 @@ class InputPolicy(_Section):
 
 class PassagePolicy(_Section):
     injection: bool = True
-    # None: the input's threshold. Passages are documentation, scored sentence by sentence:
-    # raise it if legitimate how-to passages get dropped.
+    # None: the input's threshold. Passages are documentation, scored unit by unit (sentences,
+    # comments, link titles, table cells...): raise it if legitimate how-to text gets cut.
     injection_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Adversarial units are cut and the rest kept; a passage is dropped whole only when more
+    # than this share of its non-blank characters would be cut.
+    drop_share: Annotated[float, Field(ge=0, le=1)] = DROP_SHARE
 
 
 class OutputPolicy(_Section):
@@ -154,8 +158,12 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
             else classifier.default_threshold
         p_threshold = policy.passages.injection_threshold
+        if p_threshold is None:
+            p_threshold = threshold
         rails.injection = InjectionRail(classifier.score, threshold, p_in.injection_message,
-                                        passage_threshold=p_threshold)
+                                        passage_threshold=p_threshold,
+                                        passage_scorer=TriageScorer(classifier, p_threshold),
+                                        drop_share=policy.passages.drop_share)
         rails.passage_injection = policy.passages.injection
         if p_in.injection:
             rails.input_rails.append(rails.injection)

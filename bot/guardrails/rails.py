@@ -1,7 +1,8 @@
 """The rails: small classes with one async `check` method (see `bot.guardrails.base.Rail`).
 
 Input rails run before retrieval and generation, on the user's text; the injection rail also
-checks retrieved passages (indirect injection); output rails run before the reply is sent.
+checks retrieved passages (indirect injection), cutting what carries an attack; output rails
+run before the reply is sent.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from pydantic import BaseModel
 
 from bot.guardrails.base import Action, RailContext, Verdict, allow
+from bot.guardrails.passages import DROP_SHARE, PassageCheck, UnitScorer, check_passage
 from bot.guardrails.pii import PIIRedactor
 from bot.log import get_logger
 from bot.messages import Passage
@@ -126,17 +129,24 @@ class InjectionRail:
     `bot.guardrails.injection` (scores in [0, 1]; a text at or above `threshold` is an
     attack). Scoring runs on one dedicated thread, off the event loop.
 
-    `check` blocks a user message; `check_passages` drops retrieved passages that carry an
-    injection (indirect injection, e.g. a poisoned document in the knowledge base).
+    `check` blocks a user message. `filter_passages` checks retrieved passages for an
+    injection (indirect injection, e.g. a poisoned document in the knowledge base): unit by
+    unit with `passage_scorer` (default: `scorer` on each unit) at `passage_threshold`,
+    cutting the adversarial units and dropping a passage only when more than `drop_share` of
+    it would be cut (`bot.guardrails.passages`).
     """
 
     name = "injection"
 
     def __init__(self, scorer: Callable[[list[str]], list[float]], threshold: float,
-                 message: str, passage_threshold: float | None = None) -> None:
+                 message: str, passage_threshold: float | None = None, *,
+                 passage_scorer: UnitScorer | None = None,
+                 drop_share: float = DROP_SHARE) -> None:
         self._scorer = scorer
+        self._passage_scorer = passage_scorer or scorer
         self.threshold = threshold
         self.passage_threshold = threshold if passage_threshold is None else passage_threshold
+        self.drop_share = drop_share
         self.message = message
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rails")
 
@@ -153,22 +163,48 @@ class InjectionRail:
         return Verdict(Action.BLOCK, self.name, message=self.message,
                        reason="prompt injection", score=round(score, 4))
 
+    def check_texts(self, texts: list[str]) -> list[PassageCheck]:
+        """`PassageCheck` of each passage text (blocking; one scorer call per passage, so a
+        passage's verdict does not depend on the passages checked with it)."""
+        return [check_passage(t, self._passage_scorer, self.passage_threshold, self.drop_share)
+                for t in texts]
+
+    async def filter_passages(self, passages: list[Passage]) -> list[PassageCheck]:
+        """`PassageCheck` of each passage, in order, computed off the event loop."""
+        if not passages:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.check_texts,
+                                          [p.text for p in passages])
+
     async def check_passages(self, passages: list[Passage]) -> tuple[list[Passage],
                                                                      list[Verdict]]:
-        """The passages to keep, and a block verdict for each one dropped."""
-        scores = await self.scores([p.text for p in passages])
+        """The passages to keep (those cut carry the marker in place of the cut text), and a
+        verdict for each passage changed: redact when cut, block when dropped whole."""
         kept: list[Passage] = []
         verdicts: list[Verdict] = []
-        for passage, score in zip(passages, scores, strict=True):
-            if score < self.passage_threshold:
-                kept.append(passage)
-            else:
-                verdicts.append(Verdict(Action.BLOCK, self.name, score=round(score, 4),
-                                        reason=f"injection in passage from {passage.uri}"))
+        for passage, check in zip(passages, await self.filter_passages(passages), strict=True):
+            if (changed := kept_passage(passage, check)) is not None:
+                kept.append(changed)
+            if check.cuts:
+                verdicts.append(self.passage_verdict(passage, check))
         return kept, verdicts
+
+    def passage_verdict(self, passage: Passage, check: PassageCheck) -> Verdict:
+        """The verdict recorded for a passage cut (redact) or dropped (block)."""
+        return Verdict(Action.BLOCK if check.dropped else Action.REDACT, self.name,
+                       score=check.score,
+                       reason=f"{check.describe()}; passage from {passage.uri}")
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def kept_passage(passage: Passage, check: PassageCheck) -> Passage | None:
+    """`passage` as the model may see it: None when dropped, its cut text when cut."""
+    if check.text is None:
+        return None
+    return passage if check.text == passage.text else replace(passage, text=check.text)
 
 
 class PIIRail:

@@ -1,5 +1,6 @@
 """Pipeline stages that apply the guardrails (docs/architecture.md): input rails before
-retrieval and generation, output rails before the reply is sent."""
+retrieval and generation, the passage check after retrieval, output rails before the reply is
+sent."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from redis.asyncio import Redis
 
 from bot.guardrails.base import RailContext, run_rails
 from bot.guardrails.policy import Guardrails
+from bot.guardrails.rails import kept_passage
 from bot.log import get_logger
-from bot.messages import Reply
+from bot.messages import Filtered, Reply
+from bot.metrics import RAIL_VERDICTS
 from bot.pipeline import Context, store_answer
 
 log = get_logger("bot.guardrails")
@@ -41,7 +44,16 @@ class InputRails:
 
 
 class CheckPassages:
-    """Drops retrieved passages that carry a prompt injection (indirect injection)."""
+    """Removes prompt injections from the retrieved passages (indirect injection): the units
+    that carry one are cut and replaced by a marker, the rest of the passage is kept; a
+    passage that is mostly adversarial is dropped (`InjectionRail.filter_passages`).
+
+    Every removal is recorded, never silent: a `Filtered` entry on `ctx.filtered` (it goes on
+    the reply, hence the transcript and `bot ask`), a verdict on `ctx.verdicts` (redact for a
+    cut, block for a drop), `switchboard_rail_verdicts_total{rail, action}`, and an info log
+    line with the document's URI (never the text). Not a warning: on a terminal, `bot ask`
+    shows the removals with the answer instead of interleaving log lines with it.
+    """
 
     def __init__(self, guardrails: Guardrails) -> None:
         self._rails = guardrails
@@ -50,11 +62,23 @@ class CheckPassages:
         injection = self._rails.injection
         if injection is None or not self._rails.passage_injection or not ctx.passages:
             return
-        ctx.passages, verdicts = await injection.check_passages(ctx.passages)
-        for verdict in verdicts:
-            log.warning("rail verdict", stage="passages", rail=verdict.rail,
-                        action=str(verdict.action), reason=verdict.reason, score=verdict.score)
+        checks = await injection.filter_passages(ctx.passages)
+        kept = []
+        for passage, check in zip(ctx.passages, checks, strict=True):
+            if (shown := kept_passage(passage, check)) is not None:
+                kept.append(shown)
+            verdict = injection.passage_verdict(passage, check) if check.cuts else None
+            RAIL_VERDICTS.labels(injection.name, str(verdict.action if verdict else "allow")
+                                 ).inc()
+            if verdict is None:
+                continue
             ctx.verdicts.append(verdict.record())
+            ctx.filtered.append(Filtered(uri=passage.uri, reason=check.describe(),
+                                         score=check.score, removed_chars=check.removed_chars))
+            log.info("rail verdict", stage="passages", rail=verdict.rail,
+                     action=str(verdict.action), reason=check.describe(), uri=passage.uri,
+                     score=check.score, removed_chars=check.removed_chars)
+        ctx.passages = kept
 
 
 class OutputRails:

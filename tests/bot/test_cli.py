@@ -47,7 +47,9 @@ def test_ingest_then_ask_each_format(env_settings: dict[str, str], tmp_path: Pat
         result = run(["ask", "--json", question], env)
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
-        assert set(answer) == {"answer", "sources"}
+        assert set(answer) == {"answer", "sources", "filtered"}
+        assert all(set(f) == {"uri", "reason", "score", "removed_chars"}
+                   for f in answer["filtered"])
         first_source = answer["sources"][0]
         assert first_source["uri"] == str(corpus / document), (question, answer["sources"])
         assert set(first_source) == {"uri", "title", "score"}
@@ -107,6 +109,12 @@ def test_eval_retrieval_reports_metrics(env_settings: dict[str, str], tmp_path: 
     assert set(scores) == {"dense", "lexical", "hybrid"}
     assert scores["dense"]["queries"] == 4
     assert scores["dense"]["mrr"] == 1.0 and scores["dense"]["recall_at_10"] == 1.0
+    # the same retrieval after the passage rails, and what they cut or dropped from the top 10
+    railed = scores["dense"]
+    assert 0.0 <= railed["railed_ndcg_at_10"] <= 1.0
+    assert railed["cut_at_10"] >= 0.0 and railed["dropped_at_10"] >= 0.0
+    table = run(["eval", "retrieval", str(labels), "--mode", "dense"], env)
+    assert "railed nDCG@10" in table.stdout and "dropped@10" in table.stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"query": "no labels"}\n')
     failed = run(["eval", "retrieval", str(bad)], env)

@@ -34,10 +34,10 @@ async def ask(srv: Server, text: str, message_id: str) -> str:
 
 async def transcript(rt: Runtime, message_id: str) -> dict[str, Any]:
     rows = await rt.pool.fetch(
-        "SELECT direction, text, verdicts FROM messages WHERE message_id = $1",
+        "SELECT direction, text, verdicts, filtered FROM messages WHERE message_id = $1",
         f"webhook:support:{message_id}")
-    return {r["direction"]: {"text": r["text"], "verdicts": json.loads(r["verdicts"])}
-            for r in rows}
+    return {r["direction"]: {"text": r["text"], "verdicts": json.loads(r["verdicts"]),
+                             "filtered": json.loads(r["filtered"])} for r in rows}
 
 
 async def test_an_injection_is_blocked_before_the_model(server_factory: Callable[..., Any],
@@ -76,7 +76,7 @@ async def test_answers_are_redacted_and_inputs_when_the_policy_says(
         "redacted email, iban", "redacted card, email"]
 
 
-async def test_a_poisoned_passage_is_dropped(server_factory: Callable[..., Any],
+async def test_a_poisoned_passage_never_reaches_the_model(server_factory: Callable[..., Any],
                                              fake_llm: FakeOpenAI, tmp_path: Path) -> None:
     doc = tmp_path / "vpn.md"
     doc.write_text(
@@ -90,8 +90,13 @@ async def test_a_poisoned_passage_is_dropped(server_factory: Callable[..., Any],
     await ask(srv, "How do I set up the VPN?", "m4")
     prompt = json.dumps(fake_llm.requests[0]["messages"])
     assert "WireGuard" in prompt and "developer mode" not in prompt
-    verdicts = (await transcript(srv.rt, "m4"))["out"]["verdicts"]
-    assert any(v["rail"] == "injection" and "passage" in v["reason"] for v in verdicts)
+    rows = await transcript(srv.rt, "m4")
+    assert any(v["rail"] == "injection" and "passage" in v["reason"]
+               for v in rows["out"]["verdicts"])
+    [removal] = rows["out"]["filtered"]  # on the row itself, not only in a log line
+    assert removal["uri"] == str(doc) and removal["removed_chars"] > 0
+    assert removal["score"] >= srv.rt.guardrails.injection.passage_threshold
+    assert rows["in"]["filtered"] == []
 
 
 async def test_knowledge_base_mode_replaces_unsupported_answers(
