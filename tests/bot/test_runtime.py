@@ -1,0 +1,30 @@
+"""The composition root's pools: what a borrow of a pooled connection costs."""
+
+from __future__ import annotations
+
+from bot.runtime import Runtime
+
+
+async def test_pool_release_runs_no_reset_statements(runtime: Runtime) -> None:
+    """A released connection is handed back as it is: no `RESET ALL; UNLISTEN *; ...` round
+    trip per borrow (asyncpg's default), since nothing keeps session state."""
+    async with runtime.pool.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+        raw = conn._con  # the pooled connection behind the proxy
+        before = raw._protocol.queries_count
+    async with runtime.pool.acquire() as again:
+        assert again._con is raw
+        assert raw._protocol.queries_count == before
+
+
+async def test_pool_release_rolls_back_an_open_transaction(runtime: Runtime) -> None:
+    """A borrower that leaves a transaction open (cancelled mid-way) does not hand the next
+    borrower a connection inside it."""
+    async with runtime.pool.acquire() as conn:
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TEMP TABLE left_open (x int)")
+        raw = conn._con
+    async with runtime.pool.acquire() as again:
+        assert again._con is raw
+        assert not again.is_in_transaction()
+        assert await again.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
