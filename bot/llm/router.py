@@ -7,6 +7,12 @@ next provider at once). Other errors (400, 401, 404 ...) move on without retryin
 that fails `breaker_failures` calls in a row is skipped for `breaker_cooldown_s` (a circuit
 breaker, per process), then gets one trial call (half-open). When every provider fails,
 `LLMUnavailable` carries a trace id that the user sees and the logs and transcript record.
+
+Requests go through the SDK client's `post("/chat/completions", body=...)` (its documented way
+to call an endpoint with a prebuilt body; timeouts, errors and response types are the SDK's),
+not `chat.completions.create`: `create` re-transforms every message of the list through the
+SDK's TypedDicts on each call, which was half the worker's CPU for a 20-turn history; the
+messages here are plain JSON dicts already.
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
-from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
@@ -378,15 +389,16 @@ class LLMRouter:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
         if tools and tool_choice:
             extra["tool_choice"] = tool_choice
-        completion = await provider.client.chat.completions.create(
-            model=provider.model, messages=messages, temperature=temperature,
-            max_tokens=max_tokens, **extra)
+        completion = await provider.client.post(
+            "/chat/completions", cast_to=ChatCompletion,
+            body={"model": provider.model, "messages": messages, "temperature": temperature,
+                  "max_tokens": max_tokens, **extra})
         message = completion.choices[0].message if completion.choices else None
         text = (message.content or "") if message is not None else ""
         raw_calls = (message.tool_calls or []) if message is not None else []
         calls = tuple(
             ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-            for c in raw_calls if getattr(c, "function", None) is not None)
+            for c in raw_calls if isinstance(c, ChatCompletionMessageFunctionToolCall))
         usage = completion.usage
         return Completion(text=text.strip(), model=provider.model, provider=provider.name,
                           tokens_in=usage.prompt_tokens if usage else 0,
@@ -396,9 +408,12 @@ class LLMRouter:
     async def _stream_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
                            temperature: float, max_tokens: int, on_delta: DeltaSink
                            ) -> Completion:
-        stream = await provider.client.chat.completions.create(
-            model=provider.model, messages=messages, temperature=temperature,
-            max_tokens=max_tokens, stream=True, stream_options={"include_usage": True})
+        stream = await provider.client.post(
+            "/chat/completions", cast_to=ChatCompletion, stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+            body={"model": provider.model, "messages": messages, "temperature": temperature,
+                  "max_tokens": max_tokens, "stream": True,
+                  "stream_options": {"include_usage": True}})
         parts: list[str] = []
         tokens_in = tokens_out = 0
         async with stream:
