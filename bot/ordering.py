@@ -22,14 +22,15 @@ import uuid
 
 from redis.asyncio import Redis
 
-# KEYS: lock; ARGV: token, ttl ms -> 1 if the caller now holds the lock
+# KEYS: lock, fifo; ARGV: token, ttl ms -> {1, head id or ''} if the caller now holds the
+# lock, else {0}
 _ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+local held = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not held and redis.call('GET', KEYS[1]) == ARGV[1] then
+  held = redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return 0
+if not held then return {0} end
+return {1, redis.call('LINDEX', KEYS[2], 0) or ''}
 """
 
 # KEYS: lock; ARGV: token, ttl ms -> 1 if still held (and extended)
@@ -40,14 +41,22 @@ end
 return 0
 """
 
-# KEYS: lock, fifo; ARGV: token, entry id -> 1 if the head was that entry and was removed
+# KEYS: lock, fifo; ARGV: token, entry id, release when empty (0/1) -> {status, new head id
+# or ''}: status -1 not the holder, 0 the head was another entry, 1 removed, 2 removed and the
+# lock released (the fifo is empty and the caller asked for it)
 _POP = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, ''} end
+local status = 0
 if redis.call('LINDEX', KEYS[2], 0) == ARGV[2] then
   redis.call('LPOP', KEYS[2])
-  return 1
+  status = 1
 end
-return 0
+local head = redis.call('LINDEX', KEYS[2], 0)
+if not head and status == 1 and ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1])
+  status = 2
+end
+return {status, head or ''}
 """
 
 # KEYS: lock, fifo; ARGV: token -> 1 released (fifo empty), 0 work left, -1 not the holder
@@ -77,6 +86,17 @@ return 0
 """
 
 
+class _Unknown:
+    """The type of `UNKNOWN`: a lease that has not read its conversation's head."""
+
+
+UNKNOWN = _Unknown()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def fifo_key(prefix: str, conversation_key: str) -> str:
     """The Redis list holding a conversation's unfinished inbox entry ids, oldest first."""
     return f"{prefix}:conv:{conversation_key}"
@@ -85,13 +105,28 @@ def fifo_key(prefix: str, conversation_key: str) -> str:
 class ConversationLease:
     """One worker's hold on one conversation. Create with `ConversationOrder.acquire`."""
 
-    def __init__(self, order: ConversationOrder, conversation_key: str, token: str) -> None:
+    def __init__(self, order: ConversationOrder, conversation_key: str, token: str,
+                 head: str | _Unknown | None = UNKNOWN) -> None:
         self._order = order
         self.conversation_key = conversation_key
         self.token = token
+        #: the head as of the last script that read it (acquire, pop), while no other writer can
+        #: change it: only the holder removes entries, and appends change no non-empty head
+        self._head = head
+        #: True once `pop` released the lease (the conversation had nothing left)
+        self.released = False
 
     async def head(self) -> str | None:
-        """The oldest entry id of the conversation not yet finished, or None."""
+        """The oldest entry id of the conversation not yet finished, or None.
+
+        Served from the last acquire or pop when they saw one (no round trip); an empty FIFO
+        seen then is reported once, and read again afterwards (an entry may have arrived)."""
+        known, self._head = self._head, UNKNOWN
+        if isinstance(known, str):
+            self._head = known
+            return known
+        if known is None:
+            return None
         value = await self._order.redis.lindex(self._order.fifo_key(self.conversation_key), 0)
         return value.decode() if isinstance(value, bytes) else value
 
@@ -101,16 +136,21 @@ class ConversationLease:
             keys=[self._order.lock_key(self.conversation_key)],
             args=[self.token, self._order.ttl_ms]))
 
-    async def pop(self, entry_id: str) -> bool:
-        """Remove `entry_id` from the head once it is finished. Raises LeaseLost if the lease
-        is no longer ours; False if the head was already another entry."""
-        result = int(await self._order.pop_script(
+    async def pop(self, entry_id: str, *, release_when_empty: bool = False) -> bool:
+        """Remove `entry_id` from the head once it is finished, and learn the next head in the
+        same round trip. With `release_when_empty`, a FIFO left empty also releases the lease
+        (`released` turns True): nothing is left to do. Raises LeaseLost if the lease is no
+        longer ours; False if the head was already another entry."""
+        status, head = await self._order.pop_script(
             keys=[self._order.lock_key(self.conversation_key),
                   self._order.fifo_key(self.conversation_key)],
-            args=[self.token, entry_id]))
-        if result == -1:
+            args=[self.token, entry_id, "1" if release_when_empty else "0"])
+        status = int(status)
+        if status == -1:
             raise LeaseLost(self.conversation_key)
-        return result == 1
+        self._head = _text(head) or None
+        self.released = status == 2
+        return status >= 1
 
     async def release_if_done(self) -> bool:
         """Release the lease if the conversation has nothing left; False if work remains.
@@ -180,6 +220,9 @@ class ConversationOrder:
     async def acquire(self, conversation_key: str) -> ConversationLease | None:
         """The conversation's lease, or None while another worker holds it."""
         token = uuid.uuid4().hex
-        got = await self.acquire_script(keys=[self.lock_key(conversation_key)],
-                                        args=[token, self.ttl_ms])
-        return ConversationLease(self, conversation_key, token) if got else None
+        got = await self.acquire_script(
+            keys=[self.lock_key(conversation_key), self.fifo_key(conversation_key)],
+            args=[token, self.ttl_ms])
+        if not int(got[0]):
+            return None
+        return ConversationLease(self, conversation_key, token, _text(got[1]) or None)

@@ -227,12 +227,18 @@ class Worker:
             else:
                 delivery = await self._inbox.fetch(self.consumer, head)
             if delivery is None:  # finished earlier, not yet popped (a crash in between)
-                await lease.pop(head)
+                await lease.pop(head, release_when_empty=trigger_seen)
+                if lease.released:
+                    return tried
                 continue
             if not await self._process(delivery, lease):
                 await lease.release()
                 return tried
-            await lease.pop(head)
+            # the last entry's pop releases the lease too, unless the trigger is still unseen
+            # (an entry with no place in the FIFO, handled below)
+            await lease.pop(head, release_when_empty=trigger_seen)
+            if lease.released:
+                return tried
             done += 1
 
     async def _process(self, delivery: Delivery, lease: ConversationLease) -> bool:

@@ -7,6 +7,8 @@ import asyncio
 import random
 from collections import defaultdict
 
+from redis.asyncio import Redis
+
 from bot.messages import Conversation, Message
 from bot.ordering import ConversationOrder
 from bot.pipeline import Context, Pipeline
@@ -101,3 +103,43 @@ async def test_a_dead_holder_delays_only_its_conversation(runtime: Runtime) -> N
     await run_until(workers, lambda: len(recorder.seen["x"]) == 3 and recorder.seen["y"])
     assert recorder.seen["y"] == [0]
     assert recorder.seen["x"] == [0, 1, 2]  # x-0 first, though it was stuck on a dead worker
+
+
+async def test_lease_learns_heads_from_its_scripts(redis: Redis, prefix: str) -> None:
+    """acquire and pop return the head in their own round trip; the last pop releases the
+    lease when asked, so a drained conversation costs no LINDEX or release call."""
+    order = ConversationOrder(redis, prefix, ttl_ms=30_000)
+    fifo = order.fifo_key("c")
+    await redis.rpush(fifo, "1-0", "2-0")
+    lease = await order.acquire("c")
+    assert lease is not None
+    await redis.rpush(fifo, "3-0")  # an append never changes a non-empty head
+    assert await lease.head() == "1-0"
+    assert await lease.pop("1-0", release_when_empty=True) and not lease.released
+    assert await lease.head() == "2-0"
+    assert await lease.pop("2-0")
+    assert await lease.head() == "3-0"
+    assert await lease.pop("3-0", release_when_empty=True) and lease.released
+    assert await order.acquire("c") is not None  # released: the next worker gets it at once
+
+
+async def test_pop_without_release_keeps_the_lease(redis: Redis, prefix: str) -> None:
+    order = ConversationOrder(redis, prefix, ttl_ms=30_000)
+    await redis.rpush(order.fifo_key("c"), "1-0")
+    lease = await order.acquire("c")
+    assert lease is not None
+    assert await lease.pop("1-0") and not lease.released
+    assert await order.acquire("c") is None
+    assert await lease.release_if_done()
+
+
+async def test_an_entry_arriving_after_an_empty_head_is_seen(redis: Redis, prefix: str) -> None:
+    """An empty FIFO seen by acquire is reported once; the next head() reads again, so an
+    entry appended meanwhile is neither skipped nor orphaned."""
+    order = ConversationOrder(redis, prefix, ttl_ms=30_000)
+    lease = await order.acquire("c")
+    assert lease is not None
+    await redis.rpush(order.fifo_key("c"), "1-0")
+    assert await lease.head() is None
+    assert await lease.head() == "1-0"
+    assert not await lease.release_if_done()
