@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -62,6 +62,9 @@ class Message:
             - "button": the token of a pressed `Button`; `text` is then a short note for the
               transcript ("(pressed Confirm)").
             - "roles": comma-separated platform role ids of the author (Discord member roles).
+        rate_checked: the HTTP ingress already took this message's inbound rate-limit tokens
+            (`InboundLimiter.check_inbound`), so the pipeline's rate-limit stage does not ask
+            Redis again (it would find the message let through).
     """
 
     id: str
@@ -70,16 +73,23 @@ class Message:
     text: str
     received_at: float = field(default_factory=time.time)
     meta: dict[str, str] = field(default_factory=dict)
+    rate_checked: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Message:
-        """Raises: ValueError (or KeyError/TypeError) for a payload that is not a Message."""
+        """Fields this version does not know are ignored (an entry written by a newer process
+        during a rolling upgrade still parses).
+
+        Raises: ValueError (or KeyError/TypeError) for a payload that is not a Message."""
         data: dict[str, Any] = json.loads(raw)
         data["conversation"] = Conversation(**data["conversation"])
-        return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _MESSAGE_FIELDS})
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in fields(Message))
 
 
 @dataclass(frozen=True, slots=True)

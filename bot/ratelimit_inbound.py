@@ -7,7 +7,8 @@ the moment it arrived (`Message.received_at`, capped at Redis' clock), so a floo
 behind a slow model is still a flood when its messages are processed. A message that was
 let through is remembered for a day (`<p>:rl:in:msg:<message id>`), so a retried message (a
 crash, a failed send) and a message the webhook ingress already let through are never
-charged twice.
+charged twice; the webhook ingress also marks the messages it let through
+(`Message.rate_checked`), so the stage does not ask Redis about them at all.
 
 Over the limit, `InboundRateLimit` (a pipeline stage) answers once with `SLOW_DOWN` ("please
 wait N s"), and skips every further message of that user (or conversation) silently while N
@@ -195,7 +196,7 @@ class InboundRateLimit:
         self._senders = senders
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is not None or not self._inbound.enabled:
+        if ctx.reply is not None or not self._inbound.enabled or ctx.message.rate_checked:
             return
         message = ctx.message
         try:

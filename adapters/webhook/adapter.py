@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -75,9 +76,11 @@ class WebhookAdapter:
             message = normalize(name, payload, self._max_text_chars)
         except PayloadError as exc:
             return _error(400, str(exc))
-        if self._limit is not None and (retry_after_s := await self._limit(message)) is not None:
-            return _error(429, "too many messages; slow down",
-                          **{"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+        if self._limit is not None:
+            if (retry_after_s := await self._limit(message)) is not None:
+                return _error(429, "too many messages; slow down",
+                              **{"Retry-After": str(max(1, math.ceil(retry_after_s)))})
+            message = replace(message, rate_checked=True)
         wait = request.query.get("wait", "").lower() in ("1", "true", "yes")
         marker = self._rendezvous.marker_key(message.id) if wait else ""
         try:
