@@ -43,6 +43,16 @@ return false
 """
 
 
+# KEYS: stream, attempts hash; ARGV: group, consumer, entry id -> {} when the entry is gone,
+# else {id, fields, attempt}: the entry taken over by the consumer and its run counted
+_FETCH = """
+local rows = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+if #rows == 0 then return {} end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return {rows[1][1], rows[1][2], redis.call('HINCRBY', KEYS[2], ARGV[3], 1)}
+"""
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """A message moved to the dead-letter stream, with why and after how many attempts."""
@@ -56,7 +66,8 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One stream entry handed to a worker. `attempt` counts deliveries, from 1."""
+    """One stream entry handed to a worker. `attempt` counts the runs started, this one
+    included (from 1); 0 while the delivery is not counted yet (read or claimed, not run)."""
 
     entry_id: str
     message: Message | None  # None when the entry is not a valid message
@@ -82,6 +93,7 @@ class Inbox:
         self._dedupe_ttl_s = dedupe_ttl_s
         self._max_backlog = max_backlog
         self._enqueue_script = redis.register_script(_ENQUEUE)
+        self._fetch_script = redis.register_script(_FETCH)
 
     async def ensure_group(self) -> None:
         """Create the stream and consumer group if missing (idempotent)."""
@@ -115,26 +127,27 @@ class Inbox:
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Delivery]:
         """New entries for `consumer` (blocks up to `block_ms`, 0: does not block; empty list on
-        timeout)."""
+        timeout), not yet counted as attempts (`attempt` 0: see `count_attempt`)."""
         response: Any = await self._redis.xreadgroup(GROUP, consumer, {self.stream: ">"},
                                                      count=count, block=block_ms or None)
         entries = response[0][1] if response else []
-        return [await self._delivery(entry_id, fields) for entry_id, fields in entries]
+        return [_delivery(_text(entry_id), _raw(fields), 0) for entry_id, fields in entries]
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int,
                           cursor: str = "0-0") -> tuple[str, list[Delivery]]:
         """Take over entries pending on any consumer for at least `min_idle_ms`.
 
         XAUTOCLAIM scans a bounded part of the pending list per call; pass the returned cursor
-        to the next call to go on scanning ("0-0" when the scan wrapped around).
+        to the next call to go on scanning ("0-0" when the scan wrapped around). The deliveries
+        are not counted as attempts (`attempt` 0: see `count_attempt`).
         """
         result: Any = await self._redis.xautoclaim(self.stream, GROUP, consumer,
                                                    min_idle_time=min_idle_ms, start_id=cursor,
                                                    count=count)
         if not result:
             return "0-0", []
-        deliveries = [await self._delivery(entry_id, fields) for entry_id, fields in result[1]
-                      if fields is not None]
+        deliveries = [_delivery(_text(entry_id), _raw(fields), 0)
+                      for entry_id, fields in result[1] if fields is not None]
         return _text(result[0]), deliveries
 
     async def keep(self, consumer: str, entry_id: str) -> None:
@@ -143,20 +156,18 @@ class Inbox:
         await self._redis.xclaim(self.stream, GROUP, consumer, min_idle_time=0,
                                  message_ids=[entry_id], justid=True)
 
+    async def count_attempt(self, entry_id: str) -> int:
+        """Count one run of the entry, just before it starts; return the runs so far (from 1).
+
+        Only runs count, not deliveries: an entry read or claimed by a worker that then leaves
+        it to the conversation's current holder was not tried, and a count taken at delivery
+        would show another worker's untried delivery as an attempt."""
+        return int(await self._redis.hincrby(self._attempts, entry_id, 1))
+
     async def uncount(self, entry_id: str) -> None:
-        """Do not count the current delivery against `max_deliveries` (a transient failure of
+        """Do not count the current run against `max_deliveries` (a transient failure of
         an outside service, not of the message)."""
         await self._redis.hincrby(self._attempts, entry_id, -1)
-
-    async def _delivery(self, entry_id: bytes | str, fields: dict[Any, Any]) -> Delivery:
-        eid = _text(entry_id)
-        raw = _text(fields.get(b"m") or fields.get("m") or b"")
-        attempt = int(await self._redis.hincrby(self._attempts, eid, 1))
-        try:
-            message: Message | None = Message.from_json(raw)
-        except (ValueError, KeyError, TypeError):
-            message = None
-        return Delivery(eid, message, attempt, raw)
 
     async def ack(self, entry_id: str) -> None:
         """Acknowledge and delete a processed entry."""
@@ -212,18 +223,35 @@ class Inbox:
         return bool(await self._redis.xrange(self.stream, entry_id, entry_id))
 
     async def fetch(self, consumer: str, entry_id: str) -> Delivery | None:
-        """Take an entry over for `consumer` (a worker processing a conversation in order) and
-        count the delivery; None if the entry no longer exists (already finished)."""
-        rows: Any = await self._redis.xrange(self.stream, entry_id, entry_id)
-        if not rows:
-            return None
-        await self._redis.xclaim(self.stream, GROUP, consumer, min_idle_time=0,
-                                 message_ids=[entry_id], justid=True)
-        return await self._delivery(rows[0][0], rows[0][1])
+        """Take an entry over for `consumer` (the worker holding its conversation, about to run
+        it) and count the run (`count_attempt`), in one round trip; None if the entry no longer
+        exists (already finished)."""
+        got: Any = await self._fetch_script(keys=[self.stream, self._attempts],
+                                            args=[GROUP, consumer, entry_id])
+        return _parse(got[0], got[1], got[2]) if got else None
 
     async def backlog(self) -> int:
         """Entries in the stream not yet acknowledged (pending or unread)."""
         return int(await self._redis.xlen(self.stream))
+
+
+def _delivery(entry_id: str, raw: str, attempt: int) -> Delivery:
+    try:
+        message: Message | None = Message.from_json(raw)
+    except (ValueError, KeyError, TypeError):
+        message = None
+    return Delivery(entry_id, message, attempt, raw)
+
+
+def _parse(entry_id: bytes | str, fields: list[bytes | str], attempt: int) -> Delivery:
+    """A delivery from a script's reply: the entry's flat field list [name, value, ...]."""
+    return _delivery(_text(entry_id), _raw(dict(zip(fields[::2], fields[1::2], strict=True))),
+                     int(attempt))
+
+
+def _raw(fields: dict[Any, Any]) -> str:
+    """The message JSON of an entry's fields."""
+    return _text(fields.get(b"m") or fields.get("m") or b"")
 
 
 def _text(value: bytes | str) -> str:

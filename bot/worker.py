@@ -34,6 +34,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import aiohttp
 import asyncpg
@@ -169,12 +170,9 @@ class Worker:
             await self._inbox.dead_letter(delivery, "not a valid message")
             return
         conversation = delivery.message.conversation.key
+        # a delivery not run this time (another worker holds the conversation, or the turn
+        # ended or failed on an older entry first) is not counted: only runs are attempts
         tried = await self._turn(conversation, delivery)
-        if not tried:
-            # not run this time (another worker holds the conversation, or the turn ended or
-            # failed on an older entry first): this delivery must not count as an attempt, or
-            # a message waiting behind a failing one would be dead-lettered untried
-            await self._inbox.uncount(delivery.entry_id)
         if tried is None:
             log.debug("left to the conversation's current worker", entry_id=delivery.entry_id,
                       conversation=conversation)
@@ -249,6 +247,9 @@ class Worker:
             DEAD_LETTERS.labels("malformed").inc()
             return True
         message = delivery.message
+        if not delivery.attempt:  # read or claimed: counted now that it runs
+            delivery = replace(delivery,
+                               attempt=await self._inbox.count_attempt(delivery.entry_id))
         if delivery.attempt > self._max_deliveries:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)

@@ -29,12 +29,14 @@ async def test_a_dead_consumers_entry_is_claimed_and_acked(runtime: Runtime) -> 
     inbox = runtime.inbox
     await inbox.enqueue(message("m1"))
     taken = await inbox.read("dead-consumer", 1, 100)
-    assert [d.message.id for d in taken if d.message] == ["m1"] and taken[0].attempt == 1
+    assert [d.message.id for d in taken if d.message] == ["m1"] and taken[0].attempt == 0
+    assert await inbox.count_attempt(taken[0].entry_id) == 1  # a run counts, not a delivery
     assert await inbox.read("other", 1, 50) == []  # pending elsewhere: not handed out again
     assert (await inbox.claim_stale("other", 60_000, 5))[1] == []  # not idle long enough
     await asyncio.sleep(0.15)
     _, claimed = await inbox.claim_stale("other", 100, 5)
-    assert [d.message.id for d in claimed if d.message] == ["m1"] and claimed[0].attempt == 2
+    assert [d.message.id for d in claimed if d.message] == ["m1"] and claimed[0].attempt == 0
+    assert await inbox.count_attempt(claimed[0].entry_id) == 2
     await inbox.ack(claimed[0].entry_id)
     assert await inbox.backlog() == 0
 
@@ -144,3 +146,16 @@ async def test_a_vanished_consumer_group_is_recreated(runtime: Runtime) -> None:
 
     await _run_workers([worker], done)
     assert stage.calls == 1 and worker.processed == 1
+
+
+async def test_a_delivery_not_yet_handed_back_is_not_an_attempt(runtime: Runtime) -> None:
+    """Worker B has read an entry whose conversation worker A holds; before B leaves it to A,
+    A fetches and runs it: A's run is the first attempt, not the second (a count taken at
+    delivery dead-lettered such messages with max_deliveries 1, found when the worker's round
+    trips were folded and the window widened)."""
+    inbox = runtime.inbox
+    entry = await inbox.enqueue(message("m1"))
+    assert entry is not None
+    [seen_by_b] = await inbox.read("worker-b", 1, 100)
+    fetched = await inbox.fetch("worker-a", seen_by_b.entry_id)
+    assert fetched is not None and fetched.attempt == 1
