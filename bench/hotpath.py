@@ -286,7 +286,7 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
             await rclient.aclose()
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(60)
+                await asyncio.to_thread(proc.wait, 60)
             except subprocess.TimeoutExpired:
                 proc.kill()
             await proxy.stop()
