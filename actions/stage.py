@@ -9,7 +9,7 @@ A message is an action call when:
 Any other message, `/ask question` included, goes on to the model; so does `!ask question`,
 as the question alone (`ask` is the bot's own command, never an action's name). `/ask` or
 `!ask` without a question is answered with `ASK_HINT`. The action's reply is
-kept for retries like a generated answer (`<p>:answer:<message id>`), and `ctx.action` tells
+kept for retries like a generated answer (`bot.answers.AnswerStore`), and `ctx.action` tells
 later stages that no model wrote it: input rails, retrieval and generation skip it, output
 rails only redact, memory does not keep it, the transcript row names the action.
 """
@@ -19,11 +19,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from redis.asyncio import Redis
-
 from actions.runner import ActionRunner, Outcome
+from bot.answers import AnswerStore
 from bot.messages import Reply
-from bot.pipeline import Context, load_answer, store_answer
+from bot.pipeline import Context, keep_answer, restore_answer
 from bot.protocols import Generated
 
 BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?:\s+(.*))?$", re.DOTALL)
@@ -35,20 +34,17 @@ ASK_HINT = "Ask me something, e.g. `/ask how do I …`, or see what I can do wit
 class RouteAction:
     """Runs the action a message calls, if it calls one (see the module docstring)."""
 
-    def __init__(self, runner: ActionRunner, redis: Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(self, runner: ActionRunner, answers: AnswerStore) -> None:
         self._runner = runner
-        self._redis = redis
-        self._prefix = prefix
-        self._ttl_s = ttl_s
+        self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
         message = ctx.message
         meta = message.meta
         registry = self._runner.registry
-        key = f"{self._prefix}:answer:{message.id}"
         outcome: Outcome | None = None
         if meta.get("button"):
-            if await load_answer(self._redis, key, ctx):
+            if await restore_answer(ctx, self._answers):
                 ctx.action = ctx.action or "button"
                 return
             outcome = await self._runner.press(message, meta["button"])
@@ -56,7 +52,7 @@ class RouteAction:
             name = meta["command"].lower()
             name = ALIASES.get(name, name)  # `start` and `ask` are no action's name
             if name in registry:
-                if await load_answer(self._redis, key, ctx):
+                if await restore_answer(ctx, self._answers):
                     ctx.action = ctx.action or name
                     return
                 outcome = await self._runner.invoke(
@@ -71,7 +67,7 @@ class RouteAction:
                     ctx.message = dataclasses.replace(message, text=question)
                     return
                 outcome = Outcome("", "unknown", ASK_HINT, ephemeral=True)
-            elif await load_answer(self._redis, key, ctx):
+            elif await restore_answer(ctx, self._answers):
                 ctx.action = ctx.action or match.group(1).lower()
                 return
             else:
@@ -88,4 +84,4 @@ class RouteAction:
                           text=outcome.text, meta=reply_meta, buttons=outcome.buttons)
         ctx.generated = Generated(text=outcome.text, model=f"action:{ctx.action}",
                                   trace_id=outcome.trace_id)
-        await store_answer(self._redis, key, ctx, self._ttl_s)
+        await keep_answer(ctx, self._answers)

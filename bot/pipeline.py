@@ -10,25 +10,18 @@ the runtime.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
+from bot.answers import AnswerStore, Kept, Lookup
 from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
-from bot.messages import Button, Filtered, Message, Passage, Reply, is_blank
+from bot.messages import Filtered, Message, Passage, Reply, is_blank
 from bot.protocols import (
     DraftEditor,
     Generated,
@@ -66,6 +59,8 @@ class Context:
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
+    # the message's kept answer and answered mark as `AlreadyAnswered` read them
+    lookup: Lookup | None = None
 
     @property
     def latency_ms(self) -> int:
@@ -78,14 +73,15 @@ class Stage(Protocol):
 
 class AlreadyAnswered:
     """Stops the chain for a message whose reply was already sent (a redelivery after a crash
-    between send and acknowledge). `<p>:answered:<message id>` is set by `SendReply`."""
+    between send and acknowledge; the mark is set by `SendReply`). Reads the message's kept
+    answer in the same round trip (`ctx.lookup`), for the stages that restore it."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
-        self._redis = redis
-        self._prefix = prefix
+    def __init__(self, answers: AnswerStore) -> None:
+        self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
-        if await self._redis.exists(f"{self._prefix}:answered:{ctx.message.id}"):
+        ctx.lookup = await self._answers.lookup(ctx.message.id)
+        if ctx.lookup.answered:
             ctx.done = True
             ctx.skipped_reason = "already answered"
 
@@ -141,9 +137,9 @@ class Retrieve:
 class Generate:
     """Writes the answer and builds the `Reply` with the retrieved documents as its sources.
 
-    The reply is kept in Redis (`<p>:answer:<message id>`, for `ttl_s`) before anything else
-    happens, so a retry of the message (a failed send, a crash) sends the same answer, and
-    memory, transcript and platform all agree, without paying for the model twice.
+    The reply is kept (`AnswerStore.keep`) before anything else happens, so a retry of the
+    message (a failed send, a crash) sends the same answer, and memory, transcript and
+    platform all agree, without paying for the model twice.
 
     Streaming: when `stream_interval_s` is set and the platform's sender can edit messages
     (`DraftEditor`), the answer is shown as it arrives in one message edited at most once per
@@ -154,16 +150,16 @@ class Generate:
     its author may run), or None.
     """
 
-    def __init__(self, generator: Generator, redis: Redis, prefix: str, ttl_s: int, *,
+    def __init__(self, generator: Generator, answers: AnswerStore, redis: Redis, prefix: str, *,
                  senders: Mapping[str, Sender] | None = None,
                  stream_interval_s: float | None = None,
                  draft_transform: Callable[[str], str] | None = None,
                  tools: Callable[[Message], Awaitable[Toolbox | None]] | None = None) -> None:
         self._generator = generator
         self._tools = tools
+        self._answers = answers
         self._redis = redis
         self._prefix = prefix
-        self._ttl_s = ttl_s
         self._senders = senders or {}
         self._stream_interval_s = stream_interval_s
         self._draft_transform = draft_transform
@@ -178,8 +174,7 @@ class Generate:
     async def __call__(self, ctx: Context) -> None:
         if ctx.reply is not None:  # already answered by a rail
             return
-        key = f"{self._prefix}:answer:{ctx.message.id}"
-        if await load_answer(self._redis, key, ctx):
+        if await restore_answer(ctx, self._answers):
             return
         toolbox = await self._tools(ctx.message) if self._tools is not None else None
         draft = self._draft_stream(ctx.message)
@@ -201,32 +196,29 @@ class Generate:
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
                           text=ctx.generated.text, sources=tuple(sources), meta=meta,
                           buttons=ctx.generated.buttons, filtered=tuple(ctx.filtered))
-        await store_answer(self._redis, key, ctx, self._ttl_s)
+        await keep_answer(ctx, self._answers)
 
 
-async def load_answer(redis: Redis, key: str, ctx: Context) -> bool:
-    """Restore a reply kept by `store_answer` into `ctx`; False when there is none."""
-    cached = await redis.get(key)
-    if cached is None:
+async def restore_answer(ctx: Context, answers: AnswerStore) -> bool:
+    """Restore the message's kept answer into `ctx` (from `ctx.lookup` when the run read it,
+    else with one GET); False when there is none."""
+    kept = ctx.lookup.kept if ctx.lookup is not None else await answers.load(ctx.message.id)
+    if kept is None:
         return False
-    data = json.loads(cached)
-    ctx.reply = Reply.from_json(data["reply"])
-    generated = dict(data["generated"])
-    generated["buttons"] = tuple(Button(**b) for b in generated.get("buttons", ()))
-    ctx.generated = Generated(**generated)
-    ctx.railed = bool(data.get("railed"))
-    ctx.action = str(data.get("action", ""))
-    ctx.verdicts.extend(data.get("verdicts", []))
+    ctx.reply = kept.reply
+    ctx.generated = kept.generated
+    ctx.railed = kept.railed
+    ctx.action = kept.action
+    ctx.verdicts.extend(kept.verdicts)
     return True
 
 
-async def store_answer(redis: Redis, key: str, ctx: Context, ttl_s: int) -> None:
+async def keep_answer(ctx: Context, answers: AnswerStore) -> None:
     """Keep the reply (and, once the output rails ran, their verdicts) for retries."""
     assert ctx.reply is not None and ctx.generated is not None
-    await redis.set(key, json.dumps({"reply": ctx.reply.to_json(),
-                                     "generated": asdict(ctx.generated),
-                                     "railed": ctx.railed, "action": ctx.action,
-                                     "verdicts": ctx.verdicts}), ex=ttl_s)
+    kept = Kept(ctx.reply, ctx.generated, ctx.railed, ctx.action, list(ctx.verdicts))
+    await answers.keep(ctx.message.id, kept)
+    ctx.lookup = Lookup(ctx.lookup.answered if ctx.lookup else False, kept)
 
 
 class SaveMemory:
@@ -257,14 +249,11 @@ class RecordTranscript:
 
 class SendReply:
     """Sends through the sender registered for the message's platform, then marks the message
-    answered (for `AlreadyAnswered`) for `ttl_s` seconds."""
+    answered (for `AlreadyAnswered`)."""
 
-    def __init__(self, senders: Mapping[str, Sender], redis: Redis, prefix: str,
-                 ttl_s: int) -> None:
+    def __init__(self, senders: Mapping[str, Sender], answers: AnswerStore) -> None:
         self._senders = senders
-        self._redis = redis
-        self._prefix = prefix
-        self._ttl_s = ttl_s
+        self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.reply is None:
@@ -274,14 +263,7 @@ class SendReply:
         if sender is None:
             raise LookupError(f"no sender for platform {platform!r}")
         await sender.send(ctx.reply)
-        # the reply is out: recording that must ride out a short Redis blip, or a retry would
-        # send it again (with the same idempotency key, but still a second message)
-        async for attempt in AsyncRetrying(
-                stop=stop_after_delay(10), wait=wait_exponential_jitter(initial=0.1, max=2),
-                retry=retry_if_exception_type((RedisError, OSError)), reraise=True):
-            with attempt:
-                await self._redis.set(f"{self._prefix}:answered:{ctx.message.id}", "1",
-                                      ex=self._ttl_s)
+        await self._answers.mark_answered(ctx.message.id)
 
 
 class StageTimeout(TransientError):

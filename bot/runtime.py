@@ -30,6 +30,7 @@ from adapters.console.send import ConsoleSender
 from adapters.registry import build_platforms
 from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.send import WebhookSender
+from bot.answers import AnswerStore
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
 from bot.errors import ServiceUnavailable
 from bot.guardrails.policy import GuardrailPolicy, build_guardrails
@@ -227,24 +228,26 @@ class Runtime:
             self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
             self.redis, prefix, ActionServices(self.memory, self.retriever, self.transcript,
                                                self.http))
+        answers = AnswerStore(self.redis, prefix, ttl_s=ANSWER_TTL_S,
+                              answered_ttl_s=s.bot_dedupe_ttl_s)
         self.pipeline = Pipeline([
-            AlreadyAnswered(self.redis, prefix),
+            AlreadyAnswered(answers),
             InboundRateLimit(self.inbound_limiter, self.senders),
-            RouteAction(self.action_runner, self.redis, prefix, ANSWER_TTL_S),
+            RouteAction(self.action_runner, answers),
             SkipBlank(),
             LoadMemory(self.memory),
             ShowTyping(self.senders),
             InputRails(self.guardrails),
             Retrieve(self.retriever, s.retrieval_top_k),
             CheckPassages(self.guardrails),
-            Generate(self.generator, self.redis, prefix, ANSWER_TTL_S, senders=self.senders,
+            Generate(self.generator, answers, self.redis, prefix, senders=self.senders,
                      stream_interval_s=s.llm_stream_edit_interval_s
                      if s.llm_stream and s.llm_configured else None,
                      draft_transform=self.guardrails.redact_draft,
                      tools=toolbox_factory(self.action_runner) if router is not None else None),
-            OutputRails(self.guardrails, self.redis, prefix, ANSWER_TTL_S),
+            OutputRails(self.guardrails, answers),
             RecordTranscript(self.transcript),
-            SendReply(self.senders, self.redis, prefix, s.bot_dedupe_ttl_s),
+            SendReply(self.senders, answers),
             # after the send: memory holds only exchanges whose answer went out
             SaveMemory(self.memory),
         ], timeout_s=s.bot_message_timeout_s)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from redis.asyncio import Redis
-
+from bot.answers import AnswerStore
 from bot.guardrails.base import RailContext, run_rails
 from bot.guardrails.policy import Guardrails
 from bot.guardrails.rails import kept_passage
 from bot.log import get_logger
 from bot.messages import Filtered, Reply
 from bot.metrics import RAIL_VERDICTS
-from bot.pipeline import Context, store_answer
+from bot.pipeline import Context, keep_answer
 
 log = get_logger("bot.guardrails")
 
@@ -84,16 +83,14 @@ class CheckPassages:
 class OutputRails:
     """Runs the output rails on the answer: a redaction rewrites it, a block (no grounding)
     replaces it with the rail's message and drops its sources. The railed reply replaces the
-    kept answer (`<p>:answer:<message id>`), so a retry sends exactly what the first attempt
-    began to send, even where a rail is not deterministic (an LLM judge). An action's reply
-    (no model wrote it, nothing to ground) is only redacted."""
+    kept answer (`AnswerStore`), so a retry sends exactly what the first attempt began to
+    send, even where a rail is not deterministic (an LLM judge). An action's reply (no model
+    wrote it, nothing to ground) is only redacted, and not kept again: the redaction is a
+    pure function of the kept text, so a retry redacts it the same way."""
 
-    def __init__(self, guardrails: Guardrails, redis: Redis | None = None, prefix: str = "",
-                 ttl_s: int = 24 * 3600) -> None:
+    def __init__(self, guardrails: Guardrails, answers: AnswerStore | None = None) -> None:
         self._rails = guardrails
-        self._redis = redis
-        self._prefix = prefix
-        self._ttl_s = ttl_s
+        self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
         if ctx.reply is None or ctx.blocked or ctx.railed or not self._rails.output_rails:
@@ -103,7 +100,6 @@ class OutputRails:
         if ctx.action:
             ctx.reply = replace(ctx.reply, text=self._rails.redact_draft(ctx.reply.text))
             ctx.railed = True
-            await self._keep(ctx)
             return
         rail_ctx = RailContext(passages=ctx.passages,
                                knowledge_base_only=ctx.knowledge_base_only)
@@ -115,9 +111,5 @@ class OutputRails:
         elif outcome.text != ctx.reply.text:
             ctx.reply = replace(ctx.reply, text=outcome.text)
         ctx.railed = True
-        await self._keep(ctx)
-
-    async def _keep(self, ctx: Context) -> None:
-        if self._redis is not None and ctx.generated is not None:
-            await store_answer(self._redis, f"{self._prefix}:answer:{ctx.message.id}", ctx,
-                               self._ttl_s)
+        if self._answers is not None and ctx.generated is not None:
+            await keep_answer(ctx, self._answers)

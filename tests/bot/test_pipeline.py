@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from adapters.webhook.send import CallbackError
+from bot.answers import AnswerStore
 from bot.config import Settings
 from bot.messages import Conversation, Message, Passage
 from bot.pipeline import Generate, Pipeline, SaveMemory
@@ -39,7 +40,8 @@ async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) 
     generator = CountingGenerator()
     send = FailingSend()
     prefix = runtime.settings.bot_key_prefix
-    pipeline = Pipeline([Generate(generator, runtime.redis, prefix, 60),
+    answers = AnswerStore(runtime.redis, prefix, ttl_s=60, answered_ttl_s=60)
+    pipeline = Pipeline([Generate(generator, answers, runtime.redis, prefix),
                          SaveMemory(runtime.memory), send])
     msg = Message(id="retry-me", conversation=Conversation("webhook", "c", "w"), user="u",
                   text="question")
