@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from bot.errors import BacklogFull
@@ -130,8 +131,7 @@ class Inbox:
         timeout), not yet counted as attempts (`attempt` 0: see `count_attempt`)."""
         response: Any = await self._redis.xreadgroup(GROUP, consumer, {self.stream: ">"},
                                                      count=count, block=block_ms or None)
-        entries = response[0][1] if response else []
-        return [_delivery(_text(entry_id), _raw(fields), 0) for entry_id, fields in entries]
+        return self.read_reply(response)
 
     async def claim_stale(self, consumer: str, min_idle_ms: int, count: int,
                           cursor: str = "0-0") -> tuple[str, list[Delivery]]:
@@ -172,10 +172,23 @@ class Inbox:
     async def ack(self, entry_id: str) -> None:
         """Acknowledge and delete a processed entry."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, GROUP, entry_id)
-            pipe.xdel(self.stream, entry_id)
-            pipe.hdel(self._attempts, entry_id)
+            self.queue_ack(pipe, entry_id)
             await pipe.execute()
+
+    def queue_ack(self, pipe: Pipeline, entry_id: str) -> None:
+        """Queue `ack` on `pipe` (a transaction, to keep it atomic): three commands."""
+        pipe.xack(self.stream, GROUP, entry_id)
+        pipe.xdel(self.stream, entry_id)
+        pipe.hdel(self._attempts, entry_id)
+
+    def queue_read(self, pipe: Pipeline, consumer: str, count: int) -> None:
+        """Queue a `read` that does not block on `pipe`; pass its reply to `read_reply`."""
+        pipe.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+
+    def read_reply(self, response: Any) -> list[Delivery]:
+        """The deliveries of a queued `read`, from its reply."""
+        entries = response[0][1] if response else []
+        return [_delivery(_text(entry_id), _raw(fields), 0) for entry_id, fields in entries]
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Move an entry to the dead-letter stream with the error, and acknowledge it."""

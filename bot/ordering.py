@@ -19,8 +19,11 @@ every reply at once cannot keep the workers from everyone else's messages.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 # KEYS: lock, fifo; ARGV: token, ttl ms -> {1, head id or ''} if the caller now holds the
 # lock, else {0}
@@ -141,11 +144,34 @@ class ConversationLease:
         same round trip. With `release_when_empty`, a FIFO left empty also releases the lease
         (`released` turns True): nothing is left to do. Raises LeaseLost if the lease is no
         longer ours; False if the head was already another entry."""
-        status, head = await self._order.pop_script(
-            keys=[self._order.lock_key(self.conversation_key),
-                  self._order.fifo_key(self.conversation_key)],
-            args=[self.token, entry_id, "1" if release_when_empty else "0"])
-        status = int(status)
+        return self._popped(await self._order.pop_script(
+            keys=self._pop_keys(), args=self._pop_args(entry_id, release_when_empty)))
+
+    def queue_pop(self, pipe: Pipeline, entry_id: str, *, release_when_empty: bool) -> None:
+        """Queue `pop` on `pipe`, to go in one round trip with the caller's other commands;
+        pass its reply to `popped`."""
+        pipe.evalsha(self._order.pop_script.sha, 2, *self._pop_keys(),
+                     *self._pop_args(entry_id, release_when_empty))
+
+    async def popped(self, reply: Any, entry_id: str, *, release_when_empty: bool) -> bool:
+        """The result of a queued `pop`, from its reply in the pipeline's results (run with
+        `raise_on_error=False`); a script the server does not have (NOSCRIPT: it restarted
+        empty) is run again on its own. Raises as `pop` does, or the reply's error."""
+        if isinstance(reply, NoScriptError):
+            return await self.pop(entry_id, release_when_empty=release_when_empty)
+        if isinstance(reply, Exception):
+            raise reply
+        return self._popped(reply)
+
+    def _pop_keys(self) -> list[str]:
+        return [self._order.lock_key(self.conversation_key),
+                self._order.fifo_key(self.conversation_key)]
+
+    def _pop_args(self, entry_id: str, release_when_empty: bool) -> list[str]:
+        return [self.token, entry_id, "1" if release_when_empty else "0"]
+
+    def _popped(self, reply: Any) -> bool:
+        status, head = int(reply[0]), reply[1]
         if status == -1:
             raise LeaseLost(self.conversation_key)
         self._head = _text(head) or None
@@ -216,6 +242,10 @@ class ConversationOrder:
         The caller then tries `acquire`; a stale entry (drained meanwhile) is harmless."""
         value: bytes | str | None = await self.redis.lpop(self.ready_key)  # type: ignore[assignment]
         return value.decode() if isinstance(value, bytes) else value
+
+    def queue_next_ready(self, pipe: Pipeline) -> None:
+        """Queue `next_ready` on `pipe`; its reply is the conversation key (bytes) or None."""
+        pipe.lpop(self.ready_key)
 
     async def acquire(self, conversation_key: str) -> ConversationLease | None:
         """The conversation's lease, or None while another worker holds it."""

@@ -96,6 +96,7 @@ class Worker:
         self._inbox = inbox
         self._pipeline = pipeline
         self._order = order
+        self._redis = order.redis
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
@@ -123,12 +124,17 @@ class Worker:
                         self.consumer, self._claim_idle_ms, 1, self._claim_cursor)
                 if not deliveries:
                     # one turn of a conversation left with work, then one new entry: neither
-                    # busy conversations nor new arrivals wait behind the other
-                    ready = await self._order.next_ready()
-                    if ready is not None:
-                        await self.handle_ready(ready)
-                    deliveries = await self._inbox.read(
-                        self.consumer, 1, 0 if ready is not None else self._block_ms)
+                    # busy conversations nor new arrivals wait behind the other (both asked
+                    # in one round trip; only when neither has work does the read block)
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        self._order.queue_next_ready(pipe)
+                        self._inbox.queue_read(pipe, self.consumer, 1)
+                        ready_reply, read_reply = await pipe.execute()
+                    deliveries = self._inbox.read_reply(read_reply)
+                    if ready_reply is not None:
+                        await self.handle_ready(_text(ready_reply))
+                    elif not deliveries:
+                        deliveries = await self._inbox.read(self.consumer, 1, self._block_ms)
                 for delivery in deliveries:
                     await self.handle(delivery)
                 backoff_s = 0.5
@@ -212,7 +218,7 @@ class Worker:
                         and await self._inbox.exists(trigger.entry_id):
                     # an entry with no place in the FIFO (enqueued before ordering existed)
                     trigger_seen = tried = True
-                    if not await self._process(trigger, lease):
+                    if not await self._process(trigger, lease, None):
                         await lease.release()
                         return tried
                     done += 1
@@ -229,22 +235,24 @@ class Worker:
                 if lease.released:
                     return tried
                 continue
-            if not await self._process(delivery, lease):
-                await lease.release()
-                return tried
             # the last entry's pop releases the lease too, unless the trigger is still unseen
             # (an entry with no place in the FIFO, handled below)
-            await lease.pop(head, release_when_empty=trigger_seen)
+            if not await self._process(delivery, lease, (head, trigger_seen)):
+                await lease.release()
+                return tried
             if lease.released:
                 return tried
             done += 1
 
-    async def _process(self, delivery: Delivery, lease: ConversationLease) -> bool:
+    async def _process(self, delivery: Delivery, lease: ConversationLease,
+                       pop: tuple[str, bool] | None) -> bool:
         """Run one entry through the pipeline. True when it is finished (acked or
-        dead-lettered), False when it failed and stays pending for a retry."""
+        dead-lettered, and popped from its conversation's FIFO when `pop` = (head id,
+        release_when_empty) says so), False when it failed and stays pending for a retry."""
         if delivery.message is None:
             await self._inbox.dead_letter(delivery, "not a valid message")
             DEAD_LETTERS.labels("malformed").inc()
+            await _pop(lease, pop)
             return True
         message = delivery.message
         if not delivery.attempt:  # read or claimed: counted now that it runs
@@ -254,6 +262,7 @@ class Worker:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)
             await self._give_up(delivery, message, "max deliveries exceeded", "max_deliveries")
+            await _pop(lease, pop)
             return True
         trace_id = uuid.uuid4().hex[:12]
         finished = asyncio.Event()
@@ -271,6 +280,7 @@ class Worker:
                           error=type(exc).__name__, attempt=delivery.attempt)
                 await self._give_up(delivery, message, self._redact(
                     f"gave up after {age_s:.0f} s: {type(exc).__name__}: {exc}"), "retry_age")
+                await _pop(lease, pop)
                 return True
             if transient:
                 with contextlib.suppress(RedisError, OSError):
@@ -290,7 +300,7 @@ class Worker:
         finally:
             finished.set()
             await keeper
-        await self._inbox.ack(delivery.entry_id)
+        await self._finish(delivery.entry_id, lease, pop)
         self.processed += 1
         MESSAGES_PROCESSED.labels(message.conversation.platform).inc()
         log.info("message processed", message_id=message.id,
@@ -299,6 +309,23 @@ class Worker:
                  model=ctx.generated.model if ctx.generated else None,
                  skipped=ctx.skipped_reason or None, attempt=delivery.attempt)
         return True
+
+    async def _finish(self, entry_id: str, lease: ConversationLease,
+                      pop: tuple[str, bool] | None) -> None:
+        """Acknowledge a processed entry and pop it from its FIFO: one round trip (a
+        transaction: XACK, XDEL, HDEL and the pop script)."""
+        if pop is None:
+            await self._inbox.ack(entry_id)
+            return
+        head, release_when_empty = pop
+        async with self._redis.pipeline(transaction=True) as pipe:
+            self._inbox.queue_ack(pipe, entry_id)
+            lease.queue_pop(pipe, head, release_when_empty=release_when_empty)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[:-1]:
+            if isinstance(reply, Exception):
+                raise reply
+        await lease.popped(replies[-1], head, release_when_empty=release_when_empty)
 
     async def _give_up(self, delivery: Delivery, message: Message, error: str,
                        reason: str) -> None:
@@ -310,6 +337,16 @@ class Worker:
             except Exception as exc:  # the platform may be the very thing that is down
                 log.warning("could not tell the user about a dead letter",
                             message_id=message.id, error=type(exc).__name__)
+
+
+async def _pop(lease: ConversationLease, pop: tuple[str, bool] | None) -> None:
+    """Pop a dead-lettered entry from its FIFO (see `Worker._process`)."""
+    if pop is not None:
+        await lease.pop(pop[0], release_when_empty=pop[1])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _age_s(entry_id: str) -> float:
