@@ -24,35 +24,42 @@ class Transcript:
                      latency_ms: int, verdicts: list[dict[str, object]],
                      action: str | None = None,
                      filtered: tuple[Filtered, ...] | list[Filtered] = ()) -> None:
-        """Record the exchange in one transaction; `action` names the action that wrote the
-        reply (None: the model or a rail did); `filtered` (column `filtered`, a JSON list of
-        {"uri", "reason", "score", "removed_chars"}) is what the passage rails removed."""
+        """Record the exchange in one statement (atomic; one round trip: the conversation row
+        is upserted in a CTE that the two message rows join); `action` names the action that
+        wrote the reply (None: the model or a rail did); `filtered` (column `filtered`, a JSON
+        list of {"uri", "reason", "score", "removed_chars"}) is what the passage rails
+        removed."""
         conv = message.conversation
         sources = json.dumps([asdict(s) for s in reply.sources])
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO conversations (id, platform, workspace, channel, thread)
+        await self._pool.execute(
+            """WITH conv AS (
+                   INSERT INTO conversations (id, platform, workspace, channel, thread)
                    VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (id) DO UPDATE SET last_message_at = now()""",
-                conv.key, conv.platform, conv.workspace, conv.channel, conv.thread)
-            await conn.execute(
-                """INSERT INTO messages (conversation_id, direction, message_id, user_id, text)
-                   VALUES ($1, 'in', $2, $3, $4) ON CONFLICT DO NOTHING""",
-                conv.key, message.id, message.user, message.text)
-            await conn.execute(
-                """INSERT INTO messages (conversation_id, direction, message_id, text, sources,
-                                         verdicts, model, latency_ms, tokens_in, tokens_out,
-                                         error, trace_id, action, filtered)
-                   VALUES ($1, 'out', $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8, $9, $10, $11,
-                           $12, $13::jsonb)
-                   ON CONFLICT DO NOTHING""",
-                conv.key, message.id, reply.text, sources, json.dumps(verdicts),
-                generated.model if generated else None, latency_ms,
-                generated.tokens_in if generated else None,
-                generated.tokens_out if generated else None,
-                (generated.error or None) if generated else None,
-                (generated.trace_id or None) if generated else None, action,
-                json.dumps([asdict(f) for f in filtered]))
+                   ON CONFLICT (id) DO UPDATE SET last_message_at = now()
+                   RETURNING id)
+               INSERT INTO messages (conversation_id, direction, message_id, user_id, text,
+                                     sources, verdicts, model, latency_ms, tokens_in,
+                                     tokens_out, error, trace_id, action, filtered)
+               SELECT conv.id, r.direction, $6, r.user_id, r.text, r.sources, r.verdicts,
+                      r.model, r.latency_ms, r.tokens_in, r.tokens_out, r.error, r.trace_id,
+                      r.action, r.filtered
+               FROM conv CROSS JOIN (VALUES
+                   ('in', $7::text, $8::text, '[]'::jsonb, '[]'::jsonb, NULL::text,
+                    NULL::integer, NULL::integer, NULL::integer, NULL::text, NULL::text,
+                    NULL::text, '[]'::jsonb),
+                   ('out', NULL, $9, $10::jsonb, $11::jsonb, $12, $13, $14, $15, $16, $17,
+                    $18, $19::jsonb)
+               ) AS r (direction, user_id, text, sources, verdicts, model, latency_ms,
+                       tokens_in, tokens_out, error, trace_id, action, filtered)
+               ON CONFLICT DO NOTHING""",
+            conv.key, conv.platform, conv.workspace, conv.channel, conv.thread, message.id,
+            message.user, message.text, reply.text, sources, json.dumps(verdicts),
+            generated.model if generated else None, latency_ms,
+            generated.tokens_in if generated else None,
+            generated.tokens_out if generated else None,
+            (generated.error or None) if generated else None,
+            (generated.trace_id or None) if generated else None, action,
+            json.dumps([asdict(f) for f in filtered]))
 
     async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:
         """The sources of the conversation's last answer not written by an action (a list of
