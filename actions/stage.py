@@ -76,12 +76,10 @@ class RouteAction:
                     call_id=message.id)
         if outcome is None:
             return
-        reply_meta = dict(meta)
-        if outcome.ephemeral:
-            reply_meta["ephemeral"] = "1"
         ctx.action = outcome.action or "unknown"
         ctx.reply = Reply(message_id=message.id, conversation=message.conversation,
-                          text=outcome.text, meta=reply_meta, buttons=outcome.buttons)
+                          text=outcome.text, meta=dict(meta), buttons=outcome.buttons,
+                          ephemeral=outcome.ephemeral)
         ctx.generated = Generated(text=outcome.text, model=f"action:{ctx.action}",
                                   trace_id=outcome.trace_id)
         await keep_answer(ctx, self._answers)

@@ -178,10 +178,15 @@ class Reply:
         conversation: the address to send it to (copied from the message).
         text: the answer body (Markdown), without the sources list.
         sources: the cited documents, best first.
-        meta: the inbound message's `meta`, for the sender.
+        meta: the inbound message's `meta`, for the sender (adapter-specific strings).
         buttons: buttons shown under the reply's last piece, in order.
         filtered: what the passage rails removed from the passages the answer was written
             from (not rendered on chat platforms; `bot ask` shows it).
+        ephemeral: for the author alone where the platform has such replies (a Slack
+            ephemeral response, a Discord ephemeral follow-up); elsewhere a normal reply that
+            leaves a pressed message's buttons in place (they may be someone else's).
+        draft: the platform's id of a message already showing this answer as it was
+            streamed (`DraftEditor`): the sender finishes that message instead of posting.
     """
 
     message_id: str
@@ -191,6 +196,8 @@ class Reply:
     meta: dict[str, str] = field(default_factory=dict)
     buttons: tuple[Button, ...] = ()
     filtered: tuple[Filtered, ...] = ()
+    ephemeral: bool = False
+    draft: str | None = None
 
     def render(self) -> str:
         """Text plus a numbered sources list, as chat platforms show it."""
@@ -212,7 +219,16 @@ class Reply:
         data["sources"] = tuple(Source(**s) for s in data["sources"])
         data["buttons"] = tuple(Button(**b) for b in data.get("buttons", ()))
         data["filtered"] = tuple(Filtered(**f) for f in data.get("filtered", ()))
-        return cls(**data)
+        meta = data.get("meta") or {}  # a reply kept by a version that had these in meta
+        if meta.get("ephemeral") == "1":
+            data["ephemeral"] = True
+        if "draft" not in data and meta.get("draft"):
+            data["draft"] = meta["draft"]
+        data["meta"] = {k: v for k, v in meta.items() if k not in ("ephemeral", "draft")}
+        return cls(**{k: v for k, v in data.items() if k in _REPLY_FIELDS})
+
+
+_REPLY_FIELDS = frozenset(f.name for f in fields(Reply))
 
 
 # Letters and marks that draw nothing: Hangul fillers, the braille blank, the combining

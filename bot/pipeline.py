@@ -144,7 +144,7 @@ class Generate:
     Streaming: when `stream_interval_s` is set and the platform's sender can edit messages
     (`DraftEditor`), the answer is shown as it arrives in one message edited at most once per
     `stream_interval_s` (`bot.streaming.DraftStream`); the reply then finishes that message
-    (`reply.meta["draft"]`). `draft_transform` is applied to drafts (output redaction).
+    (`reply.draft`). `draft_transform` is applied to drafts (output redaction).
 
     Tools: `tools(message)` gives the tools the model may call for this message (the actions
     its author may run), or None.
@@ -189,13 +189,12 @@ class Generate:
             if draft is not None:
                 draft.cancel()
             raise
-        meta = dict(ctx.message.meta)
-        if draft is not None and (handle := await draft.finish()) is not None:
-            meta["draft"] = handle
+        handle = await draft.finish() if draft is not None else None
         sources, _ = number_sources(ctx.passages)
         ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
-                          text=ctx.generated.text, sources=tuple(sources), meta=meta,
-                          buttons=ctx.generated.buttons, filtered=tuple(ctx.filtered))
+                          text=ctx.generated.text, sources=tuple(sources),
+                          meta=dict(ctx.message.meta), buttons=ctx.generated.buttons,
+                          filtered=tuple(ctx.filtered), draft=handle)
         await keep_answer(ctx, self._answers)
 
 

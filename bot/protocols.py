@@ -37,7 +37,7 @@ class TypingIndicator(Protocol):
 class DraftEditor(Protocol):
     """Optional sender capability: show an answer while it streams in, as one message edited
     in place. `send` then finishes that message (its first piece edits the draft named by
-    `reply.meta["draft"]`) instead of posting a new one."""
+    `reply.draft`) instead of posting a new one."""
 
     async def post_draft(self, message: Message, text: str) -> str | None:
         """Post the first draft in reply to `message`; return a handle for later edits (the

@@ -185,7 +185,7 @@ class InboundRateLimit:
     conversation's rate stops the chain (`ctx.done`, `ctx.skipped_reason` "rate limited:
     told" or "rate limited"); the first one in the wait gets `SLOW_DOWN` through the
     platform's sender (sent here, since the action stage would otherwise answer a command),
-    as a reply for the author alone (`meta["ephemeral"]`) where the platform has those.
+    as a reply for the author alone (`Reply.ephemeral`) where the platform has those.
 
     Fails open: with Redis unreachable the message goes on (and fails later on its own). The
     slow-down reply is best effort: when it cannot be sent the message is skipped all the same.
@@ -222,7 +222,7 @@ class InboundRateLimit:
         try:
             await sender.send(Reply(message_id=message.id, conversation=message.conversation,
                                     text=text.format(wait=wait),
-                                    meta={**message.meta, "ephemeral": "1"}))
+                                    meta=message.meta, ephemeral=True))
         except Exception as exc:  # best effort: a skipped message must not hold its conversation
             ctx.skipped_reason = "rate limited"
             INBOUND_LIMITED.labels(platform, verdict.scope, "skipped").inc()

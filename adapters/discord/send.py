@@ -13,7 +13,7 @@ interaction token authorizes them); channel messages and typing use `Authorizati
 <= 80 characters; style 1 primary, 4 danger, 2 secondary), in action rows of up to 5 buttons,
 at most 5 rows. An interaction's original response is always sent with `components` (empty
 without buttons), so a message whose button was pressed loses its buttons when the answer
-replaces it; a reply for the caller alone (`meta["ephemeral"]`: a denial, a usage error, a
+replaces it; a reply for the caller alone (`Reply.ephemeral`: a denial, a usage error, a
 stranger's press) is an ephemeral follow-up instead and leaves the pressed message alone.
 
 Pacing (`DiscordRest.pacer`, a `bot.ratelimit.SendPacer`; None calls unpaced), after
@@ -252,24 +252,24 @@ class DiscordSender:
             if reply.buttons and index == len(pieces) - 1:
                 body["components"] = components(reply.buttons)
             if reply.meta.get("mode") == "interaction":
-                await self._interaction_piece(reply.meta, index, body)
+                await self._interaction_piece(reply.meta, index, body, reply.ephemeral)
             else:
-                draft = reply.meta.get("draft") if index == 0 else None
+                draft = reply.draft if index == 0 else None
                 if not (draft and await self._finish_draft(conv.channel, draft, body)):
                     await self._post(reply, index, body)
             await self._progress.record(reply.message_id, index + 1)
 
     async def _interaction_piece(self, meta: dict[str, str], index: int,
-                                 body: dict[str, Any]) -> None:
+                                 body: dict[str, Any], ephemeral: bool) -> None:
         """Piece `index` of the answer to an interaction, through its webhook (the interaction
         token authorizes it). The first piece edits the original response (a command's
         deferred "thinking...", or the message whose button was pressed, which loses its
         buttons); later pieces are follow-ups. A reply for the caller alone
-        (`meta["ephemeral"]`) is sent as ephemeral follow-ups (flag 64) instead: a command's
+        (`ephemeral`) is sent as ephemeral follow-ups (flag 64) instead: a command's
         public "thinking..." is deleted first, a pressed message is left as it is (its
         buttons may be someone else's confirmation)."""
         webhook = f"/webhooks/{meta['application_id']}/{meta['token']}"
-        if meta.get("ephemeral") == "1":
+        if ephemeral:
             if index == 0 and not meta.get("button"):
                 await self._webhook("DELETE", _original_path(meta), None, missing_ok=True)
             # the first call on the webhook may come before Discord has the initial response

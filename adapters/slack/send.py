@@ -150,7 +150,7 @@ class SlackSender:
         for index, piece in enumerate(pieces[done:], start=done):
             blocks = (button_blocks(piece, reply.buttons)
                       if reply.buttons and index == len(pieces) - 1 else None)
-            draft = reply.meta.get("draft") if index == 0 else None
+            draft = reply.draft if index == 0 else None
             if not (draft and await self._finish_draft(conv.channel, draft, piece, blocks)):
                 await self._post(reply, index, piece, blocks)
             await self._progress.record(reply.message_id, index + 1)
@@ -160,15 +160,15 @@ class SlackSender:
         await self._pace(reply.conversation.channel)
         if reply.meta.get("response_url"):
             body: dict[str, Any] = {
-                "response_type": "ephemeral" if reply.meta.get("ephemeral") == "1"
-                else "in_channel", "text": piece}
+                "response_type": "ephemeral" if reply.ephemeral else "in_channel",
+                "text": piece}
             if blocks:
                 body["blocks"] = blocks
             if index == 0 and reply.meta.get("replace_original") == "1":
                 # the message holding the pressed button becomes the answer's first piece,
                 # unless only the presser may see the answer ("only the person who asked
                 # can confirm this"): then the message and its buttons stay for the others
-                body["replace_original"] = reply.meta.get("ephemeral") != "1"
+                body["replace_original"] = not reply.ephemeral
             await self._post_response_url(reply.meta["response_url"], body)
         else:
             await self._client.chat_postMessage(

@@ -13,7 +13,7 @@ again, up to 3 times, then the send fails and the engine retries the message.
 https://core.telegram.org/bots/api#inlinekeyboardbutton). When the reply answers a press
 (`meta["button_message"]`), that message's keyboard is removed first (editMessageReplyMarkup,
 best effort), so a confirmation cannot be pressed twice; not when the reply is for the presser
-only (`meta["ephemeral"]`, e.g. a stranger pressed Confirm), since the keyboard is still the
+only (`Reply.ephemeral`, e.g. a stranger pressed Confirm), since the keyboard is still the
 requester's.
 
 Pacing (`pacer`, a `bot.ratelimit.SendPacer`; None sends unpaced): every sendMessage,
@@ -143,13 +143,12 @@ class TelegramSender:
         done = await self._progress.delivered(reply.message_id)
         # a reply meant for the presser alone (Telegram has no such messages; it is sent to
         # the chat) leaves the keyboard for the others: "only the person who asked can ..."
-        if done == 0 and reply.meta.get("button_message") and \
-                reply.meta.get("ephemeral") != "1":
+        if done == 0 and reply.meta.get("button_message") and not reply.ephemeral:
             await self._remove_keyboard(int(conv.channel), int(reply.meta["button_message"]))
         markup = keyboard(reply.buttons)
         for index, (text, entities) in enumerate(pieces[done:], start=done):
             last_markup = markup if index == len(pieces) - 1 else None
-            draft = reply.meta.get("draft") if index == 0 else None
+            draft = reply.draft if index == 0 else None
             if draft and await self._finish_draft(int(conv.channel), int(draft), text,
                                                   entities, last_markup):
                 await self._progress.record(reply.message_id, index + 1)

@@ -152,7 +152,7 @@ async def test_a_user_over_the_limit_is_told_once_then_skipped_silently(
     wait = re.fullmatch(r"You're sending messages faster than I can answer; please wait "
                         r"(\d+) s\.", notice.text)
     assert wait and 590 <= int(wait.group(1)) <= 600
-    assert notice.message_id == contexts[2].message.id and notice.meta["ephemeral"] == "1"
+    assert notice.message_id == contexts[2].message.id and notice.ephemeral
     assert limited("slack", "user", "told") == told + 1
     assert limited("slack", "user", "skipped") == skipped + 2
     # someone else is not held up, and the console (the operator's terminal) never is

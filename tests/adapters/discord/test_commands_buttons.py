@@ -332,16 +332,18 @@ async def test_answers_for_the_caller_alone_are_ephemeral_follow_ups(
     conversation = Conversation("discord", CHANNEL_ID, GUILD_ID)
     webhook = f"/webhooks/{APP_ID}/A_PRESS_TOKEN"
     press = {"mode": "interaction", "application_id": APP_ID, "token": "A_PRESS_TOKEN",
-             "button": "confirm-7f3a", "ephemeral": "1"}
+             "button": "confirm-7f3a"}
     # a stranger pressed someone's Confirm: the pressed message and its buttons stay
     await sender.send(Reply(message_id="m-stranger", conversation=conversation, meta=press,
-                            text="Only the person who asked can confirm or cancel this."))
+                            text="Only the person who asked can confirm or cancel this.",
+                            ephemeral=True))
     assert [(m, p) for m, p, _, _ in discord_api.calls] == [("POST", webhook)]
     assert discord_api.bodies("POST", webhook)[0]["flags"] == 64
     # a denied command: its public "thinking..." goes, the denial is for the caller only
     command_meta = {k: v for k, v in press.items() if k != "button"}
     await sender.send(Reply(message_id="m-denied", conversation=conversation,
-                            meta=command_meta, text="Sorry, you may not run `deploy`."))
+                            meta=command_meta, text="Sorry, you may not run `deploy`.",
+                            ephemeral=True))
     assert [(m, p) for m, p, _, _ in discord_api.calls][1:] == [
         ("DELETE", ORIGINAL), ("POST", webhook)]
     assert discord_api.bodies("POST", webhook)[1]["flags"] == 64
@@ -361,7 +363,7 @@ async def test_an_answer_faster_than_the_interaction_response_waits_for_it(
     discord_api.webhook_unknown = 2
     await sender.send(Reply(message_id="m-fast-press", text="Only the person who asked ...",
                             conversation=conversation,
-                            meta={**meta, "button": "confirm-7f3a", "ephemeral": "1"}))
+                            meta={**meta, "button": "confirm-7f3a"}, ephemeral=True))
     assert [m for m, p, _, _ in discord_api.calls][3:] == ["404", "404", "POST"]
 
 

@@ -255,14 +255,14 @@ async def test_response_url_answers_replace_the_pressed_message(harness: Harness
     assert {r["response_type"] for r in slack.responses()} == {"in_channel"}
     await sender.send(Reply(message_id="m-eph", text="Only you can see this.",
                             conversation=Conversation("slack", "C1", TEAM_ID),
-                            meta={"response_url": url, "ephemeral": "1"}))
+                            meta={"response_url": url}, ephemeral=True))
     assert slack.responses()[-1] == {"id": "press1", "response_type": "ephemeral",
                                      "text": "Only you can see this."}
     # a stranger pressed someone's Confirm: the pressed message and its buttons stay
     await sender.send(Reply(message_id="m-stranger", text="Only the person who asked ...",
                             conversation=Conversation("slack", "C1", TEAM_ID),
-                            meta={"response_url": url, "replace_original": "1",
-                                  "ephemeral": "1"}))
+                            meta={"response_url": url, "replace_original": "1"},
+                            ephemeral=True))
     assert slack.responses()[-1] == {"id": "press1", "response_type": "ephemeral",
                                      "text": "Only the person who asked ...",
                                      "replace_original": False}
@@ -273,7 +273,7 @@ async def test_a_finished_draft_gets_the_buttons(harness: Harness, slack: FakeSl
     sender = adapter(harness, slack).sender
     await sender.send(Reply(message_id="m-draft", text="Create it?", buttons=BUTTONS[:2],
                             conversation=Conversation("slack", "C1", TEAM_ID, thread="1.2"),
-                            meta={"draft": "1700000001.000100"}))
+                            draft="1700000001.000100"))
     [update] = [body for method, body in slack.calls if method == "chat.update"]
     assert update["ts"] == "1700000001.000100"
     assert [e["action_id"] for e in update["blocks"][1]["elements"]] == [

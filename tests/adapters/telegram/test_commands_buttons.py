@@ -251,7 +251,7 @@ async def test_answering_a_press_removes_its_keyboard_first(harness: Harness,
         # a stranger's press of someone's Confirm: the keyboard is still the requester's
         await bot.sender.send(Reply(message_id="m-stranger", conversation=conversation,
                                     text="Only the person who asked can confirm or cancel.",
-                                    meta={"button_message": "5001", "ephemeral": "1"}))
+                                    meta={"button_message": "5001"}, ephemeral=True))
     finally:
         await bot.stop()
     methods = [m for m in telegram.methods() if m in ("editMessageReplyMarkup", "sendMessage")]
@@ -268,7 +268,7 @@ async def test_a_finished_draft_gets_the_keyboard(harness: Harness,
     try:
         await bot.sender.send(Reply(message_id="m-draft", text="Create it?", buttons=BUTTONS,
                                     conversation=Conversation("telegram", "1111111"),
-                                    meta={"draft": "5005"}))
+                                    draft="5005"))
     finally:
         await bot.stop()
     [edit] = telegram.params("editMessageText")
