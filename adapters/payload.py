@@ -4,7 +4,17 @@ must give a Skip or a 400, never an exception."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A verified platform payload that is not a message for the bot (a bot's own message, an
+    unhandled update kind, a guild message without a mention ...); `reason` is for the debug
+    log. The one skip type of every normalizer."""
+
+    reason: str
 
 
 def obj(value: Any) -> dict[str, Any]:

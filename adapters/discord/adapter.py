@@ -45,12 +45,12 @@ from adapters.discord.normalize import (
     AUTOCOMPLETE,
     MESSAGE_COMPONENT,
     PING,
-    Skip,
     normalize_component,
     normalize_interaction,
     normalize_message_create,
 )
 from adapters.discord.send import DiscordError, DiscordRest, DiscordSender, DiscordThreads
+from adapters.payload import Skip
 from adapters.progress import SendProgress
 from adapters.verification import verify_ed25519
 from bot.errors import BacklogFull

@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any
 
-from adapters.payload import obj, objs
+from adapters.payload import Skip, obj, objs
 from bot.messages import Conversation, Message
 
 PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 1, 2, 3, 4, 5
@@ -33,10 +32,6 @@ _BANG = re.compile(r"^!([A-Za-z0-9_]{1,32})(?=\s|$)")
 #: custom_id prefix of the bot's buttons (see send.py); the rest is the token.
 BUTTON_PREFIX = "sb:"
 
-
-@dataclass(frozen=True)
-class Skip:
-    reason: str
 
 
 def strip_mention(text: str, bot_id: str) -> str:

@@ -39,9 +39,9 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
 from adapters.base import AdapterDeps
+from adapters.payload import Skip
 from adapters.progress import SendProgress
 from adapters.slack.normalize import (
-    Skip,
     SlackIdentity,
     event_skip,
     is_from_a_bot,

@@ -32,7 +32,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.payload import obj
+from adapters.payload import Skip, obj
 from bot.messages import Conversation, Message
 
 ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast"}
@@ -49,12 +49,6 @@ class SlackIdentity:
     user_id: str
     bot_id: str | None = None
 
-
-@dataclass(frozen=True)
-class Skip:
-    """A verified payload that is deliberately not answered, and why (for the debug log)."""
-
-    reason: str
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:

@@ -40,9 +40,9 @@ from telegram.error import TelegramError
 from telegram.request import HTTPXRequest
 
 from adapters.base import AdapterDeps
+from adapters.payload import Skip
 from adapters.progress import SendProgress
 from adapters.telegram.normalize import (
-    Skip,
     TelegramIdentity,
     normalize_callback,
     normalize_update,

@@ -29,7 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.payload import obj, objs
+from adapters.payload import Skip, obj, objs
 from bot.messages import Conversation, Message
 
 GROUP_TYPES = {"group", "supergroup"}
@@ -48,10 +48,6 @@ class TelegramIdentity:
     id: int
     username: str
 
-
-@dataclass(frozen=True)
-class Skip:
-    reason: str
 
 
 def _utf16_slice(text: str, offset: int, length: int) -> str:

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 from nacl.signing import SigningKey
 
-from adapters.discord.normalize import Skip, normalize_interaction, normalize_message_create
+from adapters.discord.normalize import normalize_interaction, normalize_message_create
+from adapters.payload import Skip
 from bot.messages import Conversation, Reply
 from tests.conftest import CORPUS
 from tests.fakes.bot_server import Server

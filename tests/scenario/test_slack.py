@@ -15,7 +15,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from adapters.slack.normalize import Skip, SlackIdentity, normalize_event, strip_mention
+from adapters.payload import Skip
+from adapters.slack.normalize import SlackIdentity, normalize_event, strip_mention
 from adapters.verification import verify_slack_v0
 from tests.conftest import CORPUS
 from tests.fakes.bot_server import Server

@@ -13,7 +13,8 @@ from typing import Any, cast
 import aiohttp
 import pytest
 
-from adapters.telegram.normalize import Skip, TelegramIdentity, normalize_update
+from adapters.payload import Skip
+from adapters.telegram.normalize import TelegramIdentity, normalize_update
 from adapters.telegram.send import render
 from bot.messages import Conversation, Reply
 from tests.conftest import CORPUS

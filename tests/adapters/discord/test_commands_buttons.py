@@ -18,12 +18,12 @@ from nacl.signing import SigningKey
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.commands import command_json, commands_json
 from adapters.discord.normalize import (
-    Skip,
     normalize_component,
     normalize_interaction,
     normalize_message_create,
 )
-from bot.messages import Button, Conversation, Message, Reply
+from adapters.payload import Skip
+from bot.messages import Button, ButtonStyle, Conversation, Message, Reply
 from bot.protocols import CommandOption, CommandSpec
 from tests.adapters.conftest import COMMANDS, Harness
 from tests.fakes.discord_api import (
@@ -281,8 +281,8 @@ async def test_a_press_that_cannot_be_stored_gets_an_apology(harness: Harness,
 
 # buttons out ----------------------------------------------------------------------------------
 
-BUTTONS = tuple(Button(f"Option {i}", f"opt-{i}", style) for i, style in
-                enumerate(["primary", "danger", "", "primary", "", "", "danger"]))
+STYLES: list[ButtonStyle] = ["primary", "danger", "", "primary", "", "", "danger"]
+BUTTONS = tuple(Button(f"Option {i}", f"opt-{i}", style) for i, style in enumerate(STYLES))
 
 
 async def test_buttons_are_components_under_the_last_piece(harness: Harness,

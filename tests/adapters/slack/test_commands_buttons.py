@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from slack_sdk.errors import SlackApiError
 
+from adapters.payload import Skip
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.normalize import (
-    Skip,
     SlackIdentity,
     normalize_block_action,
     normalize_command,

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from adapters.payload import Skip
 from adapters.telegram.adapter import TelegramAdapter
 from adapters.telegram.normalize import (
-    Skip,
     TelegramIdentity,
     normalize_callback,
     normalize_update,
