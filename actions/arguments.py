@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from actions.spec import ActionSpec
-from bot.protocols import CommandOption, CommandSpec
+from bot.protocols import CommandOption, CommandSpec, OptionKind
 
 
 class ArgumentError(ValueError):
@@ -54,7 +54,7 @@ def _choices(info: FieldInfo) -> tuple[Any, ...]:
     return ()
 
 
-def _kind(info: FieldInfo) -> str:
+def _kind(info: FieldInfo) -> OptionKind:
     inner, _ = unwrap_optional(info.annotation)
     choices = _choices(info)
     if choices:

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import asyncpg
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -104,11 +104,18 @@ def _redact_value(key: str, value: Any) -> Any:
     return value
 
 
+#: What an invocation came to: an `Outcome`'s and an `action_runs` row's status ("running"
+#: while a non-idempotent action runs).
+Status = Literal["ok", "denied", "invalid_args", "needs_confirmation", "cancelled", "timeout",
+                 "failed", "interrupted", "unknown", "expired", "running"]
+STATUSES: frozenset[str] = frozenset(get_args(Status))
+
+
 @dataclass(frozen=True, slots=True)
 class PriorRun:
     """An audit row found for an invocation that is being retried."""
 
-    status: str
+    status: Status
     reply: str
     trace_id: str
 
@@ -152,7 +159,10 @@ class AuditLog:
             "SELECT status, reply, trace_id FROM action_runs WHERE call_id = $1", call_id)
         if row is None:
             return None
-        return PriorRun(status=row["status"], reply=row["reply"] or "",
+        status = row["status"]
+        if status not in STATUSES:  # a row written by a newer version: treat as a run that ended
+            status = "failed"
+        return PriorRun(status=cast(Status, status), reply=row["reply"] or "",
                         trace_id=row["trace_id"])
 
     async def record(self, call_id: str, action: str, via: str, message: Message,

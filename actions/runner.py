@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from actions.arguments import ArgumentError, parse_json_object, parse_text, usage, validate
-from actions.audit import AuditLog, redact_args, redact_text, secret_values
+from actions.audit import AuditLog, Status, redact_args, redact_text, secret_values
 from actions.policy import Permissions
 from actions.registry import Registry
 from actions.spec import (
@@ -77,7 +77,7 @@ class Outcome:
     """
 
     action: str
-    status: str
+    status: Status
     text: str
     buttons: tuple[Button, ...] = ()
     trace_id: str = ""
@@ -309,7 +309,8 @@ class ActionRunner:
                     raise _AttemptTimedOut from None
                 raise  # the action's own TimeoutError: an ordinary failure
 
-        status, error = "ok", ""
+        status: Status = "ok"
+        error = ""
         payloads: list[tuple[Any, str]] = []
         try:
             if spec.idempotent and spec.retries > 0:

@@ -11,7 +11,7 @@ import json
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,10 @@ class Filtered:
     removed_chars: int
 
 
+#: How a button looks: the platform's primary or danger look, or "" for its default.
+ButtonStyle = Literal["primary", "danger", ""]
+
+
 @dataclass(frozen=True, slots=True)
 class Button:
     """A button under a reply (Slack block action, Telegram inline keyboard button, Discord
@@ -161,7 +165,7 @@ class Button:
 
     label: str
     token: str
-    style: str = ""
+    style: ButtonStyle = ""
 
 
 #: `Reply.meta` key marking a notice about a message (that it was given up on, with the reason

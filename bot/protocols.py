@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from bot.messages import Button, Message, Passage, Reply
 
@@ -60,6 +60,10 @@ class GroupDirectory(Protocol):
         ...
 
 
+#: The type of a command's typed argument (Discord application command option types).
+OptionKind = Literal["string", "integer", "number", "boolean"]
+
+
 @dataclass(frozen=True, slots=True)
 class CommandOption:
     """One typed argument of a command, for platforms that register commands with typed
@@ -75,7 +79,7 @@ class CommandOption:
 
     name: str
     description: str
-    kind: str
+    kind: OptionKind
     required: bool
     choices: tuple[str | int | float, ...] = ()
 
@@ -98,11 +102,15 @@ class CommandSpec:
     usage: str = ""
 
 
+#: Who said a remembered turn.
+Role = Literal["user", "assistant"]
+
+
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One remembered utterance; role is "user" or "assistant"."""
+    """One remembered utterance."""
 
-    role: str
+    role: Role
     content: str
 
 
