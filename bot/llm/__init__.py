@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bot.llm.completion import Completion
     from bot.llm.generators import ChatGenerator, ExtractiveGenerator, apology
     from bot.llm.prompt import (
         NO_LLM_NOTE,
@@ -27,14 +28,14 @@ if TYPE_CHECKING:
         number_sources,
         passages_block,
     )
-    from bot.llm.router import Completion, LLMRouter, LLMUnavailable
+    from bot.llm.router import LLMRouter, LLMUnavailable
 
 _HOMES = {
     "ChatGenerator": "generators", "ExtractiveGenerator": "generators", "apology": "generators",
     "NO_LLM_NOTE": "prompt", "SYSTEM_PROMPT": "prompt", "PromptBudget": "prompt",
     "build_prompt": "prompt", "count_tokens": "prompt", "heading": "prompt",
     "number_sources": "prompt", "passages_block": "prompt",
-    "Completion": "router", "LLMRouter": "router", "LLMUnavailable": "router",
+    "Completion": "completion", "LLMRouter": "router", "LLMUnavailable": "router",
 }
 
 

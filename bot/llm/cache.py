@@ -12,17 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.llm.completion import Completion
 from bot.log import get_logger
 from bot.metrics import LLM_CACHE
-
-if TYPE_CHECKING:
-    from bot.llm.router import Completion
 
 log = get_logger("bot.llm.cache")
 
@@ -52,8 +49,6 @@ class ResponseCache:
                   temperature: float) -> Completion | None:
         """The cached answer for the first of `models` that has one, or None. A Redis error
         counts as a miss (the cache never fails a call)."""
-        from bot.llm.router import Completion
-
         keys = [self._key(messages, m, temperature) for m in models]
         try:
             values = await self._redis.mget(keys)

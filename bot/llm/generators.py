@@ -6,8 +6,9 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from bot.llm.completion import Completion
 from bot.llm.prompt import NO_LLM_NOTE, PromptBudget, build_prompt, heading, number_sources
-from bot.llm.router import Completion, DeltaSink, LLMRouter, LLMUnavailable
+from bot.llm.router import DeltaSink, LLMRouter, LLMUnavailable
 from bot.log import get_logger
 from bot.messages import Button, Passage
 from bot.protocols import Generated, Toolbox, Turn

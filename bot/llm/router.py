@@ -43,6 +43,7 @@ from tenacity import (
 
 from bot.errors import BotError
 from bot.llm.cache import ResponseCache
+from bot.llm.completion import Completion, ToolCall
 from bot.llm.providers import ProviderConfig
 from bot.log import get_logger
 from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS
@@ -65,30 +66,6 @@ class LLMUnavailable(BotError):
         self.failures = failures
         super().__init__(f"no language model answered (trace id {trace_id}): "
                          + "; ".join(failures))
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A function call the model asked for: `arguments` is its JSON text, unparsed."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class Completion:
-    """A model's answer. `provider` is the provider's name ("cache" for a cached answer);
-    `tool_calls` are the tools the model wants called before it answers (then `text` is
-    usually empty)."""
-
-    text: str
-    model: str
-    provider: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cached: bool = False
-    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass
