@@ -7,24 +7,22 @@ Exit codes: 0 success, 1 a command-level failure (no answer, a source that faile
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sys
 import uuid
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.cli_actions import actions_app
+from bot.cli_common import err, out
+from bot.cli_common import error as _error
+from bot.cli_common import run as _run
+from bot.cli_common import settings as _settings
 from bot.cli_eval import eval_app
 from bot.cli_rails import rails_app
-from bot.config import Settings, load_settings
-from bot.errors import BotError, ConfigError, ServiceUnavailable
 from bot.messages import Reply
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,52 +33,6 @@ dlq_app = typer.Typer(no_args_is_help=True,
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(rails_app, name="rails")
 app.add_typer(actions_app, name="actions")
-out = Console()
-err = Console(stderr=True)
-
-
-def _error(line: str) -> None:
-    """One unwrapped line on stderr (rich would wrap it at the terminal width)."""
-    sys.stderr.write(line.rstrip() + "\n")
-
-
-def _settings(quiet: bool = True) -> Settings:
-    from bot.log import configure_logging  # (structlog: not for --help)
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        _error(f"error: {exc}")
-        raise typer.Exit(2) from None
-    level = settings.bot_log_level
-    if quiet and "BOT_LOG_LEVEL" not in os.environ:
-        level = "WARNING"
-    configure_logging(level, settings.bot_log_format, settings.secret_values())
-    return settings
-
-
-def _run(coro: Coroutine[Any, Any, int]) -> None:
-    try:
-        code = asyncio.run(coro)
-    except (ConfigError, ServiceUnavailable) as exc:
-        _error(f"error: {exc}")
-        raise typer.Exit(2) from None
-    except BotError as exc:
-        _error(f"error: {exc}")
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    except Exception as exc:  # a bug or an unexpected failure: no traceback on the terminal
-        from bot.log import get_logger
-
-        trace_id = uuid.uuid4().hex[:12]
-        get_logger("bot.cli").error("command failed", trace_id=trace_id,
-                                    error=type(exc).__name__, exc_info=exc)
-        _error(f"error: unexpected {type(exc).__name__} (trace id {trace_id})")
-        raise typer.Exit(1) from None
-    raise typer.Exit(code)
-
-
 def _reply_json(reply: Reply) -> dict[str, Any]:
     return {"answer": reply.text,
             "sources": [{"uri": s.uri, "title": s.title, "score": s.score} for s in reply.sources],

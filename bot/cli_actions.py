@@ -39,7 +39,8 @@ def actions_list(as_json: Annotated[bool, typer.Option(
     from actions.arguments import usage
     from actions.loading import build_action_registry
     from actions.policy import ActionsPolicy, Permissions
-    from bot.cli import _run, _settings
+    from bot.cli_common import run as _run
+    from bot.cli_common import settings as _settings
 
     settings = _settings()
 

@@ -29,7 +29,10 @@ def eval_retrieval(
     retrieval after the passage rails: nDCG@10 of what they let through, and how many of the
     top 10 documents they cut (cut@10) or dropped (dropped@10), per query ("-" when the
     policy turns the passage check off)."""
-    from bot.cli import _error, _run, _settings, out
+    from bot.cli_common import error as _error
+    from bot.cli_common import out
+    from bot.cli_common import run as _run
+    from bot.cli_common import settings as _settings
     from knowledge.evaluate import evaluate, read_queries
 
     settings = _settings()

@@ -57,7 +57,8 @@ def rails_check(
     the rail that cut or dropped something; score is the highest unit score.
 
     A bad line gets {"error": ...} and the exit code is 1."""
-    from bot.cli import _run, _settings
+    from bot.cli_common import run as _run
+    from bot.cli_common import settings as _settings
     from bot.guardrails.base import RailContext, run_rails
     from bot.guardrails.policy import GuardrailPolicy
 
