@@ -26,11 +26,11 @@ from bot.metrics import (
     REGISTRY,
     generate_latest,
 )
-from migrations import runner
 
 log = get_logger("bot.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PendingMigrations = Callable[[asyncpg.Connection], Awaitable[list[int]]]
 
 
 @web.middleware
@@ -52,12 +52,17 @@ class Health:
 
     Args:
         inbox_keys: (inbox stream, dead-letter stream) whose lengths `/metrics` reports.
+        pending_migrations: the versions of the migrations not yet applied, read on a
+            connection (the composition root passes the migration runner's); None skips the
+            check.
     """
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis,
-                 inbox_keys: tuple[str, str] | None = None) -> None:
+                 inbox_keys: tuple[str, str] | None = None,
+                 pending_migrations: PendingMigrations | None = None) -> None:
         self._pool = pool
         self._redis = redis
+        self._pending_migrations = pending_migrations
         self._inbox_keys = inbox_keys
 
     async def metrics(self, _request: web.Request) -> web.Response:
@@ -80,7 +85,8 @@ class Health:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1")
-                pending = await runner.pending(conn)
+                pending = (await self._pending_migrations(conn)
+                           if self._pending_migrations is not None else [])
             checks["postgres"] = "ok"
             checks["migrations"] = "ok" if not pending else f"pending: {pending}"
         except Exception as exc:

@@ -342,6 +342,11 @@ class Runtime:
                         fetch_timeout_s=s.ingest_fetch_timeout_s,
                         batch_size=s.embedding_batch_size)
 
+    @staticmethod
+    async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
+        """The migration versions not yet applied on `conn`'s database (for readiness)."""
+        return await runner.pending(conn)
+
     def webhook_adapter(self) -> WebhookAdapter | None:
         s = self.settings
         if s.webhook_secret is None:

@@ -31,8 +31,9 @@ def server_app(rt: Runtime) -> web.Application:
     for platform in rt.platforms:
         routes.extend(platform.routes())
     s = rt.settings
-    app = build_app(routes, Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq)),
-                    max_body_bytes=s.bot_max_body_bytes)
+    health = Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq),
+                    pending_migrations=rt.pending_migrations)
+    app = build_app(routes, health, max_body_bytes=s.bot_max_body_bytes)
     install(app, ConnectionGuard(header_timeout_s=s.bot_http_header_timeout_s,
                                  body_timeout_s=s.bot_http_body_timeout_s,
                                  max_per_peer=s.bot_http_max_connections_per_peer))
