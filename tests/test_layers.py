@@ -66,9 +66,12 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _walk(tree: ast.Module) -> Iterator[tuple[ast.stmt, bool]]:
+ImportNode = ast.Import | ast.ImportFrom
+
+
+def _walk(tree: ast.Module) -> Iterator[tuple[ImportNode, bool]]:
     """Every import statement with whether it runs at module level."""
-    def visit(body: list[ast.stmt], top: bool) -> Iterator[tuple[ast.stmt, bool]]:
+    def visit(body: list[ast.stmt], top: bool) -> Iterator[tuple[ImportNode, bool]]:
         for node in body:
             if isinstance(node, ast.Import | ast.ImportFrom):
                 yield node, top
