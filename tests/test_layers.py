@@ -98,6 +98,7 @@ def imports() -> list[Import]:
             importer = _module(path)
             tree = ast.parse(path.read_text(encoding="utf-8"))
             for node, top in _walk(tree):
+                targets: list[tuple[str, tuple[str, ...]]]
                 if isinstance(node, ast.Import):
                     targets = [(a.name, ()) for a in node.names]
                 elif node.module and node.level == 0:
