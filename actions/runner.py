@@ -39,6 +39,7 @@ from actions.spec import (
     LastAnswer,
     Via,
 )
+from bot.keys import Keys
 from bot.log import get_logger
 from bot.messages import Button, Message
 from bot.protocols import Memory, Retriever
@@ -144,7 +145,7 @@ class ActionRunner:
         return found
 
     def _key(self, call: str) -> str:
-        return f"{self._prefix}:action:call:{call}"
+        return Keys(self._prefix).action_call(call)
 
     async def _store(self, kind: str, data: dict[str, Any], ttl_s: int) -> str:
         call = secrets.token_urlsafe(12)
@@ -373,7 +374,7 @@ class ActionRunner:
             await self._audit.record(message.id, name, "button", message, {}, uuid.uuid4().hex[
                 :12], "denied", reply, error="not the requester")
             return Outcome(name, "denied", reply, ephemeral=True)
-        claim = f"{self._key(call)}:claimed"
+        claim = Keys(self._prefix).action_claim(call)
         if not await self._redis.set(claim, message.id, nx=True, ex=CONFIRM_TTL_S):
             holder = await self._redis.get(claim)
             holder = holder.decode() if isinstance(holder, bytes) else holder

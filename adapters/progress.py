@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from bot.keys import Keys
+
 PROGRESS_TTL_S = 24 * 3600
 
 
@@ -16,7 +18,7 @@ class SendProgress:
         self._prefix = prefix
 
     def _key(self, message_id: str) -> str:
-        return f"{self._prefix}:sent:{message_id}"
+        return Keys(self._prefix).sent_pieces(message_id)
 
     async def delivered(self, message_id: str) -> int:
         """Pieces already delivered (0 for a first attempt)."""

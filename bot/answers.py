@@ -26,6 +26,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bot.keys import Keys
 from bot.messages import Button, Reply
 from bot.protocols import Generated
 
@@ -86,10 +87,10 @@ class AnswerStore:
         self._answered_ttl_s = answered_ttl_s
 
     def _answer_key(self, message_id: str) -> str:
-        return f"{self._prefix}:answer:{message_id}"
+        return Keys(self._prefix).answer(message_id)
 
     def _answered_key(self, message_id: str) -> str:
-        return f"{self._prefix}:answered:{message_id}"
+        return Keys(self._prefix).answered(message_id)
 
     async def lookup(self, message_id: str) -> Lookup:
         """Both keys of a message in one round trip (MGET).

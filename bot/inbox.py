@@ -21,8 +21,8 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from bot.errors import BacklogFull
+from bot.keys import Keys
 from bot.messages import Message
-from bot.ordering import fifo_key
 
 GROUP = "engine"
 
@@ -87,10 +87,10 @@ class Inbox:
                  max_backlog: int = 0) -> None:
         self._redis = redis
         self._prefix = prefix
-        self.stream = f"{prefix}:inbox"
-        self.dlq = f"{prefix}:dlq"
-        self._seen = f"{prefix}:seen:"
-        self._attempts = f"{prefix}:attempts"
+        self._keys = Keys(prefix)
+        self.stream = self._keys.inbox()
+        self.dlq = self._keys.dead_letters()
+        self._attempts = self._keys.attempts()
         self._dedupe_ttl_s = dedupe_ttl_s
         self._max_backlog = max_backlog
         self._enqueue_script = redis.register_script(_ENQUEUE)
@@ -118,8 +118,8 @@ class Inbox:
                 was stored).
         """
         entry = await self._enqueue_script(
-            keys=[self._seen + message.id, self.stream, wait_marker,
-                  fifo_key(self._prefix, message.conversation.key)],
+            keys=[self._keys.seen(message.id), self.stream, wait_marker,
+                  self._keys.conversation_fifo(message.conversation.key)],
             args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
                   self._max_backlog])
         if entry == -1:
@@ -226,7 +226,7 @@ class Inbox:
             conversation = "-"
         entry_id = await self._redis.xadd(self.stream, {"m": raw})
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(fifo_key(self._prefix, conversation), entry_id)
+            pipe.rpush(self._keys.conversation_fifo(conversation), entry_id)
             pipe.xdel(self.dlq, dead_letter_id)
             await pipe.execute()
         return True

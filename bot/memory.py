@@ -7,6 +7,7 @@ import json
 
 from redis.asyncio import Redis
 
+from bot.keys import Keys
 from bot.protocols import Turn
 
 # KEYS: memory list, once-marker ("" for none); ARGV: max items, ttl s, turn JSON...
@@ -37,7 +38,7 @@ class RedisMemory:
         self._append = redis.register_script(_APPEND)
 
     def _key(self, conversation_key: str) -> str:
-        return f"{self._prefix}:mem:{conversation_key}"
+        return Keys(self._prefix).memory(conversation_key)
 
     async def load(self, conversation_key: str) -> list[Turn]:
         if self._max_items == 0:
@@ -54,7 +55,7 @@ class RedisMemory:
         message) changes nothing."""
         if self._max_items == 0 or not turns:
             return
-        once_key = f"{self._prefix}:mem-once:{once_id}" if once_id else ""
+        once_key = Keys(self._prefix).memory_once(once_id) if once_id else ""
         await self._append(keys=[self._key(conversation_key), once_key],
                            args=[self._max_items, self._ttl_s,
                                  *[json.dumps({"role": t.role, "content": t.content})

@@ -25,6 +25,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from bot.keys import Keys
+
 # KEYS: lock, fifo; ARGV: token, ttl ms -> {1, head id or ''} if the caller now holds the
 # lock, else {0}
 _ACQUIRE = """
@@ -98,11 +100,6 @@ UNKNOWN = _Unknown()
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def fifo_key(prefix: str, conversation_key: str) -> str:
-    """The Redis list holding a conversation's unfinished inbox entry ids, oldest first."""
-    return f"{prefix}:conv:{conversation_key}"
 
 
 class ConversationLease:
@@ -229,13 +226,15 @@ class ConversationOrder:
         self.release_if_empty_script = redis.register_script(_RELEASE_IF_EMPTY)
         self.release_script = redis.register_script(_RELEASE)
         self.yield_script = redis.register_script(_YIELD)
-        self.ready_key = f"{prefix}:ready"
+        self._keys = Keys(prefix)
+        self.ready_key = self._keys.ready()
 
     def fifo_key(self, conversation_key: str) -> str:
-        return fifo_key(self._prefix, conversation_key)
+        """The Redis list holding a conversation's unfinished inbox entry ids, oldest first."""
+        return self._keys.conversation_fifo(conversation_key)
 
     def lock_key(self, conversation_key: str) -> str:
-        return f"{self._prefix}:lock:{conversation_key}"
+        return self._keys.conversation_lock(conversation_key)
 
     async def next_ready(self) -> str | None:
         """A conversation whose holder ended its turn with work left (oldest first), or None.

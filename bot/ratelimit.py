@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.errors import TransientError
+from bot.keys import Keys
 from bot.log import get_logger
 from bot.metrics import REGISTRY
 
@@ -208,7 +209,7 @@ class RateLimiter:
 
     def key(self, name: str) -> str:
         """The Redis key of the bucket (or mark) `name`."""
-        return f"{self.prefix}:rl:{name}"
+        return Keys(self.prefix).rate(name)
 
     async def take(self, buckets: Sequence[Bucket], *, cost: float = 1.0,
                    at: float | None = None, memo: str | None = None,

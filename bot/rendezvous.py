@@ -34,6 +34,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.keys import Keys
 from bot.messages import Reply
 
 # KEYS: result, marker, box, taken, abandoned; ARGV: reply JSON, result ttl s, box ttl s,
@@ -113,19 +114,19 @@ class ReplyRendezvous:
     def marker_key(self, message_id: str) -> str:
         """The key that says a caller waits for this message's reply (set by the inbox with a
         lifetime of `lease_s`)."""
-        return f"{self._prefix}:wait:{message_id}"
+        return Keys(self._prefix).reply_wait(message_id)
 
     def _box(self, message_id: str) -> str:
-        return f"{self._prefix}:reply:{message_id}"
+        return Keys(self._prefix).reply_handoff(message_id)
 
     def _result(self, message_id: str) -> str:
-        return f"{self._prefix}:result:{message_id}"
+        return Keys(self._prefix).reply_result(message_id)
 
     def _taken(self, message_id: str) -> str:
-        return f"{self._prefix}:taken:{message_id}"
+        return Keys(self._prefix).reply_taken(message_id)
 
     def _abandoned(self, message_id: str) -> str:
-        return f"{self._prefix}:abandoned:{message_id}"
+        return Keys(self._prefix).reply_abandoned(message_id)
 
     async def result(self, message_id: str) -> Reply | None:
         """The reply delivered for this message, if it is still kept."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.keys import Keys
 from bot.log import get_logger
 from bot.messages import Message
 from bot.protocols import DraftEditor
@@ -57,7 +58,7 @@ class DraftStream:
         self._editor = editor
         self._message = message
         self._redis = redis
-        self._key = f"{prefix}:draft:{message.id}"
+        self._key = Keys(prefix).draft(message.id)
         self._interval_s = interval_s
         self._transform = transform
         self._clock = clock

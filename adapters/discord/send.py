@@ -47,6 +47,7 @@ from tenacity import (
 
 from adapters.progress import SendProgress
 from adapters.text import split_text
+from bot.keys import Keys
 from bot.messages import Button, Message, Reply
 from bot.ratelimit import Bucket, Rate, SendPacer
 
@@ -212,10 +213,10 @@ class DiscordThreads:
         self._prefix = prefix
 
     async def mark(self, channel: str) -> None:
-        await self._redis.set(f"{self._prefix}:discord:thread:{channel}", "1", ex=THREAD_TTL_S)
+        await self._redis.set(Keys(self._prefix).discord_thread(channel), "1", ex=THREAD_TTL_S)
 
     async def contains(self, channel: str) -> bool:
-        return bool(await self._redis.exists(f"{self._prefix}:discord:thread:{channel}"))
+        return bool(await self._redis.exists(Keys(self._prefix).discord_thread(channel)))
 
 
 class DiscordSender:

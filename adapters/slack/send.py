@@ -43,6 +43,7 @@ from slackify_markdown import slackify_markdown
 from adapters.progress import SendProgress
 from adapters.text import split_text
 from bot.errors import TransientError
+from bot.keys import Keys
 from bot.log import get_logger
 from bot.messages import Button, Message, Reply
 from bot.ratelimit import Bucket, Rate, SendPacer
@@ -75,7 +76,7 @@ class SlackThreads:
         self._prefix = prefix
 
     def _key(self, channel: str, thread_ts: str) -> str:
-        return f"{self._prefix}:slack:thread:{channel}:{thread_ts}"
+        return Keys(self._prefix).slack_thread(channel, thread_ts)
 
     async def mark(self, channel: str, thread_ts: str) -> None:
         await self._redis.set(self._key(channel, thread_ts), "1", ex=THREAD_TTL_S)

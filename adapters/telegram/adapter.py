@@ -50,6 +50,7 @@ from adapters.telegram.normalize import (
 )
 from adapters.telegram.send import TelegramSender
 from bot.errors import BacklogFull
+from bot.keys import Keys
 from bot.log import get_logger
 from bot.protocols import CommandSpec
 
@@ -253,7 +254,7 @@ class TelegramAdapter:
         return result if isinstance(result, list) else []
 
     def _offset_key(self, bot_id: int) -> str:
-        return f"{self._deps.prefix}:telegram:offset:{bot_id}"
+        return Keys(self._deps.prefix).telegram_offset(str(bot_id))
 
     async def _poll(self) -> None:
         with contextlib.suppress(TelegramError, OSError):

@@ -17,6 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.keys import Keys
 from bot.llm.completion import Completion
 from bot.log import get_logger
 from bot.metrics import LLM_CACHE
@@ -43,7 +44,7 @@ class ResponseCache:
 
     def _key(self, messages: Sequence[ChatCompletionMessageParam], model: str,
              temperature: float) -> str:
-        return f"{self._prefix}:llmcache:{cache_key(messages, model, temperature)}"
+        return Keys(self._prefix).llm_cache(cache_key(messages, model, temperature))
 
     async def get(self, messages: Sequence[ChatCompletionMessageParam], models: list[str],
                   temperature: float) -> Completion | None:
