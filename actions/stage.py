@@ -46,6 +46,7 @@ class RouteAction:
         if meta.get("button"):
             if await restore_answer(ctx, self._answers):
                 ctx.action = ctx.action or "button"
+                ctx.answered_by = "action"
                 return
             outcome = await self._runner.press(message, meta["button"])
         elif meta.get("command"):
@@ -54,6 +55,7 @@ class RouteAction:
             if name in registry:
                 if await restore_answer(ctx, self._answers):
                     ctx.action = ctx.action or name
+                    ctx.answered_by = "action"
                     return
                 outcome = await self._runner.invoke(
                     message, name, "command", call_id=message.id,
@@ -69,6 +71,7 @@ class RouteAction:
                 outcome = Outcome("", "unknown", ASK_HINT, ephemeral=True)
             elif await restore_answer(ctx, self._answers):
                 ctx.action = ctx.action or match.group(1).lower()
+                ctx.answered_by = "action"
                 return
             else:
                 outcome = await self._runner.invoke(
@@ -77,6 +80,7 @@ class RouteAction:
         if outcome is None:
             return
         ctx.action = outcome.action or "unknown"
+        ctx.answered_by = "action"
         ctx.reply = Reply(message_id=message.id, conversation=message.conversation,
                           text=outcome.text, meta=dict(meta), buttons=outcome.buttons,
                           ephemeral=outcome.ephemeral)

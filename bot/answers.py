@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -41,6 +41,8 @@ class Kept:
         railed: the output rails have run on `reply`.
         action: the action that wrote it ("" when the model did).
         verdicts: the rail verdicts recorded so far (JSON objects, for the transcript).
+        answered_by: who wrote it: "action", "model" or "outage" (the apology for a model
+            outage), as `bot.pipeline.AnsweredBy`.
     """
 
     reply: Reply
@@ -48,20 +50,25 @@ class Kept:
     railed: bool
     action: str
     verdicts: list[dict[str, Any]]
+    answered_by: Literal["action", "model", "outage"]
 
     def to_json(self) -> str:
         return json.dumps({"reply": self.reply.to_json(), "generated": asdict(self.generated),
                            "railed": self.railed, "action": self.action,
-                           "verdicts": self.verdicts})
+                           "verdicts": self.verdicts, "answered_by": self.answered_by})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Kept:
         data = json.loads(raw)
         generated = dict(data["generated"])
         generated["buttons"] = tuple(Button(**b) for b in generated.get("buttons", ()))
+        action = str(data.get("action", ""))
+        by = data.get("answered_by")  # a kept answer of the previous version: derived
+        if by not in ("action", "model", "outage"):
+            by = "action" if action else "outage" if generated.get("error") else "model"
         return cls(reply=Reply.from_json(data["reply"]), generated=Generated(**generated),
-                   railed=bool(data.get("railed")), action=str(data.get("action", "")),
-                   verdicts=list(data.get("verdicts", [])))
+                   railed=bool(data.get("railed")), action=action,
+                   verdicts=list(data.get("verdicts", [])), answered_by=by)
 
 
 @dataclass(frozen=True)

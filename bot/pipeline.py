@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from redis.asyncio import Redis
 
@@ -39,9 +39,19 @@ from bot.transcript import Transcript
 log = get_logger("bot.pipeline")
 
 
+#: Who wrote `Context.reply`: nobody yet (""), an action, a rail (an input rail refused the
+#: message), the model, or ourselves for a model outage (the apology). The stages after the
+#: first answer read this one field to know what is left: retrieval and generation only while
+#: nobody answered; output rails on a model's answer (an action's only redacted); memory only
+#: for a model's answer.
+AnsweredBy = Literal["", "action", "rail", "model", "outage"]
+
+
 @dataclass
 class Context:
-    """Per-message state handed from stage to stage."""
+    """Per-message state handed from stage to stage. `answered_by` is the message's state:
+    who answered (see `AnsweredBy`); `railed` whether the output rails have run on that
+    answer; `done` stops the chain (`skipped_reason` says why, for the log)."""
 
     message: Message
     started: float = field(default_factory=time.perf_counter)
@@ -52,10 +62,10 @@ class Context:
     verdicts: list[dict[str, object]] = field(default_factory=list)
     # what the passage rails removed from `passages`, one entry per passage cut or dropped
     filtered: list[Filtered] = field(default_factory=list)
-    blocked: bool = False  # an input rail answered instead of the model
+    answered_by: AnsweredBy = ""
     knowledge_base_only: bool = False  # answer from the knowledge base only (grounding)
     railed: bool = False  # the output rails have run on `reply` (kept for retries)
-    action: str = ""  # the action that wrote `reply` (no model involved)
+    action: str = ""  # the name of the action that wrote `reply`, when one did
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
@@ -92,7 +102,7 @@ class SkipBlank:
     routing, so buttons and platform commands without text still work."""
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is None and is_blank(ctx.message.text):
+        if not ctx.answered_by and is_blank(ctx.message.text):
             ctx.done = True
             ctx.skipped_reason = "nothing to answer"
 
@@ -102,7 +112,7 @@ class LoadMemory:
         self._memory = memory
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is None:
+        if not ctx.answered_by:
             ctx.history = await self._memory.load(ctx.message.conversation.key)
 
 
@@ -117,7 +127,7 @@ class ShowTyping:
 
     async def __call__(self, ctx: Context) -> None:
         sender = self._senders.get(ctx.message.conversation.platform)
-        if ctx.reply is None and isinstance(sender, TypingIndicator):
+        if not ctx.answered_by and isinstance(sender, TypingIndicator):
             try:
                 await asyncio.wait_for(sender.typing(ctx.message), self._timeout_s)
             except Exception as exc:
@@ -130,7 +140,7 @@ class Retrieve:
         self._top_k = top_k
 
     async def __call__(self, ctx: Context) -> None:
-        if self._top_k > 0 and ctx.reply is None:
+        if self._top_k > 0 and not ctx.answered_by:
             ctx.passages = await self._retriever.retrieve(ctx.message.text, self._top_k)
 
 
@@ -172,7 +182,7 @@ class Generate:
                            interval_s=self._stream_interval_s, transform=self._draft_transform)
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is not None:  # already answered by a rail
+        if ctx.answered_by:  # an action or a rail answered
             return
         if await restore_answer(ctx, self._answers):
             return
@@ -195,6 +205,7 @@ class Generate:
                           text=ctx.generated.text, sources=tuple(sources),
                           meta=dict(ctx.message.meta), buttons=ctx.generated.buttons,
                           filtered=tuple(ctx.filtered), draft=handle)
+        ctx.answered_by = "outage" if ctx.generated.error else "model"
         await keep_answer(ctx, self._answers)
 
 
@@ -208,6 +219,7 @@ async def restore_answer(ctx: Context, answers: AnswerStore) -> bool:
     ctx.generated = kept.generated
     ctx.railed = kept.railed
     ctx.action = kept.action
+    ctx.answered_by = kept.answered_by
     ctx.verdicts.extend(kept.verdicts)
     return True
 
@@ -215,7 +227,9 @@ async def restore_answer(ctx: Context, answers: AnswerStore) -> bool:
 async def keep_answer(ctx: Context, answers: AnswerStore) -> None:
     """Keep the reply (and, once the output rails ran, their verdicts) for retries."""
     assert ctx.reply is not None and ctx.generated is not None
-    kept = Kept(ctx.reply, ctx.generated, ctx.railed, ctx.action, list(ctx.verdicts))
+    assert ctx.answered_by in ("action", "model", "outage"), ctx.answered_by
+    kept = Kept(ctx.reply, ctx.generated, ctx.railed, ctx.action, list(ctx.verdicts),
+                ctx.answered_by)
     await answers.keep(ctx.message.id, kept)
     ctx.lookup = Lookup(ctx.lookup.answered if ctx.lookup else False, kept)
 
@@ -225,10 +239,9 @@ class SaveMemory:
         self._memory = memory
 
     async def __call__(self, ctx: Context) -> None:
-        # neither a blocked message, an action's reply nor the apology for a model outage is
+        # neither a refused message, an action's reply nor the apology for a model outage is
         # worth remembering
-        if ctx.reply is not None and not ctx.blocked and not ctx.action \
-                and not (ctx.generated and ctx.generated.error):
+        if ctx.reply is not None and ctx.answered_by == "model":
             await self._memory.append(ctx.message.conversation.key, [
                 Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
                 once_id=ctx.message.id)

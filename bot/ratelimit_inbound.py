@@ -196,7 +196,7 @@ class InboundRateLimit:
         self._senders = senders
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is not None or not self._inbound.enabled or ctx.message.rate_checked:
+        if ctx.answered_by or not self._inbound.enabled or ctx.message.rate_checked:
             return
         message = ctx.message
         try:
@@ -209,7 +209,6 @@ class InboundRateLimit:
             return
         platform = message.conversation.platform
         ctx.done = True
-        ctx.blocked = True
         sender = self._senders.get(platform)
         if not verdict.tell or sender is None:
             ctx.skipped_reason = "rate limited"

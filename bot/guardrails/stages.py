@@ -27,7 +27,7 @@ class InputRails:
         self._rails = guardrails
 
     async def __call__(self, ctx: Context) -> None:
-        if not self._rails.input_rails or ctx.reply is not None:  # an action answered
+        if not self._rails.input_rails or ctx.answered_by:  # an action answered
             return
         rail_ctx = RailContext()
         outcome = await run_rails(self._rails.input_rails, ctx.message.text, rail_ctx,
@@ -35,7 +35,7 @@ class InputRails:
         ctx.verdicts.extend(v.record() for v in outcome.verdicts)
         ctx.knowledge_base_only = ctx.knowledge_base_only or rail_ctx.knowledge_base_only
         if outcome.blocked is not None:
-            ctx.blocked = True
+            ctx.answered_by = "rail"
             ctx.reply = Reply(message_id=ctx.message.id, conversation=ctx.message.conversation,
                               text=outcome.blocked.message, meta=dict(ctx.message.meta))
         elif outcome.text != ctx.message.text:
@@ -93,11 +93,11 @@ class OutputRails:
         self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
-        if ctx.reply is None or ctx.blocked or ctx.railed or not self._rails.output_rails:
+        # a rail's refusal and the apology for a model outage are ours, not the model's
+        if ctx.answered_by not in ("action", "model") or ctx.railed \
+                or not self._rails.output_rails or ctx.reply is None:
             return
-        if ctx.generated is not None and ctx.generated.error:
-            return  # the apology for a model outage is ours, not the model's
-        if ctx.action:
+        if ctx.answered_by == "action":
             ctx.reply = replace(ctx.reply, text=self._rails.redact_draft(ctx.reply.text))
             ctx.railed = True
             return

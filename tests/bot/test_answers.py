@@ -51,7 +51,8 @@ async def test_lookup_reads_the_mark_and_the_kept_answer(runtime: Runtime) -> No
     empty = await answers.lookup("m")
     assert not empty.answered and empty.kept is None
     reply = Reply(message_id="m", conversation=Conversation("webhook", "c", "w"), text="hi")
-    await answers.keep("m", Kept(reply, Generated(text="hi", model="x"), False, "", []))
+    await answers.keep("m", Kept(reply, Generated(text="hi", model="x"), False, "", [],
+                                  "model"))
     await answers.mark_answered("m")
     found = await answers.lookup("m")
     assert found.answered and found.kept is not None and found.kept.reply.text == "hi"
