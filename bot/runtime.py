@@ -9,6 +9,7 @@ connections and leaves the embedded services (stopping them if no other process 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from types import TracebackType
 
 import aiohttp
@@ -125,6 +126,8 @@ class Runtime:
         self._stop_workers = asyncio.Event()
         self.workers: list[Worker] = []
         self._redactor = SecretRedactor(settings.secret_values())
+        #: every resource is registered here as it is built, and closed in reverse order
+        self._resources = AsyncExitStack()
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -141,16 +144,20 @@ class Runtime:
         await self._close()
 
     def _service_urls(self) -> tuple[str, str]:
+        """The services' URLs, starting (or joining) the embedded ones where no URL is set;
+        each embedded server is left (stopped by its last user) when the runtime closes."""
         s = self.settings
         if s.database_url is not None:
             database_url = s.database_url.get_secret_value()
         else:
             self._pg = EmbeddedPostgres(s.bot_data_dir)
+            self._resources.push_async_callback(asyncio.to_thread, self._pg.stop)
             database_url = self._pg.start()
         if s.redis_url is not None:
             redis_url = s.redis_url.get_secret_value()
         else:
             self._valkey = EmbeddedValkey(s.bot_data_dir)
+            self._resources.push_async_callback(asyncio.to_thread, self._valkey.stop)
             redis_url = self._valkey.start()
         return database_url, redis_url
 
@@ -173,6 +180,7 @@ class Runtime:
         self.pool: asyncpg.Pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=10, init=register_vector, timeout=10,
             reset=reset_connection)
+        self._resources.push_async_callback(self.pool.close)
         try:
             # a blocking pool: under load a command waits (up to 10 s) for a free connection
             # instead of failing at once (redis-py's default pool raises past 100)
@@ -181,6 +189,7 @@ class Runtime:
                                                    socket_timeout=REDIS_SOCKET_TIMEOUT_S,
                                                    health_check_interval=30)
             self.redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
+            self._resources.push_async_callback(self.redis.aclose)
             await self.redis.ping()
         except (RedisError, OSError, ValueError) as exc:
             # only the type: a malformed URL's message may quote part of its password
@@ -188,6 +197,7 @@ class Runtime:
                                      ) from None
         prefix = s.bot_key_prefix
         self.http = aiohttp.ClientSession()
+        self._resources.push_async_callback(self.http.close)
         self.store = ChunkStore(self.pool)
         self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s,
                            max_backlog=s.bot_max_backlog)
@@ -198,6 +208,8 @@ class Runtime:
                                           result_ttl_s=s.webhook_reply_ttl_s)
         self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
         self.generator = await self._build_generator()
+        if isinstance(self.generator, ChatGenerator):
+            self._resources.push_async_callback(self.generator.close)
         self.retriever: Retriever = _LazyRetriever(self)
         self.console = ConsoleAdapter(self.inbox, self.rendezvous)
         secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
@@ -205,6 +217,7 @@ class Runtime:
         commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions])
         self.platforms = build_platforms(s, AdapterDeps(self.inbox, self.redis, prefix,
                                                         self.http, commands=commands))
+        self._resources.push_async_callback(self.stop_platforms)
         self.senders: dict[str, Sender] = {
             **{p.name: p.sender for p in self.platforms},
             "console": ConsoleSender(self.rendezvous),
@@ -223,6 +236,7 @@ class Runtime:
         #: the longest message text accepted: the webhook refuses more, the length rail too
         self.max_text_chars = policy.input.max_chars or s.bot_max_text_chars
         self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars)
+        self._resources.callback(self.guardrails.close)
         self.transcript = Transcript(self.pool)
         self.action_runner = ActionRunner(
             self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
@@ -290,7 +304,7 @@ class Runtime:
 
     async def stop_platforms(self) -> None:
         """Close every platform's connections and clients (safe when never started)."""
-        for platform in getattr(self, "platforms", []):
+        for platform in self.platforms:
             try:
                 await platform.stop()
             except Exception as exc:
@@ -298,28 +312,13 @@ class Runtime:
                             error=type(exc).__name__)
 
     async def _close(self) -> None:
+        """Stop the workers, then close what was built, newest first (the platforms'
+        clients before the HTTP session they use, Redis and Postgres last, then the embedded
+        servers); what was never built was never registered."""
         await self.stop_workers()  # workers still send through the platforms' clients
-        await self.stop_platforms()
-        for name in ("http",):
-            if hasattr(self, name):
-                await getattr(self, name).close()
-        if isinstance(getattr(self, "generator", None), ChatGenerator):
-            await self.generator.close()  # type: ignore[attr-defined]
-        if hasattr(self, "guardrails"):
-            self.guardrails.close()
-        if hasattr(self, "redis"):
-            await self.redis.aclose()
-        if hasattr(self, "pool"):
-            await self.pool.close()
-        if self._embedder is not None:
+        if self._embedder is not None:  # built lazily, by whoever asked first
             await self._embedder.aclose()
-        await asyncio.to_thread(self._leave_services)
-
-    def _leave_services(self) -> None:
-        if self._valkey is not None:
-            self._valkey.stop()
-        if self._pg is not None:
-            self._pg.stop()
+        await self._resources.aclose()
 
     # lazily built parts -----------------------------------------------------------------------
 
