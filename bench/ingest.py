@@ -1,26 +1,28 @@
 """Ingestion throughput: chunks/s of `bot ingest` on a corpus, against the embedder alone.
 
-    python -m bench.ingest [SOURCE ...]     (default: docs/ and tests/fixtures/corpus/)
+    python -m bench.ingest [--threads N] [SOURCE ...]   (default: docs/, tests/fixtures/corpus/)
 
 Runs on a fresh embedded Postgres+Valkey (or DATABASE_URL/REDIS_URL when set). Prints: the
 first ingestion (load + chunk + embed + write), a second ingestion of the unchanged corpus
 (nothing to write), and, as the baseline in the same process, embedding the same chunk texts
-with no I/O, so the ratio shows what loading and storing cost on top of the model.
+with no I/O, so the ratio shows what loading and storing cost on top of the model. `--threads`
+is the embedder's (default: every usable core, as `bot ingest` does).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import time
 
 from bench._common import DEFAULT_CORPUS, isolated_runtime
+from bot.cli_common import usable_cores
 from knowledge.loaders import expand_sources
 
 
-async def main(sources: list[str]) -> None:
+async def main(sources: list[str], threads: int) -> None:
     expanded = expand_sources(sources)
-    async with isolated_runtime() as rt:
+    async with isolated_runtime(embedding_threads=threads) as rt:
         await rt.embedder.embed(["warm-up"])
         first = await rt.ingestor().ingest(expanded)
         again = await rt.ingestor().ingest(expanded)
@@ -43,4 +45,9 @@ async def main(sources: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:] or DEFAULT_CORPUS))
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("sources", nargs="*", default=DEFAULT_CORPUS)
+    args = parser.parse_args()
+    asyncio.run(main(args.sources, args.threads))

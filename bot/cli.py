@@ -17,7 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.cli_actions import actions_app
-from bot.cli_common import err, out
+from bot.cli_common import err, out, usable_cores
 from bot.cli_common import error as _error
 from bot.cli_common import run as _run
 from bot.cli_common import settings as _settings
@@ -53,7 +53,8 @@ def _filtered_note(reply: Reply) -> str:
 @app.command()
 def ingest(sources: Annotated[list[str], typer.Argument(
         help="Files, folders (recursive) and http(s) URLs of .md .txt .html .pdf .docx")]) -> None:
-    """Load, chunk, embed and store documents; unchanged ones are skipped.
+    """Load, chunk, embed and store documents; unchanged ones are skipped. The embedder uses
+    every core this process may run on, unless EMBEDDING_THREADS is set.
 
     Two bars on stderr: documents done, and new chunks embedded (its total grows as each
     document is chunked). Log records written meanwhile go above the bars on a terminal.
@@ -62,6 +63,10 @@ def ingest(sources: Annotated[list[str], typer.Argument(
     before anything starts: `error: no supported files in DIR (supported: ...)`, exit code 1.
     """
     settings = _settings()
+    if "embedding_threads" not in settings.model_fields_set:
+        # nothing else runs in this process: the embedder may use every core it is allowed
+        # (EMBEDDING_THREADS, when set, wins: say 1 beside a `bot run` on the same machine)
+        settings = settings.model_copy(update={"embedding_threads": usable_cores()})
 
     async def main() -> int:
         import logging

@@ -65,3 +65,12 @@ def run(coro: Coroutine[Any, Any, int]) -> None:
         error(f"error: unexpected {type(exc).__name__} (trace id {trace_id})")
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, so a container's or `taskset`'s
+    limit counts), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -115,3 +115,12 @@ def test_log_lines_print_above_the_bars_on_a_terminal(env_settings: dict[str, st
     assert any("━" in line for line in lines), plain[-3000:]
     assert [line for line in logged if "━" in line] == []
     assert plain.count("EOF marker not found") == 2  # the info log, and the failed: line
+
+
+def test_usable_cores_is_the_affinity_mask() -> None:
+    """`bot ingest` embeds on every core this process may use (EMBEDDING_THREADS unset)."""
+    import os
+
+    from bot.cli_common import usable_cores
+
+    assert usable_cores() == len(os.sched_getaffinity(0)) >= 1
