@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
@@ -103,8 +104,17 @@ class AnswerStore:
         """Both keys of a message in one round trip (MGET).
 
         Raises: redis.exceptions.RedisError, OSError: Redis cannot be asked."""
-        answered, kept = await self._redis.mget(self._answered_key(message_id),
-                                                self._answer_key(message_id))
+        return self.lookup_reply(await self._redis.mget(self._answered_key(message_id),
+                                                        self._answer_key(message_id)))
+
+    def queue_lookup(self, pipe: Pipeline, message_id: str) -> None:
+        """Queue `lookup` on `pipe`; pass its reply to `lookup_reply`."""
+        pipe.mget(self._answered_key(message_id), self._answer_key(message_id))
+
+    @staticmethod
+    def lookup_reply(reply: list[bytes | str | None]) -> Lookup:
+        """The `Lookup` of a queued `lookup`, from its reply."""
+        answered, kept = reply
         return Lookup(answered is not None, Kept.from_json(kept) if kept is not None else None)
 
     async def load(self, message_id: str) -> Kept | None:

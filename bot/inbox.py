@@ -164,6 +164,10 @@ class Inbox:
         would show another worker's untried delivery as an attempt."""
         return int(await self._redis.hincrby(self._attempts, entry_id, 1))
 
+    def queue_count_attempt(self, pipe: Pipeline, entry_id: str) -> None:
+        """Queue `count_attempt` on `pipe`; its reply is the runs so far."""
+        pipe.hincrby(self._attempts, entry_id, 1)
+
     async def uncount(self, entry_id: str) -> None:
         """Do not count the current run against `max_deliveries` (a transient failure of
         an outside service, not of the message)."""

@@ -90,7 +90,8 @@ class AlreadyAnswered:
         self._answers = answers
 
     async def __call__(self, ctx: Context) -> None:
-        ctx.lookup = await self._answers.lookup(ctx.message.id)
+        if ctx.lookup is None:
+            ctx.lookup = await self._answers.lookup(ctx.message.id)
         if ctx.lookup.answered:
             ctx.done = True
             ctx.skipped_reason = "already answered"
@@ -295,8 +296,10 @@ class Pipeline:
         self.stages = list(stages)
         self.timeout_s = timeout_s
 
-    async def run(self, message: Message) -> Context:
-        ctx = Context(message)
+    async def run(self, message: Message, lookup: Lookup | None = None) -> Context:
+        """Run the stages on `message`; `lookup` is its answer state when the caller read it
+        already (the worker, in the round trip that counts the attempt)."""
+        ctx = Context(message, lookup=lookup)
         try:
             async with asyncio.timeout(self.timeout_s):
                 for stage in self.stages:

@@ -242,8 +242,8 @@ class Runtime:
             self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
             self.redis, prefix, ActionServices(self.memory, self.retriever, self.transcript,
                                                self.http))
-        answers = AnswerStore(self.redis, prefix, ttl_s=ANSWER_TTL_S,
-                              answered_ttl_s=s.bot_dedupe_ttl_s)
+        self.answers = answers = AnswerStore(self.redis, prefix, ttl_s=ANSWER_TTL_S,
+                                             answered_ttl_s=s.bot_dedupe_ttl_s)
         self.pipeline = Pipeline([
             AlreadyAnswered(answers),
             InboundRateLimit(self.inbound_limiter, self.senders),
@@ -377,7 +377,8 @@ class Runtime:
                             claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries,
                             turn_messages=s.bot_turn_messages, turn_s=s.bot_turn_s,
                             max_retry_age_s=s.bot_max_retry_age_s,
-                            on_dead_letter=self._tell_dead_letter, redact=self._redactor.redact)
+                            on_dead_letter=self._tell_dead_letter, redact=self._redactor.redact,
+                            answers=self.answers)
             self.workers.append(worker)
             self._workers.append(asyncio.create_task(worker.run(self._stop_workers),
                                                      name=f"worker-{index}"))

@@ -43,6 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot.answers import AnswerStore, Lookup
 from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
@@ -85,6 +86,8 @@ class Worker:
             fails again, even transiently, is dead-lettered.
         on_dead_letter: called (best effort) with each dead-lettered message and its error.
         redact: applied to error texts before they are stored with a dead letter.
+        answers: the answer store; with it, a run's attempt count and the message's answer
+            state (`AlreadyAnswered`) are read in one round trip.
     """
 
     def __init__(self, inbox: Inbox, pipeline: Pipeline, order: ConversationOrder, *,
@@ -92,11 +95,13 @@ class Worker:
                  block_ms: int = 250, turn_messages: int = 8, turn_s: float = 1.0,
                  max_retry_age_s: float = 600.0,
                  on_dead_letter: Callable[[Message, str], Awaitable[None]] | None = None,
-                 redact: Callable[[str], str] = str) -> None:
+                 redact: Callable[[str], str] = str,
+                 answers: AnswerStore | None = None) -> None:
         self._inbox = inbox
         self._pipeline = pipeline
         self._order = order
         self._redis = order.redis
+        self._answers = answers
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
@@ -255,9 +260,18 @@ class Worker:
             await _pop(lease, pop)
             return True
         message = delivery.message
+        lookup: Lookup | None = None
         if not delivery.attempt:  # read or claimed: counted now that it runs
-            delivery = replace(delivery,
-                               attempt=await self._inbox.count_attempt(delivery.entry_id))
+            if self._answers is None:
+                delivery = replace(delivery,
+                                   attempt=await self._inbox.count_attempt(delivery.entry_id))
+            else:  # and the message's answer state read in the same round trip
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self._inbox.queue_count_attempt(pipe, delivery.entry_id)
+                    self._answers.queue_lookup(pipe, message.id)
+                    attempt, answer_state = await pipe.execute()
+                delivery = replace(delivery, attempt=int(attempt))
+                lookup = self._answers.lookup_reply(answer_state)
         if delivery.attempt > self._max_deliveries:
             log.error("message failed too often; dead-lettered", message_id=message.id,
                       attempts=delivery.attempt - 1)
@@ -268,7 +282,7 @@ class Worker:
         finished = asyncio.Event()
         keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease, finished))
         try:
-            ctx = await self._pipeline.run(message)
+            ctx = await self._pipeline.run(message, lookup)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
