@@ -4,6 +4,7 @@ unset. Every key, with its default, is in `deploy/guardrails.toml`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -160,7 +161,9 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         p_threshold = policy.passages.injection_threshold
         if p_threshold is None:
             p_threshold = threshold
-        rails.injection = InjectionRail(classifier.score, threshold, p_in.injection_message,
+        # the input rail's decisions only: texts the n-grams settle are not embedded
+        scorer = functools.partial(classifier.score, decide_at=threshold)
+        rails.injection = InjectionRail(scorer, threshold, p_in.injection_message,
                                         passage_threshold=p_threshold,
                                         passage_scorer=TriageScorer(classifier, p_threshold),
                                         drop_share=policy.passages.drop_share)

@@ -229,6 +229,13 @@ def test_validation_split_figures(clf: InjectionClassifier) -> None:
     recall = flagged[labels == 1].mean()
     fpr = flagged[labels == 0].mean()
     assert recall >= 0.97 and fpr <= 0.01, (recall, fpr)
+    # the input rail's shortcut: texts the n-grams settle are not embedded, and every
+    # decision is the full score's
+    t = clf.default_threshold
+    fast = np.array(clf.score([r["text"] for r in rows], decide_at=t))
+    assert ((fast >= t) == flagged).all()
+    settled = (fast != scores).mean()
+    assert settled > 0.5, settled  # measured 0.80
 
 
 #: Per category of the held-out input set: the least recall (attacks) or the most
