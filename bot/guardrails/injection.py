@@ -239,6 +239,23 @@ def featurize(text: str) -> Features:
     return idx.astype(np.int64), val / norm if norm else val
 
 
+class LazyMiniLM:
+    """An `Embed` that loads all-MiniLM-L6-v2 (int8 ONNX on one thread) at its first call;
+    thread-safe. The rails' models share one (the passage model takes the classifier's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._model: Embed | None = None
+
+    def __call__(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        with self._lock:
+            if self._model is None:
+                from knowledge.embedders.onnx import OnnxMiniLM
+
+                self._model = OnnxMiniLM(threads=1).embed
+        return self._model(texts)
+
+
 def _no_embed(texts: list[str]) -> npt.NDArray[np.float32]:
     raise AssertionError("every text was settled by its n-grams")
 
@@ -283,8 +300,7 @@ class InjectionClassifier:
         self._mlp = tuple(x.astype(np.float64) for x in mlp)
         self.alpha = float(alpha)
         self.default_threshold = float(threshold)
-        self._embed = embed
-        self._lock = threading.Lock()
+        self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
     def load(cls, path: Path | None = None, *,
@@ -308,12 +324,7 @@ class InjectionClassifier:
             raise ConfigError(f"cannot load injection weights from {path}: {exc}") from exc
 
     def _embedder(self) -> Embed:
-        with self._lock:
-            if self._embed is None:
-                from knowledge.embedders.onnx import OnnxMiniLM
-
-                self._embed = OnnxMiniLM(threads=1).embed
-            return self._embed
+        return self._embed
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """(n, 384) embeddings of n texts in one call of the embedder (blocking). The int8

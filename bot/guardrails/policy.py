@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.errors import ConfigError
 from bot.guardrails.base import Rail
-from bot.guardrails.passages import DROP_SHARE, TriageScorer
+from bot.guardrails.passages import DROP_SHARE
 from bot.guardrails.pii import PIIRedactor
 from bot.guardrails.rails import (
     BLOCKED_INPUT,
@@ -61,8 +61,9 @@ class InputPolicy(_Section):
 
 class PassagePolicy(_Section):
     injection: bool = True
-    # None: the input's threshold. Passages are documentation, scored unit by unit (sentences,
-    # comments, link titles, table cells...): raise it if legitimate how-to text gets cut.
+    # None: the passage model's trained operating point (bot/guardrails/data/passage.npz).
+    # Passages are scored unit by unit (sentences, comments, link titles, table cells...) by
+    # a model of their own: raise it if legitimate documentation gets cut.
     injection_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
     # Adversarial units are cut and the rest kept; a passage is dropped whole only when more
     # than this share of its non-blank characters would be cut.
@@ -154,18 +155,22 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
                                            p_in.blocked_message, p_in.off_topic_message))
     if p_in.injection or policy.passages.injection:
         from bot.guardrails.injection import InjectionClassifier
+        from bot.guardrails.passage_model import PassageModel
 
         classifier = InjectionClassifier.load()
         threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
             else classifier.default_threshold
+        # Passages: the documentation-register model, sharing the classifier's embedder (both
+        # score on the rail's one worker thread).
+        passage_model = PassageModel.load(embed=classifier.embed)
         p_threshold = policy.passages.injection_threshold
         if p_threshold is None:
-            p_threshold = threshold
+            p_threshold = passage_model.threshold
         # the input rail's decisions only: texts the n-grams settle are not embedded
         scorer = functools.partial(classifier.score, decide_at=threshold)
         rails.injection = InjectionRail(scorer, threshold, p_in.injection_message,
                                         passage_threshold=p_threshold,
-                                        passage_scorer=TriageScorer(classifier, p_threshold),
+                                        passage_scorer=passage_model.score,
                                         drop_share=policy.passages.drop_share)
         rails.passage_injection = policy.passages.injection
         if p_in.injection:

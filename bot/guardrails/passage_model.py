@@ -1,0 +1,224 @@
+"""Prompt-injection model for the units of retrieved passages (documentation register).
+
+`PassageModel.score(units)` scores the units of ONE passage (its sentences and elements: HTML
+comments, link titles, alt text, code comments, table cells, quoted lines) and returns one
+probability per unit; a passage is flagged when any unit scores >= `threshold`.
+
+The model is the chat classifier's design (`bot.guardrails.injection`), retrained on
+documentation text:
+
+* a logistic regression on the hashed character 3-5-grams and word uni/bigrams of
+  `injection.featurize`, plus a few cheap context features (`context_features`: does the unit
+  address an AI / assistant / model or its prompt or rules, ask to override or to disclose,
+  how much of it is code);
+* a small ensemble of one-hidden-layer ReLU networks on the all-MiniLM-L6-v2 embedding.
+
+p = (1 - alpha) * p_ngram + alpha * mean(p_mlp). A unit longer than `window_words` words is
+also read as windows of that many words (stride `window_words // 2`, the last one flush with
+the end), so that an attack fused with a line of documentation in one unit is read without it:
+the unit's n-gram logit is the highest of its own and its windows', and the best-scoring text
+is the one embedded. Only the `top_k` units with the highest n-gram logits (and a logit above
+`embed_floor`) are embedded, in one call per passage; the others score (1 - alpha) * p_ngram,
+a lower bound of their blended score.
+
+Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
+`mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
+string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no windows) and
+`case_split` (1: also read the pieces between case boundaries, see `word_windows`).
+Trained by
+`bot.guardrails.passage_training` (figures in its docstring and output).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.errors import ConfigError
+from bot.guardrails.injection import (
+    EMBED_CHARS,
+    EMBED_DIM,
+    N_FEATURES,
+    Embed,
+    LazyMiniLM,
+    featurize,
+    normalize,
+)
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("data") / "passage.npz"
+
+_AI = re.compile(r"\b(?:ai|a\.i\.|assistant|chat ?bot|bot|llm|gpt\w*|language model|model|"
+                 r"system prompt|prompt|instructions?|guidelines|rules|restrictions?|filters?|"
+                 r"jailbreak\w*|developer mode|dan)\b", re.I)
+_OVERRIDE = re.compile(r"\b(?:ignore|disregard|forget|bypass|override|skip|drop|abandon|"
+                       r"pretend|act as|roleplay|role-play|unlock\w*|unrestricted|no longer)\b",
+                       re.I)
+_DISCLOSE = re.compile(r"\b(?:reveal\w*|disclose\w*|leak\w*|share|show|print|tell|expose\w*|"
+                       r"output|repeat|dump)\b[^.!?]{0,40}\b(?:prompt|password|secret\w*|"
+                       r"config\w*|instructions?|guidelines|rules|keys?|credentials?|"
+                       r"internal\w*|hidden|private)\b", re.I)
+_YOU = re.compile(r"\b(?:you|your|yourself)\b", re.I)
+_I_ME = re.compile(r"\b(?:i|me|my|i'm|i've)\b", re.I)
+_CODE = re.compile(r"[()\[\]{}<>=_/\\$`*#|;:]")
+_IDENT = re.compile(r"\b\w+(?:[._]\w+)+\b|--?\w[\w-]*")
+_CASE_BOUNDARY = re.compile(r"(?<=[a-z])\s+(?=[A-Z][a-z])")
+#: Number of context features (`context_features`).
+N_CONTEXT = 8
+
+
+def context_features(text: str) -> npt.NDArray[np.float32]:
+    """Cheap features of one unit: [AI/prompt/rules words, override words, disclosure
+    request, second person, first person, code-character share, identifier tokens
+    (dotted, snake_case, --options), log length], each in about [0, 1]."""
+    n = max(len(text), 1)
+    words = max(len(text.split()), 1)
+    return np.array([
+        min(len(_AI.findall(text)), 3) / 3.0,
+        min(len(_OVERRIDE.findall(text)), 2) / 2.0,
+        1.0 if _DISCLOSE.search(text) else 0.0,
+        min(len(_YOU.findall(text)) / words * 5.0, 1.0),
+        min(len(_I_ME.findall(text)) / words * 5.0, 1.0),
+        min(len(_CODE.findall(text)) / n * 10.0, 1.0),
+        min(len(_IDENT.findall(text)) / words * 3.0, 1.0),
+        min(np.log1p(n) / 7.0, 1.0),
+    ], dtype=np.float32)
+
+
+def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+    return out
+
+
+class PassageModel:
+    """Scores the units of a retrieved passage for indirect prompt injection.
+
+    `score(units)` returns one probability in [0, 1] per unit; a unit (and its passage) is
+    adversarial when its score >= `threshold`, the operating point chosen in training
+    (benign passage flag rate <= 0.5% on validation carve-outs of the training sources, carved
+    by source; shipped 0.6339). Figures: docs/guardrails.md and passage_training's docstring
+    (held-out: 0.82% of benign passages flagged, recall 0.904).
+    Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
+    Cost per passage: hashing every unit and its windows (about 1-5 ms) plus one embedding call
+    of at most `top_k` units (about 5-10 ms on one thread); p50 6 ms, p95 17 ms per passage
+    through the rail on the held-out passages.
+
+    Raises:
+        ConfigError: from `load` when the weights file is missing or malformed.
+    """
+
+    def __init__(self, ngram_w: npt.NDArray[np.floating], ngram_b: float,
+                 ctx_w: npt.NDArray[np.floating], mlp: tuple[npt.NDArray[np.floating], ...],
+                 meta: dict[str, float], embed: Embed | None = None) -> None:
+        w1, b1, w2, b2 = mlp
+        m, h = b1.shape
+        if (ngram_w.shape != (N_FEATURES,) or ctx_w.shape != (N_CONTEXT,)
+                or w1.shape != (m, EMBED_DIM, h) or w2.shape != (m, h) or b2.shape != (m,)):
+            raise ConfigError("passage weights have the wrong shape; retrain the passage model")
+        self._ngram_w = ngram_w.astype(np.float32)
+        self._ngram_b = float(ngram_b)
+        self._ctx_w = ctx_w.astype(np.float64)
+        self._mlp = tuple(x.astype(np.float64) for x in mlp)
+        self.alpha = float(meta["alpha"])
+        self.threshold = float(meta["threshold"])
+        self.top_k = int(meta["top_k"])
+        self.embed_floor = float(meta["embed_floor"])
+        self.window_words = int(meta.get("window_words", 0))
+        self.case_split = bool(meta.get("case_split", 0))
+        self._embed: Embed = embed or LazyMiniLM()
+
+    @classmethod
+    def load(cls, path: Path | None = None, *, embed: Embed | None = None) -> PassageModel:
+        """Load weights from `path` (default: the file shipped in bot/guardrails/data/).
+
+        `embed` maps n texts to (n, 384) L2-normalized all-MiniLM-L6-v2 embeddings; None means
+        an `OnnxMiniLM(threads=1)` created on first use.
+
+        Raises:
+            ConfigError: the file is missing or lacks an expected array.
+        """
+        path = path or DEFAULT_WEIGHTS
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = {k: float(v) for k, v in json.loads(str(z["meta"])).items()}
+                mlp = (z["mlp_w1"], z["mlp_b1"], z["mlp_w2"], z["mlp_b2"])
+                return cls(z["ngram_w"], float(z["ngram_b"]), z["ctx_w"], mlp, meta, embed)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ConfigError(f"cannot load passage weights from {path}: {exc}") from exc
+
+    def _embedder(self) -> Embed:
+        return self._embed
+
+    def ngram_logits(self, texts: list[str]) -> npt.NDArray[np.float64]:
+        """Logits of the n-gram + context model for normalized unit texts, shape (n,)."""
+        out = np.empty(len(texts), dtype=np.float64)
+        for i, t in enumerate(texts):
+            idx, val = featurize(t)
+            out[i] = (float(self._ngram_w[idx] @ val) + float(self._ctx_w @ context_features(t))
+                      + self._ngram_b)
+        return out
+
+    def mlp_proba(self, embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        """Mean probability of the embedding networks for (n, 384) embeddings: shape (n,)."""
+        w1, b1, w2, b2 = self._mlp
+        e = embeddings.astype(np.float64)
+        hidden = np.maximum(np.einsum("nd,mdh->mnh", e, w1) + b1[:, None, :], 0.0)
+        logits = np.einsum("mnh,mh->mn", hidden, w2) + b2[:, None]
+        out: npt.NDArray[np.float64] = _sigmoid(logits).mean(axis=0)
+        return out
+
+    def embedded(self, logits: npt.NDArray[np.float64]) -> list[int]:
+        """Indices of the units that are embedded: the `top_k` highest logits above
+        `embed_floor`, in unit order."""
+        order = np.argsort(-logits, kind="stable")[:self.top_k]
+        return sorted(int(i) for i in order if logits[i] >= self.embed_floor)
+
+    def best_texts(self, units: list[str]) -> tuple[list[str], npt.NDArray[np.float64]]:
+        """For each unit, the text read for it (the normalized unit or its best window) and
+        that text's n-gram logit, shape (n,)."""
+        best: list[str] = []
+        logits = np.empty(len(units), dtype=np.float64)
+        for i, u in enumerate(units):
+            cands = word_windows(normalize(u), self.window_words, self.case_split)
+            lg = self.ngram_logits(cands)
+            top = int(np.argmax(lg))
+            best.append(cands[top])
+            logits[i] = lg[top]
+        return best, logits
+
+    def score(self, units: list[str]) -> list[float]:
+        """One probability per unit of one passage (see the class docstring). Blocking: run it
+        off the event loop. An empty list gives an empty list."""
+        if not units:
+            return []
+        texts, logits = self.best_texts(units)
+        out = (1.0 - self.alpha) * _sigmoid(logits)
+        picked = self.embedded(logits)
+        if picked:
+            vectors = self._embedder()([texts[i][:EMBED_CHARS] for i in picked])
+            out[picked] += self.alpha * self.mlp_proba(vectors)
+        return [float(x) for x in out]
+
+    __call__ = score  # a `bot.guardrails.passages.UnitScorer`
+
+
+def word_windows(text: str, size: int, case_split: bool = False) -> list[str]:
+    """`text`, then (when it has more than `size` words and `size` > 0) its windows of `size`
+    words at a stride of `size // 2`, the last flush with the end; with `case_split`, also the
+    pieces of `text` between case boundaries (`_CASE_BOUNDARY`: a capitalized word right after
+    a word ending in a lower-case letter, no punctuation between: where two sentences were
+    fused), when there are any, each of at least 3 words."""
+    out = [text]
+    words = text.split()
+    if size > 0 and len(words) > size:
+        stride = max(size // 2, 1)
+        starts = [*range(0, len(words) - size, stride), len(words) - size]
+        out += [" ".join(words[s:s + size]) for s in starts]
+    if case_split:
+        pieces = _CASE_BOUNDARY.split(text)
+        if len(pieces) > 1:
+            out += [p for p in pieces if len(p.split()) >= 3]
+    return out
