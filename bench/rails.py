@@ -2,7 +2,8 @@
 passage-rail quality and latency on a passage set (JSON lines).
 
     python -m bench.rails [--data CSV] [--threshold T]
-    python -m bench.rails --passages JSONL [--passage-threshold T] [--no-input] [--top N]
+    python -m bench.rails --passages JSONL [--passage-threshold T] [--passage-weights NPZ]
+        [--no-input] [--top N]
 
 Runs the default policy's input rails (length + the offline injection classifier) on every
 row, one message at a time as the bot does, and prints precision, recall and false-positive
@@ -12,13 +13,18 @@ the ratio line compares the two latencies. Default data: the S-Labs validation s
 in tests/fixtures/prompt-injection/.
 
 `--passages` adds the passage rail: every passage goes through the injection rail's
-`check_passages` alone, as the `CheckPassages` stage runs it (a passage's score does not
-depend on the others retrieved with it), at the policy's passage threshold. The file is what
-`bot.guardrails.passage_data` writes (`text`, `label`, `source`, `placement`, `decoy`; the
-held-out sample is tests/fixtures/passages/heldout_sample.jsonl). Printed: precision, recall,
-FPR and latency per passage, the flag rate of benign passages per source (`pypi:*` groups the
-READMEs of Python distributions) and per decoy block, recall per placement, and the
-highest-scoring benign passages.
+`filter_passages` alone, as the `CheckPassages` stage runs it (a passage's verdict does not
+depend on the others retrieved with it), with the policy's passage model
+(`bot.guardrails.passage_model`; `--passage-weights NPZ` replaces the shipped weights) at the
+policy's passage threshold (`--passage-threshold` overrides it). The file is what
+`bot.guardrails.passage_data` writes (`text`, `label`, `source`, `placement`, `attack_span`,
+`decoy`; the held-out sample is tests/fixtures/passages/heldout_sample.jsonl). A benign passage
+is flagged when anything in it is cut (or it is dropped); an injected passage is caught when it
+is dropped or a cut overlaps its `attack_span` (cutting only a documentation sentence beside
+the attack is no catch). Printed: precision, recall, FPR and latency per passage (split, score,
+cut), the flag rate of benign passages per source (`pypi:*` groups the READMEs of Python
+distributions) and per decoy block, recall per placement, and the highest-scoring benign
+passages.
 """
 
 from __future__ import annotations
@@ -83,6 +89,10 @@ def _rates(title: str, rows: dict[str, list[bool]], what: str) -> list[str]:
 
 async def passage_report(args: argparse.Namespace) -> None:
     """The passage rail on `args.passages` (see the module docstring)."""
+    from bot.guardrails import passage_model
+
+    if getattr(args, "passage_weights", None):
+        passage_model.DEFAULT_WEIGHTS = Path(args.passage_weights)
     with args.passages.open(encoding="utf-8") as handle:
         records: list[dict[str, Any]] = [json.loads(line) for line in handle if line.strip()]
     policy = GuardrailPolicy()
@@ -98,20 +108,27 @@ async def passage_report(args: argparse.Namespace) -> None:
                        section="", page=None, score=0.0)
 
     for r in records[:20]:  # load the model and warm up
-        await injection.check_passages([passage(r)])
+        await injection.filter_passages([passage(r)])
     flagged: list[bool] = []
-    scores: list[float | None] = []
+    scores: list[float] = []
     latencies: list[float] = []
     for r in records:
         started = time.perf_counter()
-        kept, verdicts = await injection.check_passages([passage(r)])
+        [check] = await injection.filter_passages([passage(r)])
         latencies.append(time.perf_counter() - started)
-        flagged.append(not kept)
-        scores.append(verdicts[0].score if verdicts else None)
+        span = r.get("attack_span")
+        if r["label"] and span:
+            hit = check.dropped or any(c.start < span[1] and span[0] < c.end
+                                       for c in check.cuts)
+        else:
+            hit = check.dropped or bool(check.cuts)
+        flagged.append(hit)
+        scores.append(check.score)
     rails.close()
     labels = [bool(r["label"]) for r in records]
     print(f"passages: {args.passages} ({len(records)} passages, {sum(labels)} injected); "
-          f"passage threshold {injection.passage_threshold:.4f}")
+          f"passage weights {passage_model.DEFAULT_WEIGHTS.name}, threshold "
+          f"{injection.passage_threshold:.4f}")
     print(figures("passage rail", flagged, labels, latencies))
     by_source: dict[str, list[bool]] = defaultdict(list)
     by_decoy: dict[str, list[bool]] = defaultdict(list)
@@ -123,14 +140,18 @@ async def passage_report(args: argparse.Namespace) -> None:
             by_decoy[str(r["decoy"])].append(hit)
         else:
             by_source[_group(str(r.get("source", "")))].append(hit)
+    plain = [h for hits in by_source.values() for h in hits]
+    print(f"plain benign passages flagged: {sum(plain)}/{len(plain)} "
+          f"({sum(plain) / max(len(plain), 1):.2%}); injected caught: "
+          f"{sum(flagged[i] for i, y in enumerate(labels) if y)}/{sum(labels)}")
     print("\n".join(_rates("benign passages by source", by_source, "flagged")))
     if by_decoy:
         print("\n".join(_rates("benign with a decoy block, by kind", by_decoy, "flagged")))
     print("\n".join(_rates("injected passages by placement", by_place, "caught")))
     benign = sorted(((s, r) for r, s in zip(records, scores, strict=True)
-                     if s is not None and not r["label"]), key=lambda x: -x[0])
+                     if not r["label"] and not r.get("decoy")), key=lambda x: -x[0])
     if benign and args.top:
-        print(f"highest-scoring benign passages (of {len(benign)} flagged):")
+        print(f"highest-scoring plain benign passages (of {len(benign)}):")
     for s, r in benign[:args.top]:
         snippet = " ".join(r["text"].split())[:160]
         print(f"  {s:.4f} {r.get('source')} {r.get('doc')}: {snippet}")
@@ -145,7 +166,28 @@ async def main(args: argparse.Namespace) -> None:
 
 
 async def input_report(args: argparse.Namespace) -> None:
-    """The input rails on `args.data` against the keyword baseline."""
+    """The input rails on `args.data` against the keyword baseline, then on the held-out input
+    set per category (`args.heldout_input`, default
+    tests/fixtures/injection_heldout/heldout.csv, columns text,label,category,source; an empty
+    path skips it): precision, recall, FPR and p50/p95 latency per category, one message at a
+    time through the rails. `args.injection_weights` (an .npz) replaces the shipped classifier
+    weights, e.g. the model before a retrain: `git show HEAD:bot/guardrails/data/injection.npz
+    > /tmp/before.npz; python -m bench.rails --injection-weights /tmp/before.npz`."""
+    from bot.guardrails import injection as injection_module
+
+    weights = getattr(args, "injection_weights", None)
+    if weights:
+        injection_module.DEFAULT_WEIGHTS = Path(weights)
+    heldout = getattr(args, "heldout_input", None)
+    if heldout is None:
+        heldout = DEFAULT_DATA.parents[1] / "injection_heldout" / "heldout.csv"
+
+    def read_heldout(path: Path) -> list[dict[str, str]]:
+        if not str(path) or not path.is_file():
+            return []
+        with path.open(newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+
     with args.data.open(newline="", encoding="utf-8") as handle:
         rows = [(r["text"], r["label"].strip() == "1") for r in csv.DictReader(handle)]
     policy = GuardrailPolicy()
@@ -168,22 +210,64 @@ async def input_report(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         base_predicted.append(KEYWORDS.search(text) is not None)
         base_latencies.append(time.perf_counter() - started)
+    held = await asyncio.to_thread(read_heldout, Path(heldout))
+    held_hits: list[bool] = []
+    held_lat: list[float] = []
+    held_base: list[bool] = []
+    for r in held:
+        started = time.perf_counter()
+        outcome = await run_rails(rails.input_rails, r["text"], RailContext(), stage="bench")
+        held_lat.append(time.perf_counter() - started)
+        held_hits.append(outcome.blocked is not None)
+        held_base.append(KEYWORDS.search(r["text"]) is not None)
     rails.close()
+    print(f"injection weights: {weights or 'shipped'}")
     print(f"data: {args.data} ({len(rows)} rows, {sum(labels)} attacks); injection threshold "
           f"{rails.injection.threshold:.4f}")
     print(figures("input rails", predicted, labels, latencies))
     print(figures("keyword baseline", base_predicted, labels, base_latencies))
     ratio = statistics.median(latencies) / max(statistics.median(base_latencies), 1e-9)
     print(f"median latency ratio rails / keyword baseline: {ratio:.0f}x")
+    if not held:
+        return
+    held_labels = [r["label"].strip() == "1" for r in held]
+    print(f"held-out input set: {heldout} ({len(held)} rows, {sum(held_labels)} attacks; "
+          f"never trained on); per category (keyword baseline: no latency)")
+    print(figures("all: input rails", held_hits, held_labels, held_lat))
+    print(figures("all: keyword baseline", held_base, held_labels, [0.0] * len(held)))
+    cats: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(held):
+        cats[r["category"]].append(i)
+    print(f"  {'category':<22} {'attacks':>7} {'recall':>7} {'benign':>6} {'FPR':>7} "
+          f"{'precision':>9} {'p50 ms':>7} {'p95 ms':>7}")
+
+    def rate(part: int, whole: int) -> str:
+        return f"{part / whole:.3f}" if whole else "-"
+
+    for cat in sorted(cats):
+        idx = cats[cat]
+        pos = [held_hits[i] for i in idx if held_labels[i]]
+        neg = [held_hits[i] for i in idx if not held_labels[i]]
+        lat = sorted(held_lat[i] for i in idx)
+        p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
+        print(f"  {cat:<22} {len(pos):>7} {rate(sum(pos), len(pos)):>7} {len(neg):>6} "
+              f"{rate(sum(neg), len(neg)):>7} {rate(sum(pos), sum(pos) + sum(neg)):>9} "
+              f"{statistics.median(lat) * 1000:>7.2f} {p95 * 1000:>7.2f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--heldout-input", type=Path, default=None,
+                        help="held-out input set (text,label,category); '' skips it")
+    parser.add_argument("--injection-weights", type=Path, default=None,
+                        help="injection classifier weights instead of the shipped ones")
     parser.add_argument("--passages", type=Path, default=None,
                         help="also report the passage rail on these JSON lines")
     parser.add_argument("--passage-threshold", type=float, default=None)
+    parser.add_argument("--passage-weights", type=Path, default=None,
+                        help="passage model weights (.npz) instead of the shipped ones")
     parser.add_argument("--no-input", action="store_true", help="skip the input rails")
     parser.add_argument("--top", type=int, default=10,
                         help="highest-scoring benign passages to print")
