@@ -26,11 +26,7 @@ from actions.runner import ActionRunner, ActionServices
 from actions.stage import RouteAction
 from actions.tools import toolbox_factory
 from adapters.base import AdapterDeps
-from adapters.console.adapter import ConsoleAdapter
-from adapters.console.send import ConsoleSender
-from adapters.registry import build_platforms
-from adapters.webhook.adapter import WebhookAdapter
-from adapters.webhook.send import WebhookSender
+from adapters.registry import build_platforms, console
 from bot.answers import AnswerStore
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
 from bot.errors import ServiceUnavailable
@@ -211,30 +207,25 @@ class Runtime:
         if isinstance(self.generator, ChatGenerator):
             self._resources.push_async_callback(self.generator.close)
         self.retriever: Retriever = _LazyRetriever(self)
-        self.console = ConsoleAdapter(self.inbox, self.rendezvous)
-        secret = s.webhook_secret.get_secret_value() if s.webhook_secret else None
+        self.inbound_limiter = InboundLimiter.from_settings(self.redis, s)
+        policy = GuardrailPolicy.load(s.guardrails_policy)
+        #: the longest message text accepted: the webhook refuses more, the length rail too
+        self.max_text_chars = policy.input.max_chars or s.bot_max_text_chars
         self.actions, actions_policy = load_actions(s)
         commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions])
-        self.platforms = build_platforms(s, AdapterDeps(self.inbox, self.redis, prefix,
-                                                        self.http, commands=commands))
+        self.platforms = build_platforms(s, AdapterDeps(
+            self.inbox, self.redis, prefix, self.http, commands=commands,
+            rendezvous=self.rendezvous, max_text_chars=self.max_text_chars,
+            limit=self.inbound_limiter.check_inbound if self.inbound_limiter.enabled else None))
         self._resources.push_async_callback(self.stop_platforms)
-        self.senders: dict[str, Sender] = {
-            **{p.name: p.sender for p in self.platforms},
-            "console": ConsoleSender(self.rendezvous),
-            "webhook": WebhookSender(self.rendezvous, self.http, secret=secret,
-                                     callback_url=s.webhook_callback_url,
-                                     timeout_s=s.webhook_callback_timeout_s),
-        }
+        self.console = console(self.platforms)
+        self.senders: dict[str, Sender] = {p.name: p.sender for p in self.platforms}
         if s.bot_send_pacing:  # sends wait for the platform's rate-limit buckets (Redis)
             pacer = SendPacer(RateLimiter(self.redis, prefix))
             for sender in self.senders.values():
                 if isinstance(sender, Paced):
                     sender.pacer = pacer
-        self.inbound_limiter = InboundLimiter.from_settings(self.redis, s)
         router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
-        policy = GuardrailPolicy.load(s.guardrails_policy)
-        #: the longest message text accepted: the webhook refuses more, the length rail too
-        self.max_text_chars = policy.input.max_chars or s.bot_max_text_chars
         self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars)
         self._resources.callback(self.guardrails.close)
         self.transcript = Transcript(self.pool)
@@ -345,17 +336,6 @@ class Runtime:
     async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
         """The migration versions not yet applied on `conn`'s database (for readiness)."""
         return await runner.pending(conn)
-
-    def webhook_adapter(self) -> WebhookAdapter | None:
-        s = self.settings
-        if s.webhook_secret is None:
-            return None
-        return WebhookAdapter(self.inbox, self.rendezvous,
-                              secret=s.webhook_secret.get_secret_value(),
-                              wait_timeout_s=s.webhook_wait_timeout_s,
-                              max_text_chars=self.max_text_chars,
-                              limit=self.inbound_limiter.check_inbound
-                              if self.inbound_limiter.enabled else None)
 
     # workers ----------------------------------------------------------------------------------
 

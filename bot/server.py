@@ -23,11 +23,6 @@ def server_app(rt: Runtime) -> web.Application:
     """The HTTP app of `bot run`: health, the generic webhook (with WEBHOOK_SECRET) and every
     enabled platform's routes."""
     routes: list[web.RouteDef] = []
-    webhook = rt.webhook_adapter()
-    if webhook is None:
-        log.warning("webhook adapter disabled: set WEBHOOK_SECRET to enable it")
-    else:
-        routes.extend(webhook.routes())
     for platform in rt.platforms:
         routes.extend(platform.routes())
     s = rt.settings

@@ -25,6 +25,7 @@ from bot.errors import BacklogFull, PayloadError
 from bot.inbox import Inbox
 from bot.log import get_logger
 from bot.messages import Message
+from bot.protocols import Sender
 from bot.rendezvous import ReplyRendezvous
 
 log = get_logger("adapters.webhook")
@@ -36,11 +37,14 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 
 class WebhookAdapter:
-    """The generic webhook's HTTP ingress.
+    """The generic webhook: its HTTP ingress and its sender (callbacks, waiting callers).
 
     Args:
+        sender: delivers replies (`WebhookSender`); every process has it, so a worker
+            answers messages another process received.
         secret: the HMAC key (`WEBHOOK_SECRET`); requests must carry
-            `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`.
+            `X-Signature: sha256=<hex HMAC-SHA256 of the raw body>`. None: no route is
+            served (the ingress is off), the sender still works.
         wait_timeout_s: the longest `?wait=true` waits for the reply before answering 202.
         max_text_chars: the longest `text` accepted (BOT_MAX_TEXT_CHARS); longer is 400.
         limit: the inbound rate limit (`InboundLimiter.check_inbound`): seconds to wait when
@@ -48,9 +52,12 @@ class WebhookAdapter:
             None when it may go in; None (the default) limits nothing.
     """
 
-    def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, secret: str,
-                 wait_timeout_s: float, max_text_chars: int = 4000,
+    name = "webhook"
+
+    def __init__(self, inbox: Inbox, rendezvous: ReplyRendezvous, *, sender: Sender,
+                 secret: str | None, wait_timeout_s: float, max_text_chars: int = 4000,
                  limit: Callable[[Message], Awaitable[float | None]] | None = None) -> None:
+        self._sender = sender
         self._inbox = inbox
         self._rendezvous = rendezvous
         self._secret = secret
@@ -58,15 +65,29 @@ class WebhookAdapter:
         self._limit = limit
         self._max_text_chars = max_text_chars
 
+    @property
+    def sender(self) -> Sender:
+        return self._sender
+
     def routes(self) -> list[web.RouteDef]:
+        if self._secret is None:
+            log.warning("webhook adapter disabled: set WEBHOOK_SECRET to enable it")
+            return []
         return [web.post("/webhooks/{name}", self.handle)]
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if not _NAME.match(name):
             return _error(404, "unknown webhook")
         body = await request.read()  # raises 413 past the server's client_max_size
-        if not verify_sha256_signature(self._secret, body, request.headers.get("X-Signature")):
+        if self._secret is None or not verify_sha256_signature(
+                self._secret, body, request.headers.get("X-Signature")):
             return _error(401, "invalid signature")
         try:
             payload = json.loads(body)

@@ -238,7 +238,7 @@ async def test_a_refused_intent_is_reported_and_nothing_else_breaks(
                                discord_public_key=PUBLIC_KEY,
                                discord_api_url=discord_api.api_url,
                                discord_gateway_url=discord_api.gateway_url)
-    [adapter] = srv.rt.platforms
+    [adapter] = [p for p in srv.rt.platforms if p.name == "discord"]
     for _ in range(100):
         if adapter._gateway is not None and adapter._gateway.done():
             break
