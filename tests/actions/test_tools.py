@@ -49,7 +49,9 @@ def offered(llm: FakeOpenAI) -> list[str]:
 async def test_a_tool_call_runs_as_the_author_whatever_the_arguments_say(
         srv: Server, llm: FakeOpenAI) -> None:
     PLAN.append(("whoami", {"user": "root", "caller": "root", "ctx": {"user": "root"}}))
-    reply = await say(srv, "bob", "who am I, really?")
+    # (not "who am I, really?": the input classifier refuses some questions about identity,
+    # docs/guardrails.md; this test is about the tool call, not the classifier)
+    reply = await say(srv, "bob", "which account is this, really?")
     assert reply["answer"] == "Model says: [ok] You are webhook:bob"
     assert sample_actions.CALLS == [("whoami", "bob", "root")]
     # bob is offered what bob may run, no more; the built-ins stay out of the model's hands
