@@ -22,7 +22,8 @@ Paths:
 - `answer`: a question answered by the model, guardrails off (`enabled = false`).
 - `answer-rails`: the same with the default guardrails (the injection classifier on input).
 Retrieval is off (`RETRIEVAL_TOP_K=0`) on every path: the query embedding is the knowledge
-base's cost, measured by bench/ask.py.
+base's cost, measured by bench/ask.py. Texts: `--texts questions` (default) cycles 16 user
+questions; `--texts numbered` sends "question N?".
 
 Printed per row: msg/s, latency p50/p99 (POST sent -> callback or 202), server CPU per message
 (utime+stime from /proc, via psutil: the bot process and its children; Valkey; the postmaster,
@@ -63,8 +64,25 @@ from tests.fakes.processes import free_port
 SECRET = "bench-hotpath-secret"
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("ingress", "command", "answer", "answer-rails")
-_TEXT = {"ingress": "question {seq}?", "command": "!help", "answer": "question {seq}?",
-         "answer-rails": "question {seq}?"}
+#: `--texts questions`: what users of a team's bot ask (written for this bench), in turn
+QUESTIONS = (
+    "How do I reset my password?", "Where do I find the deployment runbook?",
+    "What is the refund policy for annual plans?", "Can I change the billing e-mail?",
+    "Why did my export fail last night?", "How long are conversation logs kept?",
+    "Who approves access to the production database?", "Is there an API rate limit?",
+    "How do I add a teammate to the workspace?", "What does error 504 mean here?",
+    "Which regions is the service hosted in?", "How do I rotate the webhook secret?",
+    "Can the bot answer in German?", "What changed in the last release?",
+    "How do I cancel a scheduled job?", "Where are the invoices for March?",
+)
+
+
+def _text(path: str, seq: int, texts: str) -> str:
+    """The message text of `path` for message `seq`: `!help` for the command path; else
+    "question N?" (`--texts numbered`) or the user questions in turn."""
+    if path == "command":
+        return "!help"
+    return f"question {seq}?" if texts == "numbered" else QUESTIONS[seq % len(QUESTIONS)]
 
 
 @dataclass
@@ -246,7 +264,8 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
                             mid = f"{tag}-{c}-{seq}"
                             body = json.dumps({"id": mid, "user": f"u{c}",
                                                "conversation": f"{tag}{c}",
-                                               "text": _TEXT[path].format(seq=seq)}).encode()
+                                               "text": _text(path, seq, args.texts)}
+                                              ).encode()
                             sent_at[f"webhook:load:{mid}"] = time.perf_counter()
                             async with session.post(url + "/webhooks/load", data=body, headers={
                                     "X-Signature": sha256_signature(SECRET, body)}) as r:
@@ -344,4 +363,7 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=4, help="worker tasks of bot run")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--tree", nargs="+", type=Path, default=None)
+    parser.add_argument("--texts", choices=("questions", "numbered"), default="questions",
+                        help="user questions in turn, or 'question N?' (which the input "
+                             "rail's n-grams cannot settle: MiniLM runs for every one)")
     asyncio.run(main(parser.parse_args()))
