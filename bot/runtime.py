@@ -58,7 +58,7 @@ from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
 from bot.worker import Worker
-from knowledge.embedders import Embedder, build_embedder
+from knowledge.embedders import Embedder, LocalEmbedder, build_embedder
 from knowledge.ingest import Ingestor
 from knowledge.retrieve import KnowledgeRetriever
 from knowledge.store import ChunkStore
@@ -226,7 +226,12 @@ class Runtime:
                 if isinstance(sender, Paced):
                     sender.pacer = pacer
         router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
-        self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars)
+        # the rails share the runtime's MiniLM when it is the same model (int8 ONNX)
+        embedder = self.embedder
+        shared = embedder.embed_blocking if isinstance(embedder, LocalEmbedder) \
+            and s.embedding_backend is EmbeddingBackend.ONNX else None
+        self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars,
+                                           embed=shared, embed_batch_size=s.embedding_batch_size)
         self._resources.callback(self.guardrails.close)
         self.transcript = Transcript(self.pool)
         self.action_runner = ActionRunner(

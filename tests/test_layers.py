@@ -40,7 +40,8 @@ ADAPTER_SHARED = ("adapters", "adapters.base", "adapters.payload", "adapters.tex
 #: Known violations still to be removed (issue 14): each entry must still occur, so the list
 #: only shrinks. (importer, imported)
 KNOWN: set[tuple[str, str]] = {
-    # the input classifier builds its own MiniLM instead of using the runtime's embedder
+    # outside a runtime the rails' models load their own MiniLM (inside one they are handed
+    # the runtime's embedder)
     ("bot.guardrails.injection", "knowledge.embedders.onnx"),
 }
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +31,9 @@ from bot.llm.prompt import passages_block
 from bot.llm.router import LLMRouter
 from bot.messages import Passage
 from bot.policyfile import load_policy_file
+
+if TYPE_CHECKING:
+    from bot.guardrails.injection import Embed
 
 PIIKind = Literal["email", "phone", "card", "iban", "ip", "secret"]  # bot.guardrails.pii.KINDS
 
@@ -134,10 +137,14 @@ class Guardrails:
 
 
 def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *,
-                     max_text_chars: int = 4000) -> Guardrails:
+                     max_text_chars: int = 4000, embed: Embed | None = None,
+                     embed_batch_size: int = 0) -> Guardrails:
     """The rails `policy` asks for. The injection classifier's weights are read here; its
     embedding model loads at the first check. `max_text_chars` (BOT_MAX_TEXT_CHARS) is the
-    length rail's limit when the policy sets none.
+    length rail's limit when the policy sets none. `embed` is the process's all-MiniLM-L6-v2
+    (int8 ONNX) embedder to share, with the batch size it splits calls into: used only when
+    no call of the rails' models is split (the int8 model quantizes per batch, so a split
+    call would score differently from training); otherwise the rails load their own.
 
     Raises:
         ConfigError: `grounding = "llm"` without a language model configured.
@@ -154,15 +161,17 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         rails.input_rails.append(TopicRail(p_in.blocked_topics, p_in.allowed_topics,
                                            p_in.blocked_message, p_in.off_topic_message))
     if p_in.injection or policy.passages.injection:
-        from bot.guardrails.injection import InjectionClassifier
+        from bot.guardrails.injection import TOP_K, TOP_K_PASSAGE, InjectionClassifier
         from bot.guardrails.passage_model import PassageModel
 
-        classifier = InjectionClassifier.load()
-        threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
-            else classifier.default_threshold
         # Passages: the documentation-register model, sharing the classifier's embedder (both
         # score on the rail's one worker thread).
-        passage_model = PassageModel.load(embed=classifier.embed)
+        passage_model = PassageModel.load(embed=lambda texts: classifier.embed(texts))
+        most = max(TOP_K, TOP_K_PASSAGE, passage_model.top_k)  # texts per embedding call
+        classifier = InjectionClassifier.load(
+            embed=embed if embed is not None and embed_batch_size >= most else None)
+        threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
+            else classifier.default_threshold
         p_threshold = policy.passages.injection_threshold
         if p_threshold is None:
             p_threshold = passage_model.threshold

@@ -69,6 +69,15 @@ class LocalEmbedder:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._embed, texts)
 
+    def embed_blocking(self, texts: list[str]) -> Vectors:
+        """`embed` for a caller on another worker thread (the guardrails' scorer): the call
+        runs on the embedder's own thread, after whatever it is doing, so the process keeps
+        one model and never runs more model threads than configured. Never call it on the
+        event loop's thread (it blocks until the embedding is done)."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._executor.submit(self._embed, texts).result()
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

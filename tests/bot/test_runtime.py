@@ -28,3 +28,18 @@ async def test_pool_release_rolls_back_an_open_transaction(runtime: Runtime) -> 
         assert again._con is raw
         assert not again.is_in_transaction()
         assert await again.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+
+
+async def test_the_rails_use_the_runtimes_embedder(runtime: Runtime) -> None:
+    """One MiniLM per process: the injection rail embeds with the runtime's embedder (on its
+    thread) instead of loading a second model."""
+    from bot.guardrails.base import RailContext
+    from knowledge.embedders import LocalEmbedder
+
+    embedder = runtime.embedder
+    assert isinstance(embedder, LocalEmbedder) and embedder._model is None
+    rail = runtime.guardrails.injection
+    assert rail is not None
+    verdict = await rail.check("question 5?", RailContext())  # n-grams alone cannot settle it
+    assert verdict.action == "allow"
+    assert embedder._model is not None  # loaded by the rail's call
