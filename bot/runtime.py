@@ -337,6 +337,17 @@ class Runtime:
                         fetch_timeout_s=s.ingest_fetch_timeout_s,
                         batch_size=s.embedding_batch_size)
 
+    async def warm_up(self) -> None:
+        """Load the local embedding model now (it serves retrieval and the guardrails), so the
+        first message does not wait for it; a remote embedder is left alone. Best effort: a
+        failure is logged and the model loads at its first use instead."""
+        if not isinstance(self.embedder, LocalEmbedder):
+            return
+        try:
+            await self.embedder.embed(["warm-up"])
+        except Exception as exc:
+            log.warning("embedding model not loaded at start-up", error=type(exc).__name__)
+
     @staticmethod
     async def pending_migrations(conn: asyncpg.Connection) -> list[int]:
         """The migration versions not yet applied on `conn`'s database (for readiness)."""

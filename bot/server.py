@@ -51,12 +51,15 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
                      platforms=[p.name for p in rt.platforms])
         rt.start_workers(workers)
+        warm = asyncio.create_task(rt.warm_up())  # the model loads on its own thread meanwhile
         if http:
             await rt.start_platforms()  # never blocks: connections are made in the background
         if not http:
             log.info("workers started", workers=workers)
         await stop.wait()
         log.info("shutting down")
+        if not warm.done():
+            warm.cancel()
         if site_runner is not None:
             await site_runner.cleanup()  # no new requests
         await rt.stop_workers()  # finish the messages in hand; senders still open

@@ -43,3 +43,13 @@ async def test_the_rails_use_the_runtimes_embedder(runtime: Runtime) -> None:
     verdict = await rail.check("question 5?", RailContext())  # n-grams alone cannot settle it
     assert verdict.action == "allow"
     assert embedder._model is not None  # loaded by the rail's call
+
+
+async def test_warm_up_loads_the_local_model(runtime: Runtime) -> None:
+    """`bot run` loads the MiniLM at start-up (in the background), not at the first message."""
+    from knowledge.embedders import LocalEmbedder
+
+    embedder = runtime.embedder
+    assert isinstance(embedder, LocalEmbedder) and embedder._model is None
+    await runtime.warm_up()
+    assert embedder._model is not None
