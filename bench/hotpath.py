@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -154,14 +155,13 @@ class RoundTrips:
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        from_client: bool) -> None:
             try:
-                while data := await reader.read(65536):
-                    if from_client and replied[0]:
-                        self.count += 1
-                    replied[0] = not from_client
-                    writer.write(data)
-                    await writer.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
+                with contextlib.suppress(ConnectionError):  # either side hung up
+                    while data := await reader.read(65536):
+                        if from_client and replied[0]:
+                            self.count += 1
+                        replied[0] = not from_client
+                        writer.write(data)
+                        await writer.drain()
             finally:
                 writer.close()
 

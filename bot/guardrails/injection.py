@@ -256,6 +256,18 @@ class LazyMiniLM:
         return self._model(texts)
 
 
+def ensemble_proba(mlp: tuple[npt.NDArray[np.float64], ...],
+                   embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """Mean probability of an ensemble of one-hidden-layer ReLU networks (`mlp` = w1 (M, d,
+    H), b1 (M, H), w2 (M, H), b2 (M,)) for (n, d) embeddings: shape (n,)."""
+    w1, b1, w2, b2 = mlp
+    e = embeddings.astype(np.float64)
+    hidden = np.maximum(np.einsum("nd,mdh->mnh", e, w1) + b1[:, None, :], 0.0)
+    logits = np.einsum("mnh,mh->mn", hidden, w2) + b2[:, None]
+    out: npt.NDArray[np.float64] = _sigmoid(logits).mean(axis=0)
+    return out
+
+
 def _no_embed(texts: list[str]) -> npt.NDArray[np.float32]:
     raise AssertionError("every text was settled by its n-grams")
 
@@ -339,12 +351,7 @@ class InjectionClassifier:
 
     def mlp_proba(self, embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """Mean probability of the embedding networks for (n, 384) embeddings: shape (n,)."""
-        w1, b1, w2, b2 = self._mlp
-        e = embeddings.astype(np.float64)
-        hidden = np.maximum(np.einsum("nd,mdh->mnh", e, w1) + b1[:, None, :], 0.0)
-        logits = np.einsum("mnh,mh->mn", hidden, w2) + b2[:, None]
-        out: npt.NDArray[np.float64] = _sigmoid(logits).mean(axis=0)
-        return out
+        return ensemble_proba(self._mlp, embeddings)
 
     def score_candidates(self, cands: list[str],
                          embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

@@ -45,6 +45,7 @@ from bot.guardrails.injection import (
     N_FEATURES,
     Embed,
     LazyMiniLM,
+    ensemble_proba,
     featurize,
     normalize,
 )
@@ -163,12 +164,7 @@ class PassageModel:
 
     def mlp_proba(self, embeddings: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """Mean probability of the embedding networks for (n, 384) embeddings: shape (n,)."""
-        w1, b1, w2, b2 = self._mlp
-        e = embeddings.astype(np.float64)
-        hidden = np.maximum(np.einsum("nd,mdh->mnh", e, w1) + b1[:, None, :], 0.0)
-        logits = np.einsum("mnh,mh->mn", hidden, w2) + b2[:, None]
-        out: npt.NDArray[np.float64] = _sigmoid(logits).mean(axis=0)
-        return out
+        return ensemble_proba(self._mlp, embeddings)
 
     def embedded(self, logits: npt.NDArray[np.float64]) -> list[int]:
         """Indices of the units that are embedded: the `top_k` highest logits above

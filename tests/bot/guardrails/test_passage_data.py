@@ -141,7 +141,6 @@ def test_sample_is_permissive_and_balanced() -> None:
     assert [r.placement for r in sample if r.label] != [] and sum(r.label for r in sample) <= 3
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="no shipped sample")
 def test_shipped_sample() -> None:
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
     assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 300
