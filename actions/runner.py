@@ -129,6 +129,7 @@ class ActionRunner:
         self._audit = audit
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self._services = services
 
     async def available(self, message: Message, *, tools_only: bool = False
@@ -145,7 +146,7 @@ class ActionRunner:
         return found
 
     def _key(self, call: str) -> str:
-        return Keys(self._prefix).action_call(call)
+        return self._keys.action_call(call)
 
     async def _store(self, kind: str, data: dict[str, Any], ttl_s: int) -> str:
         call = secrets.token_urlsafe(12)
@@ -374,7 +375,7 @@ class ActionRunner:
             await self._audit.record(message.id, name, "button", message, {}, uuid.uuid4().hex[
                 :12], "denied", reply, error="not the requester")
             return Outcome(name, "denied", reply, ephemeral=True)
-        claim = Keys(self._prefix).action_claim(call)
+        claim = self._keys.action_claim(call)
         if not await self._redis.set(claim, message.id, nx=True, ex=CONFIRM_TTL_S):
             holder = await self._redis.get(claim)
             holder = holder.decode() if isinstance(holder, bytes) else holder

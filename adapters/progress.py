@@ -16,9 +16,10 @@ class SendProgress:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def _key(self, message_id: str) -> str:
-        return Keys(self._prefix).sent_pieces(message_id)
+        return self._keys.sent_pieces(message_id)
 
     async def delivered(self, message_id: str) -> int:
         """Pieces already delivered (0 for a first attempt)."""

@@ -91,14 +91,15 @@ class AnswerStore:
     def __init__(self, redis: Redis, prefix: str, *, ttl_s: int, answered_ttl_s: int) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self._ttl_s = ttl_s
         self._answered_ttl_s = answered_ttl_s
 
     def _answer_key(self, message_id: str) -> str:
-        return Keys(self._prefix).answer(message_id)
+        return self._keys.answer(message_id)
 
     def _answered_key(self, message_id: str) -> str:
-        return Keys(self._prefix).answered(message_id)
+        return self._keys.answered(message_id)
 
     async def lookup(self, message_id: str) -> Lookup:
         """Both keys of a message in one round trip (MGET).

@@ -33,12 +33,13 @@ class RedisMemory:
     def __init__(self, redis: Redis, prefix: str, *, turns: int, ttl_s: int) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self._max_items = 2 * turns
         self._ttl_s = ttl_s
         self._append = redis.register_script(_APPEND)
 
     def _key(self, conversation_key: str) -> str:
-        return Keys(self._prefix).memory(conversation_key)
+        return self._keys.memory(conversation_key)
 
     async def load(self, conversation_key: str) -> list[Turn]:
         if self._max_items == 0:
@@ -55,7 +56,7 @@ class RedisMemory:
         message) changes nothing."""
         if self._max_items == 0 or not turns:
             return
-        once_key = Keys(self._prefix).memory_once(once_id) if once_id else ""
+        once_key = self._keys.memory_once(once_id) if once_id else ""
         await self._append(keys=[self._key(conversation_key), once_key],
                            args=[self._max_items, self._ttl_s,
                                  *[json.dumps({"role": t.role, "content": t.content})

@@ -205,11 +205,12 @@ class RateLimiter:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.prefix = prefix
+        self._keys = Keys(prefix)
         self._take = redis.register_script(_TAKE)
 
     def key(self, name: str) -> str:
         """The Redis key of the bucket (or mark) `name`."""
-        return Keys(self.prefix).rate(name)
+        return self._keys.rate(name)
 
     async def take(self, buckets: Sequence[Bucket], *, cost: float = 1.0,
                    at: float | None = None, memo: str | None = None,

@@ -102,6 +102,7 @@ class ReplyRendezvous:
                  pickup_timeout_s: float = 3.0) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
         self.lease_s = lease_s
         self._step_s = step_s
@@ -114,19 +115,19 @@ class ReplyRendezvous:
     def marker_key(self, message_id: str) -> str:
         """The key that says a caller waits for this message's reply (set by the inbox with a
         lifetime of `lease_s`)."""
-        return Keys(self._prefix).reply_wait(message_id)
+        return self._keys.reply_wait(message_id)
 
     def _box(self, message_id: str) -> str:
-        return Keys(self._prefix).reply_handoff(message_id)
+        return self._keys.reply_handoff(message_id)
 
     def _result(self, message_id: str) -> str:
-        return Keys(self._prefix).reply_result(message_id)
+        return self._keys.reply_result(message_id)
 
     def _taken(self, message_id: str) -> str:
-        return Keys(self._prefix).reply_taken(message_id)
+        return self._keys.reply_taken(message_id)
 
     def _abandoned(self, message_id: str) -> str:
-        return Keys(self._prefix).reply_abandoned(message_id)
+        return self._keys.reply_abandoned(message_id)
 
     async def result(self, message_id: str) -> Reply | None:
         """The reply delivered for this message, if it is still kept."""

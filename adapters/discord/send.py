@@ -211,12 +211,13 @@ class DiscordThreads:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
 
     async def mark(self, channel: str) -> None:
-        await self._redis.set(Keys(self._prefix).discord_thread(channel), "1", ex=THREAD_TTL_S)
+        await self._redis.set(self._keys.discord_thread(channel), "1", ex=THREAD_TTL_S)
 
     async def contains(self, channel: str) -> bool:
-        return bool(await self._redis.exists(Keys(self._prefix).discord_thread(channel)))
+        return bool(await self._redis.exists(self._keys.discord_thread(channel)))
 
 
 class DiscordSender:

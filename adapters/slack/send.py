@@ -74,9 +74,10 @@ class SlackThreads:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
 
     def _key(self, channel: str, thread_ts: str) -> str:
-        return Keys(self._prefix).slack_thread(channel, thread_ts)
+        return self._keys.slack_thread(channel, thread_ts)
 
     async def mark(self, channel: str, thread_ts: str) -> None:
         await self._redis.set(self._key(channel, thread_ts), "1", ex=THREAD_TTL_S)

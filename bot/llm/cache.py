@@ -40,11 +40,12 @@ class ResponseCache:
     def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._keys = Keys(prefix)
         self.ttl_s = ttl_s
 
     def _key(self, messages: Sequence[ChatCompletionMessageParam], model: str,
              temperature: float) -> str:
-        return Keys(self._prefix).llm_cache(cache_key(messages, model, temperature))
+        return self._keys.llm_cache(cache_key(messages, model, temperature))
 
     async def get(self, messages: Sequence[ChatCompletionMessageParam], models: list[str],
                   temperature: float) -> Completion | None:
