@@ -210,24 +210,29 @@ def run(workers: Annotated[int | None, typer.Option(
 
 @app.command()
 def worker(workers: Annotated[int | None, typer.Option(
-        help="Messages in flight in this process (default BOT_CONCURRENCY).")] = None) -> None:
-    """Run engine workers only (no HTTP server); scale out by starting more of these."""
+        help="Messages in flight in this process (default BOT_CONCURRENCY).")] = None,
+        port: Annotated[int | None, typer.Option(
+            help="Serve /health/live, /health/ready and /metrics on this port of "
+                 "BOT_HTTP_HOST (default BOT_WORKER_HTTP_PORT; 0 = none).")] = None) -> None:
+    """Run engine workers only (no webhooks); scale out by starting more of these."""
     settings = _settings(quiet=False)
     from bot.server import serve
 
     _run(serve(settings, workers=max(1, settings.concurrency if workers is None else workers),
-               host="", port=0, http=False))
+               host=settings.bot_http_host,
+               port=settings.bot_worker_http_port if port is None else port, http=False))
 
 
 @app.command()
 def migrate() -> None:
-    """Apply pending database migrations (start-up does this too)."""
+    """Apply pending database migrations and create the inbox's consumer group (start-up does
+    this too, unless BOT_MIGRATE_ON_START is false)."""
     settings = _settings()
 
     async def main() -> int:
         from bot.runtime import Runtime
 
-        async with Runtime(settings):
+        async with Runtime(settings, migrate=True):
             pass
         out.print("schema up to date")
         return 0
@@ -308,6 +313,18 @@ def dlq_retry(ids: Annotated[list[str] | None, typer.Argument(
         return 1 if missing else 0
 
     _run(main())
+
+
+@app.command()
+def preflight(as_json: Annotated[bool, typer.Option(
+        "--json", help='One JSON object: {"ok": bool, "checks": [{"name", "status", "detail", '
+                       '"remedy"}]}.')] = False) -> None:
+    """Check a deployment before traffic: database, pgvector, migrations, Redis and the
+    consumer group, the embedder, the LLM endpoints, each platform's token, the secrets
+    enabled endpoints need. One line per check; exit 1 on any failure."""
+    from bot.cli_preflight import preflight as run_preflight
+
+    run_preflight(as_json)
 
 
 def main() -> None:

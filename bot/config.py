@@ -120,12 +120,16 @@ class Settings(BaseSettings):
     bot_shutdown_grace_s: PositiveFloat = 30.0
     bot_message_timeout_s: PositiveFloat = 300.0
     bot_dedupe_ttl_s: PositiveInt = 7 * 24 * 3600
+    # apply pending migrations at start-up; false: refuse to start until `bot migrate` ran
+    bot_migrate_on_start: bool = True
     memory_turns: Annotated[int, Field(ge=0, le=500)] = 20
     memory_ttl_s: PositiveInt = 30 * 24 * 3600
 
     # HTTP server and the generic webhook adapter
     bot_http_host: str = "127.0.0.1"
     bot_http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # `bot worker`'s own server (health and metrics only); 0 = none
+    bot_worker_http_port: Annotated[int, Field(ge=0, le=65535)] = 0
     bot_max_body_bytes: PositiveInt = 1 * MiB
     bot_max_text_chars: PositiveInt = 4000
     bot_http_header_timeout_s: PositiveFloat = 10.0

@@ -113,8 +113,11 @@ def embedding_dim(settings: Settings) -> int:
 class Runtime:
     """Everything one process needs. Attributes are valid inside `async with`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, migrate: bool | None = None) -> None:
+        """`migrate`: apply pending migrations at start (default BOT_MIGRATE_ON_START); when
+        False, start-up fails with ServiceUnavailable while any migration is pending."""
         self.settings = settings
+        self._migrate = settings.bot_migrate_on_start if migrate is None else migrate
         self._pg: EmbeddedPostgres | None = None
         self._valkey: EmbeddedValkey | None = None
         self._embedder: Embedder | None = None
@@ -168,7 +171,14 @@ class Runtime:
             raise ServiceUnavailable(f"DATABASE_URL: cannot connect ({type(exc).__name__})"
                                      ) from None
         try:  # migrate first: the pool's connections need the vector type to exist
-            applied = await runner.migrate(conn, embedding_dim=embedding_dim(s))
+            if self._migrate:
+                applied = await runner.migrate(conn, embedding_dim=embedding_dim(s))
+            else:
+                applied = []
+                if pending := await runner.pending(conn):
+                    raise ServiceUnavailable(
+                        f"DATABASE_URL: migrations {pending} are not applied and "
+                        "BOT_MIGRATE_ON_START is false: run `bot migrate` first")
         finally:
             await conn.close()
         if applied:

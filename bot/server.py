@@ -19,11 +19,11 @@ from bot.runtime import Runtime
 log = get_logger("bot.server")
 
 
-def server_app(rt: Runtime) -> web.Application:
+def server_app(rt: Runtime, *, platforms: bool = True) -> web.Application:
     """The HTTP app of `bot run`: health, the generic webhook (with WEBHOOK_SECRET) and every
-    enabled platform's routes."""
+    enabled platform's routes; with `platforms=False` (`bot worker`) health and metrics only."""
     routes: list[web.RouteDef] = []
-    for platform in rt.platforms:
+    for platform in rt.platforms if platforms else ():
         routes.extend(platform.routes())
     s = rt.settings
     health = Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq),
@@ -36,20 +36,25 @@ def server_app(rt: Runtime) -> web.Application:
 
 
 async def serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
-    """Run until SIGTERM/SIGINT. Returns the process exit code (0)."""
+    """Run until SIGTERM/SIGINT. Returns the process exit code (0).
+
+    `http`: serve the platforms' routes on host:port and start the platforms (`bot run`);
+    else workers only, with health and metrics on host:port unless `port` is 0 (`bot worker`).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Runtime(settings) as rt:
         site_runner: web.AppRunner | None = None
-        if http:
-            site_runner = GuardedRunner(server_app(rt), access_log=None, handle_signals=False)
+        if http or port:
+            site_runner = GuardedRunner(server_app(rt, platforms=http), access_log=None,
+                                        handle_signals=False)
             await site_runner.setup()
             site = web.TCPSite(site_runner, host, port)
             await site.start()
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
-                     platforms=[p.name for p in rt.platforms])
+                     platforms=[p.name for p in rt.platforms] if http else [])
         rt.start_workers(workers)
         warm = asyncio.create_task(rt.warm_up())  # the model loads on its own thread meanwhile
         if http:

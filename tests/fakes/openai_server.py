@@ -102,6 +102,8 @@ class FakeOpenAI(LoopbackServer):
         self.failed = 0  # requests answered with an injected fault
         self.requests: list[dict[str, Any]] = []
         self.embedding_requests: list[dict[str, Any]] = []
+        self.models = ["gpt-4o-mini"]  # what GET /v1/models lists
+        self.refused_key: str | None = None  # an API key GET /v1/models answers 401 to
         self.received = asyncio.Event()
         self._released = asyncio.Event()
         super().__init__()
@@ -201,7 +203,20 @@ class FakeOpenAI(LoopbackServer):
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/v1/chat/completions", self._chat),
-                web.post("/v1/embeddings", self._embeddings)]
+                web.post("/v1/embeddings", self._embeddings),
+                web.get("/v1/models", self._models)]
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """`GET /v1/models` (https://platform.openai.com/docs/api-reference/models/list);
+        401 when `refused_key` is the request's bearer token."""
+        if self.refused_key and request.headers.get("Authorization") == \
+                f"Bearer {self.refused_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided",
+                                                "type": "invalid_request_error",
+                                                "code": "invalid_api_key"}}, status=401)
+        return web.json_response({"object": "list", "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": "fake"}
+            for model in self.models]})
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -52,6 +52,7 @@ class FakeSlack(LoopbackServer):
         self.envelopes: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.rate_limit_next = 0
         self.socket_auth_fails = False
+        self.bot_auth_fails = False  # auth.test answers {"ok": false, "error": "invalid_auth"}
         self.response_url_status = 200
         self.usergroups: dict[str, list[str]] = {}
         self.failing: dict[str, int] = {}
@@ -100,6 +101,8 @@ class FakeSlack(LoopbackServer):
         if method in self.failing:
             return web.json_response({"ok": False, "error": "fatal_error"},
                                      status=self.failing[method])
+        if method == "auth.test" and self.bot_auth_fails:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
         if method == "auth.test":
             return web.json_response({"ok": True, "user_id": BOT_USER_ID, "bot_id": BOT_ID,
                                       "team_id": TEAM_ID, "user": "switchboard"})
