@@ -171,8 +171,8 @@ class Preflight:
                 else f"Redis {version}"
             if int(version.split(".")[0] or 0) < 7:
                 self.add("redis", "FAIL", f"{_where(url)}: {server}",
-                         "use Redis 7 or newer (or Valkey): the inbox needs XAUTOCLAIM "
-                         "and Redis 7's stream commands")
+                         "use Redis 7 or newer, or Valkey (the versions this project is "
+                         "tested on)")
                 return
             self.add("redis", "ok", f"{_where(url)}: {server}")
             stream = Keys(self.s.bot_key_prefix).inbox()
