@@ -128,9 +128,11 @@ class AuditLog:
 
     async def begin(self, call_id: str, action: str, via: str, message: Message,
                     args: dict[str, Any], trace_id: str, status: str = "running",
-                    reply: str = "", error: str = "") -> PriorRun | None:
-        """Insert the row (`args` already redacted; `reply` and `error` are redacted here);
-        when one with this `call_id` exists, return it instead and change nothing.
+                    reply: str = "", error: str = "", *, result: str = "", attempts: int = 0,
+                    duration_ms: int | None = None) -> PriorRun | None:
+        """Insert the row (`args` already redacted; `reply`, `result` and `error` are redacted
+        here); when one with this `call_id` exists, return it instead and change nothing.
+        A `status` other than "running" inserts a finished row.
 
         Two statements, so that the lookup sees a row another worker committed while our
         insert waited on it (a single statement's snapshot would not, and both would run).
@@ -139,13 +141,14 @@ class AuditLog:
         inserted = await self._pool.fetchval(
             """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace,
                                         channel, thread, user_id, args, status, reply, error,
-                                        trace_id, finished_at)
+                                        trace_id, finished_at, result, attempts, duration_ms)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,
-                       CASE WHEN $11 = 'running' THEN NULL ELSE now() END)
+                       CASE WHEN $11 = 'running' THEN NULL ELSE now() END, $15, $16, $17)
                ON CONFLICT (call_id) DO NOTHING RETURNING id""",
             call_id, message.id, action, via, conv.platform, conv.workspace, conv.channel,
             conv.thread, message.user, json.dumps(args), status, redact_text(reply),
-            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id)
+            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id,
+            redact_text(result)[:RESULT_MAX_CHARS] or None, attempts, duration_ms)
         if inserted is not None:
             return None
         prior = await self.find(call_id)

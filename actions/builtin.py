@@ -24,7 +24,7 @@ class HelpArgs(BaseModel):
 
 
 @action(description="List what you can ask me to do here", name="help", tool=False,
-        idempotent=True)
+        read_only=True)
 async def show_help(ctx: ActionContext, args: HelpArgs) -> str:
     specs = list(await ctx.available())
     if args.action:
@@ -48,7 +48,7 @@ async def reset(ctx: ActionContext) -> str:
     return "Done: I forgot this conversation. The next question starts fresh."
 
 
-@action(description="Show the sources of my last answer", tool=False, idempotent=True)
+@action(description="Show the sources of my last answer", tool=False, read_only=True)
 async def sources(ctx: ActionContext) -> str:
     found = await ctx.transcript.last_answer_sources(ctx.conversation_key)
     if found is None:
@@ -93,7 +93,7 @@ class SearchArgs(BaseModel):
 
 
 @action(description="Search the knowledge base (no language model)", tool=False,
-        idempotent=True)
+        read_only=True)
 async def search(ctx: ActionContext, args: SearchArgs) -> str:
     passages = await ctx.retriever.retrieve(args.query, args.top_k)
     if not passages:

@@ -282,8 +282,10 @@ class ActionRunner:
 
     async def _run(self, spec: ActionSpec, message: Message, via: Via, model: BaseModel,
                    call_id: str, trace_id: str) -> Outcome:
-        prior = await self._audit.begin(call_id, spec.name, via, message, redact_args(model),
-                                        trace_id)
+        args = redact_args(model)
+        # a read-only action's row is written once it ended (below): nothing to protect
+        prior = None if spec.read_only else await self._audit.begin(
+            call_id, spec.name, via, message, args, trace_id)
         if prior is not None:
             if prior.status != "running":  # a retry of a finished run: the same reply
                 return Outcome(spec.name, prior.status, prior.reply, trace_id=prior.trace_id)
@@ -344,9 +346,14 @@ class ActionRunner:
         # `running`, so a retry finds it instead of a finished row without its buttons
         out_buttons = await self._buttons(payloads)
         duration_ms = int((time.perf_counter() - started) * 1000)
-        await self._audit.finish(call_id, status, reply=reply, result=reply if status == "ok"
-                                 else "", error=error, attempts=attempts,
-                                 duration_ms=duration_ms)
+        result_text = reply if status == "ok" else ""
+        if spec.read_only:
+            await self._audit.begin(call_id, spec.name, via, message, args, trace_id,
+                                    status=status, reply=reply, error=error, result=result_text,
+                                    attempts=attempts, duration_ms=duration_ms)
+        else:
+            await self._audit.finish(call_id, status, reply=reply, result=result_text,
+                                     error=error, attempts=attempts, duration_ms=duration_ms)
         log.info("action run", action=spec.name, via=via, status=status, attempts=attempts,
                  duration_ms=duration_ms, trace_id=trace_id,
                  error=error.split(":")[0] if error else None)

@@ -161,6 +161,9 @@ class ActionSpec:
         timeout_s: the longest one attempt may run, seconds.
         idempotent: safe to run twice; only then is a failed attempt retried (`retries`
             times) and a run interrupted by a crash run again.
+        read_only: changes nothing anywhere (implies `idempotent`): its audit row is written
+            once, when the run ended, instead of `running` before and finished after (one SQL
+            statement per run instead of two); a redelivered message runs it again.
         tool: offered to the LLM as a tool.
         origin: where it came from: "builtin", "module <name>" (BOT_ACTION_MODULES), or
             "entry point <name> = <value> (<distribution> <version>)".
@@ -177,6 +180,7 @@ class ActionSpec:
     channels: frozenset[str] = frozenset()
     timeout_s: float = 10.0
     idempotent: bool = False
+    read_only: bool = False
     retries: int = 0
     tool: bool = True
     origin: str = ""
@@ -240,9 +244,9 @@ def action(description: str, *, name: str | None = None, confirm: bool = False,
            platforms: set[str] | frozenset[str] = frozenset(),
            channels: set[str] | frozenset[str] = frozenset(),
            timeout_s: float = 10.0, idempotent: bool = False, retries: int = 2,
-           tool: bool = True) -> Callable[[ActionFunc], ActionFunc]:
+           tool: bool = True, read_only: bool = False) -> Callable[[ActionFunc], ActionFunc]:
     """Mark an async function as an action (see `ActionSpec` for the fields). `retries`
-    applies only when `idempotent` is true.
+    applies only when `idempotent` (or `read_only`) is true.
 
     Raises:
         ActionDefinitionError: the function is not async, its name is not a valid command
@@ -264,8 +268,9 @@ def action(description: str, *, name: str | None = None, confirm: bool = False,
             name=action_name, description=" ".join(description.split()), func=func,
             args_model=_args_model(func), confirm=confirm, roles=frozenset(roles),
             users=frozenset(users), platforms=frozenset(platforms),
-            channels=frozenset(channels), timeout_s=timeout_s, idempotent=idempotent,
-            retries=retries if idempotent else 0, tool=tool,
+            channels=frozenset(channels), timeout_s=timeout_s,
+            idempotent=idempotent or read_only, read_only=read_only,
+            retries=retries if idempotent or read_only else 0, tool=tool,
             takes_args=len(inspect.signature(func).parameters) == 2)
         setattr(func, ATTRIBUTE, spec)
         return func

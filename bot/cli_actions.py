@@ -56,6 +56,7 @@ def actions_list(as_json: Annotated[bool, typer.Option(
                 "users": sorted(rule.users), "platforms": sorted(rule.platforms),
                 "channels": sorted(rule.channels), "confirm": permissions.confirm(spec),
                 "timeout_s": permissions.timeout_s(spec), "idempotent": spec.idempotent,
+                "read_only": spec.read_only,
                 "tool": spec.tool,
                 "who": _who(rule, permissions.confirm(spec), permissions.timeout_s(spec))})
         if as_json:

@@ -137,3 +137,15 @@ async def rotate_key(ctx: ActionContext, args: RotateKey) -> str:
 async def bad_menu(ctx: ActionContext) -> ActionResult:
     CALLS.append(("bad_menu", ctx.caller.user))
     return ActionResult("Pick:", buttons=(ActionButton("Go", "whoami", {"ids": {1, 2}}),))
+
+
+#: `peek` waits here (when set by a test) before it answers.
+PEEK_GATE: list[asyncio.Event] = []
+
+
+@action(description="Reads, changes nothing", read_only=True, tool=False)
+async def peek(ctx: ActionContext) -> str:
+    CALLS.append(("peek", ctx.caller.user))
+    if PEEK_GATE:
+        await PEEK_GATE[0].wait()
+    return "peeked"

@@ -297,3 +297,32 @@ async def test_help_shows_the_deployments_confirm(srv: Server) -> None:
     assert "Asks for confirmation before it runs." in shown["answer"]
     asked = await say(srv, "bob", "!whoami")
     assert [b["label"] for b in asked["buttons"]] == ["Confirm", "Cancel"]
+
+
+async def test_a_read_only_action_writes_its_audit_row_once_when_it_ended(
+        srv: Server) -> None:
+    """No `running` row first (one SQL statement instead of two): the row appears finished,
+    with its attempts and duration; a redelivery runs it again and keeps the first row."""
+    gate = asyncio.Event()
+    sample_actions.PEEK_GATE[:] = [gate]
+    try:
+        message = webhook_message("webhook:support:peek-1", "bob", "!peek")
+        run = asyncio.create_task(srv.rt.action_runner.invoke(message, "peek", "command",
+                                                              call_id=message.id))
+        while not sample_actions.CALLS:
+            await asyncio.sleep(0.01)
+        assert await audit(srv) == []  # running, and no row yet
+        gate.set()
+        outcome = await asyncio.wait_for(run, 10)
+        assert (outcome.status, outcome.text) == ("ok", "peeked")
+        [row] = await audit(srv)
+        assert (row["action"], row["status"], row["attempts"], row["reply"]) == (
+            "peek", "ok", 1, "peeked")
+        assert row["duration_ms"] is not None and await srv.rt.pool.fetchval(
+            "SELECT finished_at IS NOT NULL FROM action_runs")
+        again = await srv.rt.action_runner.invoke(message, "peek", "command",
+                                                  call_id=message.id)
+        assert again.status == "ok" and len(sample_actions.CALLS) == 2
+        assert len(await audit(srv)) == 1
+    finally:
+        sample_actions.PEEK_GATE.clear()

@@ -4,6 +4,7 @@ arguments say, confirmation cannot be skipped, results are fed back for the answ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,11 @@ async def test_bang_ask_is_a_question_for_the_model(srv: Server, llm: FakeOpenAI
     assert reply["answer"] == "Model answer [1]"
     assert llm.requests[0]["messages"][-1] == {"role": "user",
                                                "content": "what does CHUNK mean?"}
-    turns = await srv.rt.memory.load("webhook:support:c1:-")
+    # memory is saved after the reply went out (and the waiting caller got it): wait for it
+    for _ in range(200):
+        if turns := await srv.rt.memory.load("webhook:support:c1:-"):
+            break
+        await asyncio.sleep(0.05)
     assert turns[0].content == "what does CHUNK mean?"
     hint = await say(srv, "bob", "!ask")
     assert hint["answer"] == ASK_HINT and len(llm.requests) == 1
