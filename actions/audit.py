@@ -120,6 +120,14 @@ class PriorRun:
     trace_id: str
 
 
+def _redacted(reply: str, result: str) -> tuple[str, str | None]:
+    """(reply, result) redacted for a row; the result is most often the reply itself, and is
+    redacted once then."""
+    shown = redact_text(reply)
+    kept = shown if result == reply else redact_text(result)
+    return shown, kept[:RESULT_MAX_CHARS] or None
+
+
 class AuditLog:
     """Writes and reads `action_runs`."""
 
@@ -140,15 +148,15 @@ class AuditLog:
         conv = message.conversation
         inserted = await self._pool.fetchval(
             """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace,
-                                        channel, thread, user_id, args, status, reply, error,
-                                        trace_id, finished_at, result, attempts, duration_ms)
+                                        channel, thread, user_id, args, status, reply,
+                                        result, error, trace_id, attempts, duration_ms,
+                                        finished_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,
-                       CASE WHEN $11 = 'running' THEN NULL ELSE now() END, $15, $16, $17)
+                       $15, $16, $17, CASE WHEN $11 = 'running' THEN NULL ELSE now() END)
                ON CONFLICT (call_id) DO NOTHING RETURNING id""",
             call_id, message.id, action, via, conv.platform, conv.workspace, conv.channel,
-            conv.thread, message.user, json.dumps(args), status, redact_text(reply),
-            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id,
-            redact_text(result)[:RESULT_MAX_CHARS] or None, attempts, duration_ms)
+            conv.thread, message.user, json.dumps(args), status, *_redacted(reply, result),
+            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id, attempts, duration_ms)
         if inserted is not None:
             return None
         prior = await self.find(call_id)
@@ -182,5 +190,5 @@ class AuditLog:
             """UPDATE action_runs SET status = $2, reply = $3, result = $4, error = $5,
                                       attempts = $6, duration_ms = $7, finished_at = now()
                WHERE call_id = $1""",
-            call_id, status, redact_text(reply), redact_text(result)[:RESULT_MAX_CHARS] or None,
+            call_id, status, *_redacted(reply, result),
             redact_text(error)[:RESULT_MAX_CHARS] or None, attempts, duration_ms)

@@ -57,3 +57,73 @@ def test_kinds_can_be_limited_and_are_validated() -> None:
 def test_entropy() -> None:
     assert shannon_bits("aaaa") == 0
     assert shannon_bits("abcd") == 2
+
+
+#: One token of each `_SECRET_FORMATS` alternative (fake values, the formats' shapes).
+ONE_OF_EACH_FORMAT = [
+    "sk-abcdEFGH1234ijklMNOP5678", "sk-ant-api03-abcdEFGH1234ijklMNOP5678",
+    "xoxb-1234567890-AbCdEfGhIj", "xapp-1-A0123456789-abcdef", "ghp_" + "a1B2" * 9,
+    "gho_" + "a1B2" * 9, "ghu_" + "a1B2" * 9, "ghs_" + "a1B2" * 9, "ghr_" + "a1B2" * 9,
+    "github_pat_" + "a1B2_" * 7, "glpat-abcdEFGH1234ijklMNOP", "AKIAIOSFODNN7EXAMPLE",
+    "ASIAIOSFODNN7EXAMPLE", "AIza" + "Sy0123456789abcdefghijABCDEFGHIJ-_x", "sk_live_" + "a1" * 9,
+    "rk_test_" + "a1" * 9, "123456789:" + "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawx",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmN",
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+    "Bearer abcdefghijklmnop1234",
+]
+
+
+@pytest.mark.parametrize("token", ONE_OF_EACH_FORMAT)
+def test_the_prefilter_never_skips_a_secret_format(token: str) -> None:
+    """`_secret_format_matches` skips the big regex only when no alternative can match: each
+    format is found alone, inside prose and next to another one, exactly as the regex finds
+    it."""
+    from bot.guardrails.pii import _SECRET_FORMATS, _secret_format_matches
+
+    for text in (token, f"here is mine: {token} thanks", f"a ({token}) b 12345678: c"):
+        expected = [m.span() for m in _SECRET_FORMATS.finditer(text)]
+        assert expected, text  # the sample is of the format
+        assert [m.span() for m in _secret_format_matches(text)] == expected
+    prose = "Deploys are on Tuesdays at 10:30; the changelog says: nothing else."
+    assert _secret_format_matches(prose) == [] == list(_SECRET_FORMATS.finditer(prose))
+
+
+def _matcher_spans(text: str, regions: list[str | None]) -> set[tuple[int, int]]:
+    import phonenumbers
+
+    return {(m.start, m.end) for region in regions for m in phonenumbers.PhoneNumberMatcher(
+        text, region, leniency=phonenumbers.Leniency.VALID)}
+
+
+def test_the_phone_prefilter_never_skips_a_valid_number_of_any_region() -> None:
+    """Each region's example number (libphonenumber's own), written nationally and
+    internationally, and the non-geographic ones (+800 ...): the redactor finds exactly what
+    libphonenumber's matcher finds, so skipping texts with too few digits or no `+` loses
+    nothing; and the international floor is below every real number's digit count."""
+    import phonenumbers
+
+    from bot.guardrails.pii import _INTERNATIONAL_MIN_DIGITS
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        number = phonenumbers.example_number(region)
+        if number is None:
+            continue
+        redactor = PIIRedactor(kinds=["phone"], phone_regions=[region])
+        for style in (phonenumbers.PhoneNumberFormat.NATIONAL,
+                      phonenumbers.PhoneNumberFormat.INTERNATIONAL):
+            text = f"call me on {phonenumbers.format_number(number, style)} tonight"
+            found = {(f.start, f.end) for f in redactor.find(text)}
+            assert found == _matcher_spans(text, [None, region]), (region, text)
+            checked += bool(found)
+        shortest = len(str(number.country_code)) + min(
+            phonenumbers.PhoneMetadata.metadata_for_region(region).general_desc.possible_length)
+        assert _INTERNATIONAL_MIN_DIGITS <= shortest, region
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        number = phonenumbers.example_number_for_non_geo_entity(code)
+        if number is None:
+            continue
+        text = f"free: {phonenumbers.format_number(number, 1)}."  # INTERNATIONAL
+        assert {(f.start, f.end) for f in PIIRedactor(kinds=["phone"]).find(text)} == \
+            _matcher_spans(text, [None, "US"]), text
+    assert checked > 400  # the examples are real numbers the matcher finds
