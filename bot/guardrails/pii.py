@@ -77,7 +77,8 @@ def _min_national_digits(region: str) -> int:
     """The shortest possible national significant number of `region`, digits (libphonenumber's
     metadata, general description); 1 when the region is unknown (never skips)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    lengths = list(metadata.general_desc.possible_length or ()) if metadata else []
+    desc = metadata.general_desc if metadata is not None else None
+    lengths = list(desc.possible_length or ()) if desc is not None else []
     return min(lengths) if lengths else 1
 
 

@@ -116,8 +116,9 @@ def test_the_phone_prefilter_never_skips_a_valid_number_of_any_region() -> None:
             found = {(f.start, f.end) for f in redactor.find(text)}
             assert found == _matcher_spans(text, [None, region]), (region, text)
             checked += bool(found)
-        shortest = len(str(number.country_code)) + min(
-            phonenumbers.PhoneMetadata.metadata_for_region(region).general_desc.possible_length)
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert metadata is not None and metadata.general_desc is not None
+        shortest = len(str(number.country_code)) + min(metadata.general_desc.possible_length)
         assert _INTERNATIONAL_MIN_DIGITS <= shortest, region
     for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
         number = phonenumbers.example_number_for_non_geo_entity(code)
