@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -98,6 +99,7 @@ class Row:
     cpu_s: dict[str, float] = field(default_factory=dict)  # process group -> CPU seconds
     redis_commands: int = 0
     redis_round_trips: int = 0
+    redis_by_command: Counter[str] = field(default_factory=Counter)
     sql_statements: int = 0
 
 
@@ -172,11 +174,12 @@ class RoundTrips:
             self._server.close()
 
 
-async def redis_calls(client: aioredis.Redis) -> int:
-    """Calls of every command but INFO since the server started (INFO commandstats)."""
+async def redis_calls(client: aioredis.Redis) -> Counter[str]:
+    """Calls of every command but INFO since the server started, by command (INFO
+    commandstats; commands run by scripts count too)."""
     stats = await client.info("commandstats")
-    return sum(int(v["calls"]) for k, v in stats.items()
-               if isinstance(v, dict) and k != "cmdstat_info")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()
+                    if isinstance(v, dict) and k != "cmdstat_info"})
 
 
 async def sql_calls(conn: asyncpg.Connection) -> int:
@@ -298,7 +301,8 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
                     await sql_calls(conn)
             return Row(tree=str(tree), path=path, messages=len(latencies), wall_s=wall_s,
                        latencies_s=sorted(latencies.values()), cpu_s=Cpu.delta(cpu0, cpu1),
-                       redis_commands=redis1 - redis0, redis_round_trips=trips1 - trips0,
+                       redis_commands=(redis1 - redis0).total(), redis_by_command=redis1 - redis0,
+                       redis_round_trips=trips1 - trips0,
                        sql_statements=sql1 - sql0)
         finally:
             await conn.close()
@@ -352,6 +356,11 @@ async def main(args: argparse.Namespace) -> None:
           f"{args.conversations} conversations, bot run --workers {args.workers}; "
           f"baseline: the first ingress row")
     print(table(rows))
+    if args.breakdown:
+        for r in rows:
+            n = max(r.messages, 1)
+            print(f"\n{r.tree} {r.path}: Redis commands per message: " + ", ".join(
+                f"{name} {calls / n:.2f}" for name, calls in r.redis_by_command.most_common()))
 
 
 if __name__ == "__main__":
@@ -363,6 +372,8 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=4, help="worker tasks of bot run")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--tree", nargs="+", type=Path, default=None)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also print the Redis commands per message by command")
     parser.add_argument("--texts", choices=("questions", "numbered"), default="questions",
                         help="user questions in turn, or 'question N?' (which the input "
                              "rail's n-grams cannot settle: MiniLM runs for every one)")

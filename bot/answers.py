@@ -29,7 +29,7 @@ from tenacity import (
 
 from bot.keys import Keys
 from bot.messages import Button, Reply
-from bot.protocols import Generated
+from bot.protocols import AfterSend, Generated
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,11 @@ class AnswerStore:
         """Keep (or replace) a message's answer for `ttl_s`."""
         await self._redis.set(self._answer_key(message_id), kept.to_json(), ex=self._ttl_s)
 
+    def mark_answered_after_send(self, message_id: str) -> AfterSend:
+        """`mark_answered` as a write the worker queues on the transaction that acknowledges
+        the message (`bot.protocols.AfterSend`)."""
+        return _MarkAnswered(self, message_id)
+
     async def mark_answered(self, message_id: str) -> None:
         """Record that the reply went out. Rides out a short Redis blip (up to 10 s): the reply
         is already sent, and a retry would send it again (with the same idempotency key, but
@@ -137,3 +142,22 @@ class AnswerStore:
             with attempt:
                 await self._redis.set(self._answered_key(message_id), "1",
                                       ex=self._answered_ttl_s)
+
+
+@dataclass(frozen=True)
+class _MarkAnswered:
+    """`AnswerStore.mark_answered` queued on another pipeline."""
+
+    store: AnswerStore
+    message_id: str
+
+    def queue(self, pipe: Pipeline) -> None:
+        pipe.set(self.store._answered_key(self.message_id), "1",
+                 ex=self.store._answered_ttl_s)
+
+    async def settle(self, reply: Any) -> None:
+        if isinstance(reply, Exception):
+            raise reply
+
+    async def run(self) -> None:
+        await self.store.mark_answered(self.message_id)

@@ -4,8 +4,12 @@ expiring `MEMORY_TTL_S` seconds after the last write. Postgres keeps the full tr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from bot.keys import Keys
 from bot.protocols import Turn
@@ -56,11 +60,46 @@ class RedisMemory:
         message) changes nothing."""
         if self._max_items == 0 or not turns:
             return
+        keys, args = self._append_call(conversation_key, turns, once_id)
+        await self._append(keys=keys, args=args)
+
+    def append_after_send(self, conversation_key: str, turns: list[Turn],
+                          once_id: str) -> _AppendAfterSend:
+        """`append` as a write the worker queues on its finishing transaction."""
+        return _AppendAfterSend(self, conversation_key, turns, once_id)
+
+    def _append_call(self, conversation_key: str, turns: list[Turn], once_id: str
+                     ) -> tuple[list[str], list[str | int]]:
         once_key = self._keys.memory_once(once_id) if once_id else ""
-        await self._append(keys=[self._key(conversation_key), once_key],
-                           args=[self._max_items, self._ttl_s,
-                                 *[json.dumps({"role": t.role, "content": t.content})
-                                   for t in turns]])
+        return [self._key(conversation_key), once_key], [
+            self._max_items, self._ttl_s,
+            *[json.dumps({"role": t.role, "content": t.content}) for t in turns]]
 
     async def forget(self, conversation_key: str) -> None:
         await self._redis.delete(self._key(conversation_key))
+
+
+@dataclass(frozen=True)
+class _AppendAfterSend:
+    """`RedisMemory.append` queued on another pipeline (`bot.protocols.AfterSend`)."""
+
+    memory: RedisMemory
+    conversation_key: str
+    turns: list[Turn]
+    once_id: str
+
+    def queue(self, pipe: Pipeline) -> None:
+        if self.memory._max_items == 0 or not self.turns:
+            pipe.echo("memory off")  # one reply per queued effect, whatever it does
+            return
+        keys, args = self.memory._append_call(self.conversation_key, self.turns, self.once_id)
+        pipe.evalsha(self.memory._append.sha, len(keys), *keys, *args)
+
+    async def settle(self, reply: Any) -> None:
+        if isinstance(reply, NoScriptError):  # the server restarted empty: once more, alone
+            await self.run()
+        elif isinstance(reply, Exception):
+            raise reply
+
+    async def run(self) -> None:
+        await self.memory.append(self.conversation_key, self.turns, self.once_id)

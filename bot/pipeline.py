@@ -23,6 +23,7 @@ from bot.llm import number_sources
 from bot.log import get_logger
 from bot.messages import Filtered, Message, Passage, Reply, is_blank
 from bot.protocols import (
+    AfterSend,
     DraftEditor,
     Generated,
     Generator,
@@ -71,6 +72,9 @@ class Context:
     stage: str = ""  # the stage running now (named in a timeout's log line)
     # the message's kept answer and answered mark as `AlreadyAnswered` read them
     lookup: Lookup | None = None
+    # writes that follow the sent reply (answered mark, memory), for the worker's finishing
+    # transaction (or run by `Pipeline.run` itself when not deferred)
+    after_send: list[AfterSend] = field(default_factory=list)
 
     @property
     def latency_ms(self) -> int:
@@ -243,9 +247,10 @@ class SaveMemory:
         # neither a refused message, an action's reply nor the apology for a model outage is
         # worth remembering
         if ctx.reply is not None and ctx.answered_by == "model":
-            await self._memory.append(ctx.message.conversation.key, [
-                Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
-                once_id=ctx.message.id)
+            ctx.after_send.append(self._memory.append_after_send(
+                ctx.message.conversation.key,
+                [Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
+                once_id=ctx.message.id))
 
 
 class RecordTranscript:
@@ -262,7 +267,9 @@ class RecordTranscript:
 
 class SendReply:
     """Sends through the sender registered for the message's platform, then marks the message
-    answered (for `AlreadyAnswered`)."""
+    answered (for `AlreadyAnswered`): the mark is an after-send write (`Context.after_send`).
+    Stages after this one do no I/O of their own: they only queue after-send writes, so nothing
+    can fail between the send and the mark but the worker's one finishing transaction."""
 
     def __init__(self, senders: Mapping[str, Sender], answers: AnswerStore) -> None:
         self._senders = senders
@@ -276,7 +283,7 @@ class SendReply:
         if sender is None:
             raise LookupError(f"no sender for platform {platform!r}")
         await sender.send(ctx.reply)
-        await self._answers.mark_answered(ctx.message.id)
+        ctx.after_send.append(self._answers.mark_answered_after_send(ctx.message.id))
 
 
 class StageTimeout(TransientError):
@@ -296,9 +303,12 @@ class Pipeline:
         self.stages = list(stages)
         self.timeout_s = timeout_s
 
-    async def run(self, message: Message, lookup: Lookup | None = None) -> Context:
+    async def run(self, message: Message, lookup: Lookup | None = None, *,
+                  defer_after_send: bool = False) -> Context:
         """Run the stages on `message`; `lookup` is its answer state when the caller read it
-        already (the worker, in the round trip that counts the attempt)."""
+        already (the worker, in the round trip that counts the attempt). The after-send writes
+        (`Context.after_send`) are run here, one by one, unless `defer_after_send`: then the
+        caller runs them (the worker, on the transaction that acknowledges the message)."""
         ctx = Context(message, lookup=lookup)
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -310,4 +320,7 @@ class Pipeline:
         except TimeoutError as exc:
             raise StageTimeout(f"message {message.id} took over {self.timeout_s:g} s in "
                                f"stage {ctx.stage}") from exc
+        if not defer_after_send:
+            for write in ctx.after_send:
+                await write.run()
         return ctx

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from bot.messages import Button, Message, Passage, Reply
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline as RedisPipeline
 
 
 class Retriever(Protocol):
@@ -114,6 +117,26 @@ class Turn:
     content: str
 
 
+class AfterSend(Protocol):
+    """A Redis write that must follow a sent reply (the answered mark, the exchange in memory).
+    The worker queues it on the transaction that acknowledges the message, so it costs no round
+    trip of its own and lands together with the acknowledgement."""
+
+    def queue(self, pipe: RedisPipeline) -> None:
+        """Queue the write on `pipe` (one command)."""
+        ...
+
+    async def settle(self, reply: Any) -> None:
+        """Handle the queued command's reply (the pipeline ran with `raise_on_error=False`):
+        redo the write on its own where the reply says the server lacked a script; raise the
+        reply when it is another error."""
+        ...
+
+    async def run(self) -> None:
+        """Do the write on its own (where no transaction takes it)."""
+        ...
+
+
 class Memory(Protocol):
     """The hot window of a conversation's turns."""
 
@@ -128,6 +151,11 @@ class Memory(Protocol):
 
     async def forget(self, conversation_key: str) -> None:
         """Drop every remembered turn of the conversation."""
+        ...
+
+    def append_after_send(self, conversation_key: str, turns: list[Turn],
+                          once_id: str) -> AfterSend:
+        """`append` as a write to queue after the reply went out (see `AfterSend`)."""
         ...
 
 

@@ -33,7 +33,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import aiohttp
@@ -42,6 +42,12 @@ import openai
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from bot.answers import AnswerStore, Lookup
 from bot.errors import TransientError
@@ -51,8 +57,13 @@ from bot.messages import Message
 from bot.metrics import DEAD_LETTERS, MESSAGE_FAILURES, MESSAGES_PROCESSED
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
+from bot.protocols import AfterSend
 
 log = get_logger("bot.worker")
+
+#: How long the finishing transaction of a message whose reply went out is retried while
+#: Redis does not answer, seconds.
+FINISH_RETRY_S = 10.0
 
 #: Failures of a service, not of the message: they do not count against max_deliveries.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -282,7 +293,7 @@ class Worker:
         finished = asyncio.Event()
         keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease, finished))
         try:
-            ctx = await self._pipeline.run(message, lookup)
+            ctx = await self._pipeline.run(message, lookup, defer_after_send=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -314,7 +325,7 @@ class Worker:
         finally:
             finished.set()
             await keeper
-        await self._finish(delivery.entry_id, lease, pop)
+        await self._finish(delivery.entry_id, lease, pop, ctx.after_send)
         self.processed += 1
         MESSAGES_PROCESSED.labels(message.conversation.platform).inc()
         log.info("message processed", message_id=message.id,
@@ -325,21 +336,40 @@ class Worker:
         return True
 
     async def _finish(self, entry_id: str, lease: ConversationLease,
-                      pop: tuple[str, bool] | None) -> None:
-        """Acknowledge a processed entry and pop it from its FIFO: one round trip (a
-        transaction: XACK, XDEL, HDEL and the pop script)."""
-        if pop is None:
-            await self._inbox.ack(entry_id)
-            return
-        head, release_when_empty = pop
-        async with self._redis.pipeline(transaction=True) as pipe:
-            self._inbox.queue_ack(pipe, entry_id)
-            lease.queue_pop(pipe, head, release_when_empty=release_when_empty)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies[:-1]:
+                      pop: tuple[str, bool] | None, after_send: Sequence[AfterSend] = ()
+                      ) -> None:
+        """Acknowledge a processed entry and pop it from its FIFO, with the writes that follow
+        its sent reply (the answered mark, memory) first: one round trip (a transaction: the
+        writes, XACK, XDEL, HDEL and the pop script).
+
+        The reply is out, so this rides out a short Redis blip (up to 10 s, as the answered
+        mark always did): a redelivery without the mark would send the reply again. Running it
+        twice is harmless: the writes and the acknowledgement are idempotent, and a second pop
+        finds the head moved on (or the lease released, which `_drain` takes as lost)."""
+        async for attempt in AsyncRetrying(
+                stop=stop_after_delay(FINISH_RETRY_S),
+                wait=wait_exponential_jitter(initial=0.1, max=2),
+                retry=retry_if_exception_type((RedisError, OSError)), reraise=True):
+            with attempt:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for write in after_send:
+                        write.queue(pipe)
+                    self._inbox.queue_ack(pipe, entry_id)
+                    if pop is not None:
+                        lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
+                    replies = await pipe.execute(raise_on_error=False)
+        for write, reply in zip(after_send, replies, strict=False):
+            try:
+                await write.settle(reply)
+            except (RedisError, OSError) as exc:  # acknowledged already: not worth a retry
+                log.error("a write after the reply failed", error=type(exc).__name__,
+                          entry_id=entry_id)
+        rest = replies[len(after_send):]
+        for reply in rest[:-1] if pop is not None else rest:
             if isinstance(reply, Exception):
                 raise reply
-        await lease.popped(replies[-1], head, release_when_empty=release_when_empty)
+        if pop is not None:
+            await lease.popped(rest[-1], pop[0], release_when_empty=pop[1])
 
     async def _give_up(self, delivery: Delivery, message: Message, error: str,
                        reason: str) -> None:

@@ -28,12 +28,16 @@ class CountingGenerator:
 
 
 class FailingSend:
-    def __init__(self) -> None:
+    """Fails the first `failures` sends."""
+
+    def __init__(self, failures: int = 2) -> None:
         self.seen: list[str] = []
+        self.failures = failures
 
     async def __call__(self, ctx) -> None:  # type: ignore[no-untyped-def]
         self.seen.append(ctx.reply.text)
-        raise ConnectionResetError("platform down")
+        if len(self.seen) <= self.failures:
+            raise ConnectionResetError("platform down")
 
 
 async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) -> None:
@@ -41,17 +45,17 @@ async def test_a_retried_message_reuses_its_answer_and_memory(runtime: Runtime) 
     send = FailingSend()
     prefix = runtime.settings.bot_key_prefix
     answers = AnswerStore(runtime.redis, prefix, ttl_s=60, answered_ttl_s=60)
-    pipeline = Pipeline([Generate(generator, answers, runtime.redis, prefix),
-                         SaveMemory(runtime.memory), send])
+    pipeline = Pipeline([Generate(generator, answers, runtime.redis, prefix), send,
+                         SaveMemory(runtime.memory)])
     msg = Message(id="retry-me", conversation=Conversation("webhook", "c", "w"), user="u",
                   text="question")
-    for _ in range(3):
+    for _ in range(4):  # two failed sends, one that went out, and a redelivery after it
         try:
             await pipeline.run(msg)
         except ConnectionResetError:
-            pass
+            assert await runtime.memory.load(msg.conversation.key) == []  # not sent: not kept
     assert generator.calls == 1
-    assert send.seen == ["answer #1"] * 3
+    assert send.seen == ["answer #1"] * 4
     turns = await runtime.memory.load(msg.conversation.key)
     assert [(t.role, t.content) for t in turns] == [("user", "question"),
                                                    ("assistant", "answer #1")]
