@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import openai
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -54,16 +55,32 @@ class Check:
 
 
 def _where(url: str) -> str:
-    """host:port/path of a service URL, without user or password."""
-    parts = urlsplit(url)
-    host = parts.hostname or "(unix socket)"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """scheme://host:port/path of a service URL, without user or password."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(a malformed URL)"
+    if host is None:
+        host = "localhost" if parts.scheme in ("redis", "rediss") else "(unix socket)"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}{parts.path}"
 
 
-def _why(exc: BaseException, redactor: SecretRedactor) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return redactor.redact(f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__)
+#: Errors whose message says what went wrong on the wire (a refused connection, a failed
+#: login, a protocol error) and quotes no URL; any other error is shown by its type only,
+#: since a malformed URL's error may quote part of its password.
+_TELLING = (OSError, asyncpg.PostgresError, RedisError, aiohttp.ClientError, openai.APIError)
+
+#: Said of a URL that does not parse.
+_MALFORMED = ("percent-encode the password if it holds / # ? @ : or %, e.g. "
+              "python3 -c 'import urllib.parse; print(urllib.parse.quote(input(), safe=\"\"))'")
+
+
+def _clean(text: str) -> str:
+    """`text` on one line with no control characters (server-supplied names included)."""
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 class Preflight:
@@ -72,15 +89,18 @@ class Preflight:
     def __init__(self, s: Settings) -> None:
         self.s = s
         self.checks: list[Check] = []
-        # the service URLs are shown by `_where` (without their passwords), so only their
-        # passwords are redacted, not the whole URL
-        urls = [u.get_secret_value() for u in (s.database_url, s.redis_url) if u is not None]
-        passwords = [p for u in urls if (p := urlsplit(u).password)]
-        self._redactor = SecretRedactor(
-            [v for v in s.secret_values() if v not in urls] + passwords)
+        # what the output shows of the service URLs is `_where`'s (no password); secrets are
+        # redacted from error messages only, where a server may have quoted one
+        self._redactor = SecretRedactor(s.secret_values())
 
     def add(self, name: str, status: Status, detail: str, remedy: str = "") -> None:
-        self.checks.append(Check(name, status, self._redactor.redact(detail), remedy))
+        self.checks.append(Check(name, status, _clean(detail), remedy))
+
+    def why(self, exc: BaseException) -> str:
+        """What failed, for a FAIL line: the type, and the message where it is safe."""
+        text = str(exc).splitlines()[0] if isinstance(exc, _TELLING) and str(exc) else ""
+        return self._redactor.redact(f"{type(exc).__name__}: {text}"[:200]) if text \
+            else type(exc).__name__
 
     async def guarded(self, name: str, check: Callable[[], Awaitable[None]],
                       remedy: str) -> None:
@@ -88,7 +108,7 @@ class Preflight:
         try:
             await asyncio.wait_for(check(), TIMEOUT_S * 3)
         except Exception as exc:
-            self.add(name, "FAIL", _why(exc, self._redactor), remedy)
+            self.add(name, "FAIL", self.why(exc), remedy)
 
     async def run(self) -> list[Check]:
         s = self.s
@@ -116,65 +136,87 @@ class Preflight:
     async def database(self) -> None:
         assert self.s.database_url is not None
         url = self.s.database_url.get_secret_value()
-        try:
-            conn = await asyncpg.connect(url, timeout=TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            self.add("database", "FAIL", f"{_where(url)}: cannot connect "
-                     f"({_why(exc, self._redactor)})",
+        where = _where(url)
+        try:  # command_timeout: every query below is bounded too
+            conn = await asyncpg.connect(url, timeout=TIMEOUT_S, command_timeout=TIMEOUT_S)
+        except ValueError as exc:  # the DSN does not parse
+            self.add("database", "FAIL", f"DATABASE_URL does not parse ({self.why(exc)})",
+                     _MALFORMED)
+            return
+        except Exception as exc:
+            self.add("database", "FAIL", f"{where}: cannot connect ({self.why(exc)})",
                      "check DATABASE_URL (host, port, database, user, password) and that "
                      "the server accepts connections from here")
             return
         try:
             version = await conn.fetchval("SHOW server_version")
-            self.add("database", "ok", f"{_where(url)}: PostgreSQL {version}")
             installed = await conn.fetchval(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             available = await conn.fetchval(
                 "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
-            if installed:
-                self.add("pgvector", "ok", f"vector {installed} installed")
-            elif available:
-                self.add("pgvector", "ok", f"vector {available} available; the migrations "
-                         "install it (they need CREATE on the database)")
-            else:
-                self.add("pgvector", "FAIL", "the vector extension is not available on "
-                         "this server", "install pgvector on the server (package "
-                         "postgresql-NN-pgvector, or the image pgvector/pgvector)")
             pending = await runner.pending(conn)
-            if not pending:
-                self.add("migrations", "ok", "schema up to date")
-            elif self.s.bot_migrate_on_start:
-                self.add("migrations", "warn", f"{len(pending)} pending ({pending}); "
-                         "applied at start-up (BOT_MIGRATE_ON_START=true)",
-                         "or run `bot migrate` now")
-            else:
-                self.add("migrations", "FAIL", f"{len(pending)} pending ({pending}) and "
-                         "BOT_MIGRATE_ON_START is false", "run `bot migrate`")
-        finally:
-            await conn.close()
+            stored = await runner.stored_dim(conn)
+        except Exception as exc:
+            conn.terminate()  # a server that stalls mid-query: do not wait for a goodbye
+            self.add("database", "FAIL", f"{where}: connected, then a query failed "
+                     f"({self.why(exc)})", "check the server's load and locks "
+                     "(pg_stat_activity)")
+            return
+        try:
+            await asyncio.wait_for(conn.close(), TIMEOUT_S)
+        except Exception:
+            conn.terminate()
+        self.add("database", "ok", f"{where}: PostgreSQL {version}")
+        if installed:
+            self.add("pgvector", "ok", f"vector {installed} installed")
+        elif available:
+            self.add("pgvector", "ok", f"vector {available} available; the migrations "
+                     "install it (they need CREATE on the database)")
+        else:
+            self.add("pgvector", "FAIL", "the vector extension is not available on this "
+                     "server", "install pgvector on the server (package "
+                     "postgresql-NN-pgvector, or the image pgvector/pgvector)")
+        if not pending:
+            self.add("migrations", "ok", "schema up to date")
+        elif self.s.bot_migrate_on_start:
+            self.add("migrations", "warn", f"{len(pending)} pending ({pending}); applied at "
+                     "start-up (BOT_MIGRATE_ON_START=true)", "or run `bot migrate` now")
+        else:
+            self.add("migrations", "FAIL", f"{len(pending)} pending ({pending}) and "
+                     "BOT_MIGRATE_ON_START is false", "run `bot migrate`")
+        want = embedding_dim(self.s)
+        if stored is not None and stored != want:
+            self.add("embedding length", "FAIL", f"chunks.embedding holds {stored}-dimensional "
+                     f"vectors; the configured embedder makes {want}",
+                     "use the embedder the knowledge base was built with, or a new database")
 
     async def redis(self) -> None:
         assert self.s.redis_url is not None
         url = self.s.redis_url.get_secret_value()
-        client = Redis.from_url(url, socket_connect_timeout=TIMEOUT_S,
-                                socket_timeout=TIMEOUT_S)
+        where = _where(url)
+        try:
+            client = Redis.from_url(url, socket_connect_timeout=TIMEOUT_S,
+                                    socket_timeout=TIMEOUT_S)
+        except ValueError as exc:
+            self.add("redis", "FAIL", f"REDIS_URL does not parse ({self.why(exc)})",
+                     _MALFORMED)
+            return
         try:
             try:
                 info = await client.info("server")
-            except (RedisError, OSError, ValueError) as exc:
-                self.add("redis", "FAIL", f"{_where(url)}: cannot connect "
-                         f"({_why(exc, self._redactor)})",
+            except Exception as exc:
+                self.add("redis", "FAIL", f"{where}: cannot connect ({self.why(exc)})",
                          "check REDIS_URL (host, port, database number, password)")
                 return
             version = str(info.get("redis_version", "0"))
             server = f"Valkey {info['valkey_version']}" if "valkey_version" in info \
                 else f"Redis {version}"
             if int(version.split(".")[0] or 0) < 7:
-                self.add("redis", "FAIL", f"{_where(url)}: {server}",
+                self.add("redis", "FAIL", f"{where}: {server}",
                          "use Redis 7 or newer, or Valkey (the versions this project is "
                          "tested on)")
                 return
-            self.add("redis", "ok", f"{_where(url)}: {server}")
+            self.add("redis", "ok", f"{where}: {server}")
             stream = Keys(self.s.bot_key_prefix).inbox()
             try:
                 groups = [g["name"] for g in await client.xinfo_groups(stream)]
@@ -182,18 +224,25 @@ class Preflight:
                 groups = []
             if GROUP.encode() in groups or GROUP in groups:
                 self.add("consumer group", "ok", f"{GROUP!r} on {stream}")
-            else:
-                self.add("consumer group", "FAIL", f"no group {GROUP!r} on {stream}",
-                         "run `bot migrate` (it creates the group), or check BOT_KEY_PREFIX")
+            else:  # every start makes it; a Redis that lost it while the bot runs is worse
+                self.add("consumer group", "warn", f"no group {GROUP!r} on {stream} yet: the "
+                         "bot makes it when it starts", "`bot migrate` makes it now; if the "
+                         "bot is running, check BOT_KEY_PREFIX and that Redis kept its data")
         finally:
             await client.aclose()
 
     async def embedder(self) -> None:
         from knowledge.embedders import build_embedder
 
+        backend = self.s.embedding_backend.value
         embedder = build_embedder(self.s)
         try:
             vectors = await asyncio.wait_for(embedder.embed(["preflight"]), TIMEOUT_S * 3)
+        except Exception as exc:
+            self.add("embedder", "FAIL", f"{backend}: embedding a text failed "
+                     f"({self.why(exc)})", "check the EMBEDDING_* settings and, for "
+                     "openai, that the endpoint answers POST /embeddings")
+            return
         finally:
             await embedder.aclose()
         dim, want = len(vectors[0]), embedding_dim(self.s)
@@ -205,8 +254,6 @@ class Preflight:
                  "vectors")
 
     async def llm(self) -> None:
-        import openai
-
         from bot.llm.router import LLMRouter
 
         s = self.s
@@ -231,9 +278,8 @@ class Preflight:
                 self.add(name, "FAIL", f"{where}: the API key was refused (401)",
                          "check the provider's API key")
                 continue
-            except (openai.APIError, OSError) as exc:
-                self.add(name, "FAIL", f"{where}: GET /models failed "
-                         f"({_why(exc, self._redactor)})",
+            except Exception as exc:  # down, or not an OpenAI-compatible answer (HTML, ...)
+                self.add(name, "FAIL", f"{where}: GET /models failed ({self.why(exc)})",
                          "check that the endpoint is up and its base URL ends in /v1")
                 continue
             finally:
@@ -255,11 +301,6 @@ class Preflight:
             self.add("webhook", "ok", "POST /webhooks/{name} enabled (signed), replies to "
                      + ("WEBHOOK_CALLBACK_URL" if s.webhook_callback_url else
                         "the waiting request only (no WEBHOOK_CALLBACK_URL)"))
-        if s.slack_bot_token is not None and s.slack_signing_secret is None \
-                and s.slack_app_token is None:
-            self.add("slack events", "FAIL", "SLACK_BOT_TOKEN is set but neither "
-                     "SLACK_SIGNING_SECRET (Events API) nor SLACK_APP_TOKEN (Socket Mode)",
-                     "set SLACK_SIGNING_SECRET, or SLACK_APP_TOKEN for Socket Mode")
         if s.discord_bot_token is None and s.discord_public_key is None:
             return
         if s.discord_public_key is None:

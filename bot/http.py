@@ -55,12 +55,17 @@ class Health:
         pending_migrations: the versions of the migrations not yet applied, read on a
             connection (the composition root passes the migration runner's); None skips the
             check.
+        needs_postgres: False for an ingress-only process (`bot run --workers 0`), which
+            stores messages in Redis only: readiness then leaves Postgres out, so a database
+            outage does not take the webhooks out of the load balancer.
     """
 
     def __init__(self, pool: asyncpg.Pool, redis: Redis,
                  inbox_keys: tuple[str, str] | None = None,
-                 pending_migrations: PendingMigrations | None = None) -> None:
+                 pending_migrations: PendingMigrations | None = None, *,
+                 needs_postgres: bool = True) -> None:
         self._pool = pool
+        self._needs_postgres = needs_postgres
         self._redis = redis
         self._pending_migrations = pending_migrations
         self._inbox_keys = inbox_keys
@@ -82,16 +87,8 @@ class Health:
 
     async def ready(self, _request: web.Request) -> web.Response:
         checks: dict[str, str] = {}
-        try:
-            async with self._pool.acquire(timeout=2) as conn:
-                await conn.fetchval("SELECT 1")
-                pending = (await self._pending_migrations(conn)
-                           if self._pending_migrations is not None else [])
-            checks["postgres"] = "ok"
-            checks["migrations"] = "ok" if not pending else f"pending: {pending}"
-        except Exception as exc:
-            checks["postgres"] = f"unavailable: {type(exc).__name__}"
-            checks["migrations"] = "unknown"
+        if self._needs_postgres:
+            checks.update(await self._postgres())
         try:
             await self._redis.ping()
             checks["redis"] = "ok"
@@ -99,6 +96,16 @@ class Health:
             checks["redis"] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in checks.values())
         return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+    async def _postgres(self) -> dict[str, str]:
+        try:
+            async with self._pool.acquire(timeout=2) as conn:
+                await conn.fetchval("SELECT 1")
+                pending = (await self._pending_migrations(conn)
+                           if self._pending_migrations is not None else [])
+        except Exception as exc:
+            return {"postgres": f"unavailable: {type(exc).__name__}", "migrations": "unknown"}
+        return {"postgres": "ok", "migrations": "ok" if not pending else f"pending: {pending}"}
 
 
 def build_app(routes: Sequence[web.RouteDef], health: Health, *, max_body_bytes: int

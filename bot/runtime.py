@@ -179,6 +179,7 @@ class Runtime:
                     raise ServiceUnavailable(
                         f"DATABASE_URL: migrations {pending} are not applied and "
                         "BOT_MIGRATE_ON_START is false: run `bot migrate` first")
+                await runner.check_dim(conn, embedding_dim(s))
         finally:
             await conn.close()
         if applied:

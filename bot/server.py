@@ -11,6 +11,7 @@ import signal
 from aiohttp import web
 
 from bot.config import Settings
+from bot.errors import ServiceUnavailable
 from bot.http import Health, build_app
 from bot.httpguard import ConnectionGuard, GuardedRunner, install
 from bot.log import get_logger
@@ -19,15 +20,17 @@ from bot.runtime import Runtime
 log = get_logger("bot.server")
 
 
-def server_app(rt: Runtime, *, platforms: bool = True) -> web.Application:
+def server_app(rt: Runtime, *, platforms: bool = True, workers: int = 1) -> web.Application:
     """The HTTP app of `bot run`: health, the generic webhook (with WEBHOOK_SECRET) and every
-    enabled platform's routes; with `platforms=False` (`bot worker`) health and metrics only."""
+    enabled platform's routes; with `platforms=False` (`bot worker`) health and metrics only.
+    With no `workers` (ingress only) readiness needs Redis only: the ingress stores messages
+    there and never touches Postgres."""
     routes: list[web.RouteDef] = []
     for platform in rt.platforms if platforms else ():
         routes.extend(platform.routes())
     s = rt.settings
     health = Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq),
-                    pending_migrations=rt.pending_migrations)
+                    pending_migrations=rt.pending_migrations, needs_postgres=workers > 0)
     app = build_app(routes, health, max_body_bytes=s.bot_max_body_bytes)
     install(app, ConnectionGuard(header_timeout_s=s.bot_http_header_timeout_s,
                                  body_timeout_s=s.bot_http_body_timeout_s,
@@ -48,15 +51,22 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
     async with Runtime(settings) as rt:
         site_runner: web.AppRunner | None = None
         if http or port:
-            site_runner = GuardedRunner(server_app(rt, platforms=http), access_log=None,
-                                        handle_signals=False)
+            site_runner = GuardedRunner(server_app(rt, platforms=http, workers=workers),
+                                        access_log=None, handle_signals=False)
             await site_runner.setup()
             site = web.TCPSite(site_runner, host, port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:  # the port is taken, or the address is not ours
+                await site_runner.cleanup()
+                setting = "BOT_HTTP_PORT" if http else "BOT_WORKER_HTTP_PORT"
+                raise ServiceUnavailable(f"{setting}: cannot listen on {host}:{port} "
+                                         f"({exc.strerror or type(exc).__name__})") from None
             log.info("listening", url=f"http://{host}:{port}", workers=workers,
                      platforms=[p.name for p in rt.platforms] if http else [])
         rt.start_workers(workers)
-        warm = asyncio.create_task(rt.warm_up())  # the model loads on its own thread meanwhile
+        # the model loads on its own thread meanwhile; an ingress-only process never embeds
+        warm = asyncio.create_task(rt.warm_up() if workers else asyncio.sleep(0))
         if http:
             await rt.start_platforms()  # never blocks: connections are made in the background
         if not http:

@@ -89,7 +89,7 @@ async def migrate(conn: asyncpg.Connection, *, embedding_dim: int) -> list[int]:
                 raise MigrationError(
                     f"migration {migration.version:04d}_{migration.name} failed: {exc}") from exc
             applied_now.append(migration.version)
-        await _check_dim(conn, embedding_dim)
+        await check_dim(conn, embedding_dim)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     return applied_now
@@ -101,9 +101,18 @@ async def pending(conn: asyncpg.Connection) -> list[int]:
     return [m.version for m in discover() if m.version not in done]
 
 
-async def _check_dim(conn: asyncpg.Connection, embedding_dim: int) -> None:
+async def stored_dim(conn: asyncpg.Connection, *, timeout_s: float | None = None
+                     ) -> int | None:
+    """The vector length of `chunks.embedding`, or None before the table exists."""
     stored = await conn.fetchval("""SELECT atttypmod FROM pg_attribute
-        WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'""")
+        WHERE attrelid = to_regclass('chunks') AND attname = 'embedding'""", timeout=timeout_s)
+    return int(stored) if stored is not None else None
+
+
+async def check_dim(conn: asyncpg.Connection, embedding_dim: int) -> None:
+    """Raises MigrationError when `chunks.embedding` holds vectors of another length than
+    `embedding_dim` (an index built for one embedder cannot serve another)."""
+    stored = await stored_dim(conn)
     if stored is not None and stored != embedding_dim:
         raise MigrationError(
             f"chunks.embedding holds {stored}-dimensional vectors but the configured embedder "

@@ -10,6 +10,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -17,6 +18,7 @@ from bot.config import Settings
 from bot.runtime import Runtime
 from tests.conftest import subprocess_env
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.openai_server import EMBEDDING_DIM as FAKE_EMBEDDING_DIM
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.processes import bot_command, free_port
 from tests.fakes.slack_api import FakeSlack
@@ -86,7 +88,8 @@ async def test_a_healthy_deployment_passes_every_check(healthy: dict[str, str]) 
 BROKEN: dict[str, tuple[str, str]] = {
     # case: (the check that must fail, a phrase its line must hold)
     "wrong database url": ("database", "cannot connect"),
-    "redis without the group": ("consumer group", "bot migrate"),
+    "a password that needs percent-encoding": ("database", "does not parse"),
+    "another embedder than the stored vectors'": ("embedding length", "384-dimensional"),
     "bad slack token": ("slack", "invalid_auth"),
     "bad telegram token": ("telegram", "401"),
     "unreachable llm": ("llm default", "GET /models failed"),
@@ -100,8 +103,11 @@ async def test_each_broken_part_is_one_clear_failing_line(
     env = dict(healthy)
     if case == "wrong database url":
         env["DATABASE_URL"] = f"postgresql://sb:hunter2-db-password@127.0.0.1:{free_port()}/sb"
-    elif case == "redis without the group":
-        env["BOT_KEY_PREFIX"] = env["BOT_KEY_PREFIX"] + "x"  # nothing made this inbox
+    elif case == "a password that needs percent-encoding":
+        env["DATABASE_URL"] = "postgresql://sb:Ab/hunter2-db-password@127.0.0.1:5432/sb"
+    elif case == "another embedder than the stored vectors'":
+        env.update(EMBEDDING_BACKEND="openai", EMBEDDING_BASE_URL=fake_llm.base_url,
+                   EMBEDDING_DIM=str(FAKE_EMBEDDING_DIM))
     elif case == "bad slack token":
         slack.bot_auth_fails = True
     elif case == "bad telegram token":
@@ -119,4 +125,77 @@ async def test_each_broken_part_is_one_clear_failing_line(
     assert " -> " in failing[0]  # with what to do
     assert "Traceback" not in stdout + stderr
     _no_secrets(stdout + stderr, env)
-    assert "hunter2-db-password" not in stdout + stderr
+    assert "hunter2" not in stdout + stderr
+
+
+async def test_a_redis_without_the_consumer_group_is_a_warning(healthy: dict[str, str]) -> None:
+    """Every start makes the group (and `bot migrate`): a fresh Redis is not a failure."""
+    env = {**healthy, "BOT_KEY_PREFIX": healthy["BOT_KEY_PREFIX"] + "x"}  # nothing made it
+    code, stdout, stderr = await _preflight(env)
+    assert code == 0, stdout + stderr
+    line = _lines(stdout)["consumer group"]
+    assert line.startswith("warn") and "bot migrate" in line
+
+
+async def test_a_database_that_stalls_after_the_login_fails_within_bounds(
+        healthy: dict[str, str]) -> None:
+    """A proxy to the real server passes the login through, then swallows the first query:
+    one FAIL line (the query timed out, the connection is dropped), not a hang."""
+    parts = urlsplit(healthy["DATABASE_URL"])
+    query = dict(parse_qsl(parts.query))
+
+    async def upstream() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if parts.hostname:
+            return await asyncio.open_connection(parts.hostname, parts.port or 5432)
+        return await asyncio.open_unix_connection(
+            f"{query['host']}/.s.PGSQL.{query.get('port', '5432')}")
+
+    async def client_to_server(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        while True:  # startup packets (an SSLRequest first, maybe): length-prefixed, no type
+            header = await reader.readexactly(4)
+            body = await reader.readexactly(int.from_bytes(header, "big") - 4)
+            writer.write(header + body)
+            if body[:4] != (80877103).to_bytes(4, "big"):  # not an SSLRequest: the startup
+                break
+        while True:  # typed messages: the password goes through, the first query stalls
+            kind = await reader.readexactly(1)
+            header = await reader.readexactly(4)
+            body = await reader.readexactly(int.from_bytes(header, "big") - 4)
+            if kind in (b"P", b"Q"):
+                await asyncio.sleep(3600)
+            writer.write(kind + header + body)
+
+    async def server_to_client(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+
+    handlers: list[asyncio.Future[Any]] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await upstream()
+        pumps = asyncio.gather(client_to_server(reader, up_writer),
+                               server_to_client(up_reader, writer), return_exceptions=True)
+        handlers.append(pumps)
+        try:
+            await pumps
+        finally:
+            up_writer.close()
+            writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        env = {**healthy, "DATABASE_URL": f"postgresql://{parts.username or 'postgres'}@"
+                                          f"127.0.0.1:{port}{parts.path}"}
+        code, stdout, _ = await _preflight(env)
+    finally:
+        server.close()
+        for pumps in handlers:
+            pumps.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await asyncio.sleep(0.1)  # the handlers' own ends
+    assert code == 1
+    line = _lines(stdout)["database"]
+    assert line.startswith("FAIL") and "connected, then a query failed" in line, stdout

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import aiohttp
+import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bot.config import Settings
 from bot.errors import ServiceUnavailable
+from bot.http import Health, build_app
 from bot.runtime import Runtime
 from tests.conftest import subprocess_env
 from tests.fakes.processes import bot_command, free_port
@@ -69,3 +74,43 @@ async def test_no_migration_at_start_refuses_an_unmigrated_database_until_bot_mi
     async with Runtime(settings) as rt:  # now it starts, and migrates nothing
         async with rt.pool.acquire() as conn:
             assert await Runtime.pending_migrations(conn) == []
+
+
+class _DownPool:
+    """A Postgres pool whose server is gone: every borrow fails as asyncpg's would."""
+
+    def acquire(self, timeout: float | None = None) -> Any:
+        raise ConnectionRefusedError("database down (test)")
+
+
+@pytest.mark.parametrize("needs_postgres", [True, False])
+async def test_readiness_of_an_ingress_only_process_leaves_postgres_out(
+        runtime: Runtime, needs_postgres: bool) -> None:
+    """`bot run --workers 0` only stores messages in Redis: a database outage must not take
+    its webhooks out of the load balancer; a process with workers is not ready without it."""
+    app = build_app([], Health(cast(asyncpg.Pool, _DownPool()), runtime.redis,
+                               needs_postgres=needs_postgres), max_body_bytes=1024)
+    client: TestClient[Any, Any]
+    async with TestServer(app) as server, TestClient(server) as client:
+        response = await client.get("/health/ready")
+        body = await response.json()
+    if needs_postgres:
+        assert response.status == 503
+        assert body["checks"]["postgres"] == "unavailable: ConnectionRefusedError"
+    else:
+        assert (response.status, body["checks"]) == (200, {"redis": "ok"})
+
+
+async def test_a_taken_port_is_one_line_and_exit_2(env_settings: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = await asyncio.to_thread(
+            subprocess.run, bot_command("worker", "--port", str(port)),
+            env=subprocess_env(env_settings), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]  # (after the start-up log lines)
+    assert line.startswith(f"error: BOT_WORKER_HTTP_PORT: cannot listen on 127.0.0.1:{port} ")
+    assert line.endswith("address already in use)")
+    assert "Traceback" not in done.stdout + done.stderr

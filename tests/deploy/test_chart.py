@@ -294,6 +294,16 @@ def test_keda_trigger_names_the_inbox_stream_and_group(chart: helm.Chart,
     assert "HorizontalPodAutoscaler" not in kinds(docs)
 
 
+@pytest.mark.parametrize("job", [True, False])
+def test_pods_migrate_only_without_the_hook_job(chart: helm.Chart, job: bool) -> None:
+    """The hook Job migrates and the pods do not; with the Job off the pods must."""
+    docs = render(chart, {"migrations": {"enabled": job}})
+    assert ("Job" in kinds(docs)) is job
+    for name, deployment in deployments(docs).items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert env_of(container)["BOT_MIGRATE_ON_START"] == ("false" if job else "true"), name
+
+
 def test_keda_can_scale_to_zero(chart: helm.Chart) -> None:
     values = _keda_values(None)
     values["worker"]["keda"]["minReplicaCount"] = 0
@@ -320,6 +330,8 @@ def test_keda_can_scale_to_zero(chart: helm.Chart) -> None:
     {"worker": {"keda": {"enabled": True}}},                  # no Redis address
     {"worker": {"keda": {"enabled": True, "address": "r:6379"}, "hpa": {"enabled": True}}},
     {"secrets": {"externalSecret": {"enabled": True}}},       # no store, no data
+    {"worker": {"pdb": {"maxUnavailable": 0}}},               # would block node drains
+    {"web": {"pdb": {"maxUnavailable": "0%"}}},
 ])
 def test_schema_rejects(chart: helm.Chart, values: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):

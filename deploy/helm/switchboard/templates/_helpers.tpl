@@ -104,8 +104,9 @@ app.kubernetes.io/component: {{ .component }}
   value: "8080"
 - name: BOT_DATA_DIR
   value: /data
+{{- /* the hook Job migrates; without it (migrations.enabled false) the pods do */}}
 - name: BOT_MIGRATE_ON_START
-  value: "false"
+  value: {{ ternary "false" "true" .Values.migrations.enabled | quote }}
 {{- end -}}
 
 {{/* Checksums of what the pods read, so a change rolls them. */}}
