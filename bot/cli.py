@@ -213,14 +213,14 @@ def worker(workers: Annotated[int | None, typer.Option(
         help="Messages in flight in this process (default BOT_CONCURRENCY).")] = None,
         port: Annotated[int | None, typer.Option(
             help="Serve /health/live, /health/ready and /metrics on this port of "
-                 "BOT_HTTP_HOST (default BOT_WORKER_HTTP_PORT; 0 = none).")] = None) -> None:
+                 "BOT_HTTP_HOST (default BOT_METRICS_PORT; 0 = none).")] = None) -> None:
     """Run engine workers only (no webhooks); scale out by starting more of these."""
     settings = _settings(quiet=False)
     from bot.server import serve
 
     _run(serve(settings, workers=max(1, settings.concurrency if workers is None else workers),
                host=settings.bot_http_host,
-               port=settings.bot_worker_http_port if port is None else port, http=False))
+               port=settings.bot_metrics_port if port is None else port, http=False))
 
 
 @app.command()

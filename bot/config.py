@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     bot_http_host: str = "127.0.0.1"
     bot_http_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     # `bot worker`'s own server (health and metrics only); 0 = none
-    bot_worker_http_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    bot_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     bot_max_body_bytes: PositiveInt = 1 * MiB
     bot_max_text_chars: PositiveInt = 4000
     bot_http_header_timeout_s: PositiveFloat = 10.0

@@ -59,7 +59,7 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
                 await site.start()
             except OSError as exc:  # the port is taken, or the address is not ours
                 await site_runner.cleanup()
-                setting = "BOT_HTTP_PORT" if http else "BOT_WORKER_HTTP_PORT"
+                setting = "BOT_HTTP_PORT" if http else "BOT_METRICS_PORT"
                 raise ServiceUnavailable(f"{setting}: cannot listen on {host}:{port} "
                                          f"({exc.strerror or type(exc).__name__})") from None
             log.info("listening", url=f"http://{host}:{port}", workers=workers,

@@ -32,7 +32,7 @@ async def _get(url: str) -> tuple[int, str]:
 async def test_bot_worker_serves_health_and_metrics_but_no_webhooks(
         env_settings: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
-    env = subprocess_env(env_settings, BOT_WORKER_HTTP_PORT=str(port))
+    env = subprocess_env(env_settings, BOT_METRICS_PORT=str(port))
     log = tmp_path / "worker.log"
     with log.open("ab") as sink:
         proc = subprocess.Popen(bot_command("worker", "--workers", "1"), env=env,
@@ -111,6 +111,6 @@ async def test_a_taken_port_is_one_line_and_exit_2(env_settings: dict[str, str])
             env=subprocess_env(env_settings), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     line = done.stderr.strip().splitlines()[-1]  # (after the start-up log lines)
-    assert line.startswith(f"error: BOT_WORKER_HTTP_PORT: cannot listen on 127.0.0.1:{port} ")
+    assert line.startswith(f"error: BOT_METRICS_PORT: cannot listen on 127.0.0.1:{port} ")
     assert line.endswith("address already in use)")
     assert "Traceback" not in done.stdout + done.stderr

@@ -35,7 +35,7 @@ ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (what the pods must listen on)
 Doc = dict[str, Any]
 
 # Environment variables the chart sets itself; values.schema.json refuses them under `config`.
-CHART_MANAGED_ENV = {"BOT_HTTP_HOST", "BOT_HTTP_PORT", "BOT_WORKER_HTTP_PORT", "BOT_DATA_DIR",
+CHART_MANAGED_ENV = {"BOT_HTTP_HOST", "BOT_HTTP_PORT", "BOT_METRICS_PORT", "BOT_DATA_DIR",
                      "BOT_MIGRATE_ON_START", "BOT_WORKERS", "BOT_CONCURRENCY"}
 
 CORE_KINDS_DEFAULT = {"ConfigMap", "Deployment", "Job", "PodDisruptionBudget", "Service",
@@ -412,7 +412,7 @@ def test_tiers_run_their_commands_with_probes(chart: helm.Chart) -> None:
         assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
         env = env_of(container)
         assert env["BOT_HTTP_HOST"] == ALL_INTERFACES and env["BOT_HTTP_PORT"] == "8080"
-        assert env["BOT_WORKER_HTTP_PORT"] == "8080"
+        assert env["BOT_METRICS_PORT"] == "8080"
         for probe, path in (("startupProbe", "/health/live"), ("livenessProbe", "/health/live"),
                             ("readinessProbe", "/health/ready")):
             assert container[probe]["httpGet"] == {"path": path, "port": "http"}, (name, probe)

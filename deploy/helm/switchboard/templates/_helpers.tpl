@@ -100,7 +100,7 @@ app.kubernetes.io/component: {{ .component }}
   value: "0.0.0.0"
 - name: BOT_HTTP_PORT
   value: "8080"
-- name: BOT_WORKER_HTTP_PORT
+- name: BOT_METRICS_PORT
   value: "8080"
 - name: BOT_DATA_DIR
   value: /data
