@@ -18,11 +18,14 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot.inbox import GROUP
 from bot.log import get_logger
 from bot.metrics import (
     CONTENT_TYPE_LATEST,
     DEAD_LETTER_BACKLOG,
     INBOX_BACKLOG,
+    INBOX_LAG,
+    INBOX_PENDING,
     REGISTRY,
     generate_latest,
 )
@@ -75,8 +78,20 @@ class Health:
         down, so a scrape never fails)."""
         if self._inbox_keys is not None:
             try:
-                INBOX_BACKLOG.set(await self._redis.xlen(self._inbox_keys[0]))
-                DEAD_LETTER_BACKLOG.set(await self._redis.xlen(self._inbox_keys[1]))
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.xlen(self._inbox_keys[0])
+                    pipe.xlen(self._inbox_keys[1])
+                    pipe.xinfo_groups(self._inbox_keys[0])
+                    backlog, dead, groups = await pipe.execute()
+                INBOX_BACKLOG.set(backlog)
+                DEAD_LETTER_BACKLOG.set(dead)
+                for group in groups:
+                    if group["name"] in (GROUP, GROUP.encode()):
+                        INBOX_PENDING.set(group["pending"])
+                        # Redis 7 reports the lag; None when it cannot tell (after XDEL of
+                        # entries not yet read, https://redis.io/docs/latest/commands/xinfo-groups/)
+                        if group.get("lag") is not None:
+                            INBOX_LAG.set(group["lag"])
             except (RedisError, OSError):
                 pass
         return web.Response(body=generate_latest(REGISTRY),

@@ -22,6 +22,7 @@ from bot.errors import TransientError
 from bot.llm import number_sources
 from bot.log import get_logger
 from bot.messages import Filtered, Message, Passage, Reply, is_blank
+from bot.metrics import STAGE_LATENCY
 from bot.protocols import (
     AfterSend,
     DraftEditor,
@@ -302,6 +303,8 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage], timeout_s: float = 300.0) -> None:
         self.stages = list(stages)
         self.timeout_s = timeout_s
+        # each stage's latency histogram, its label looked up once
+        self._timers = [STAGE_LATENCY.labels(type(stage).__name__) for stage in self.stages]
 
     async def run(self, message: Message, lookup: Lookup | None = None, *,
                   defer_after_send: bool = False) -> Context:
@@ -312,9 +315,11 @@ class Pipeline:
         ctx = Context(message, lookup=lookup)
         try:
             async with asyncio.timeout(self.timeout_s):
-                for stage in self.stages:
+                for stage, timer in zip(self.stages, self._timers, strict=True):
                     ctx.stage = type(stage).__name__
+                    started = time.perf_counter()
                     await stage(ctx)
+                    timer.observe(time.perf_counter() - started)
                     if ctx.done:
                         break
         except TimeoutError as exc:

@@ -54,7 +54,13 @@ from bot.errors import TransientError
 from bot.inbox import Delivery, Inbox
 from bot.log import get_logger
 from bot.messages import Message
-from bot.metrics import DEAD_LETTERS, MESSAGE_FAILURES, MESSAGES_PROCESSED
+from bot.metrics import (
+    DEAD_LETTERS,
+    MESSAGE_FAILURES,
+    MESSAGE_LATENCY,
+    MESSAGES_PROCESSED,
+    QUEUE_WAIT,
+)
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
 from bot.protocols import AfterSend
@@ -289,6 +295,8 @@ class Worker:
             await self._give_up(delivery, message, "max deliveries exceeded", "max_deliveries")
             await _pop(lease, pop)
             return True
+        platform = message.conversation.platform
+        QUEUE_WAIT.labels(platform).observe(_age_s(delivery.entry_id))
         trace_id = uuid.uuid4().hex[:12]
         finished = asyncio.Event()
         keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease, finished))
@@ -327,7 +335,8 @@ class Worker:
             await keeper
         await self._finish(delivery.entry_id, lease, pop, ctx.after_send)
         self.processed += 1
-        MESSAGES_PROCESSED.labels(message.conversation.platform).inc()
+        MESSAGES_PROCESSED.labels(platform).inc()
+        MESSAGE_LATENCY.labels(platform).observe(_age_s(delivery.entry_id))
         log.info("message processed", message_id=message.id,
                  conversation=message.conversation.key, platform=message.conversation.platform,
                  latency_ms=ctx.latency_ms, passages=len(ctx.passages),

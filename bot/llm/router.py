@@ -46,7 +46,7 @@ from bot.llm.cache import ResponseCache
 from bot.llm.completion import Completion, ToolCall
 from bot.llm.providers import ProviderConfig
 from bot.log import get_logger
-from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS
+from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS, LLM_TIME_TO_FIRST_TOKEN, observe_llm
 
 log = get_logger("bot.llm")
 
@@ -276,7 +276,12 @@ class LLMRouter:
                         sleep=self._sleep,
                         before_sleep=self._log_retry(provider)):
                     with attempt:
+                        started = time.perf_counter()
                         result = await call(provider)
+                        if isinstance(result, Completion):
+                            observe_llm(provider.name, result.model,
+                                        time.perf_counter() - started, result.tokens_in,
+                                        result.tokens_out)
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled: no verdict on the provider
                     provider.breaker.release()
@@ -393,6 +398,7 @@ class LLMRouter:
                   "stream_options": {"include_usage": True}})
         parts: list[str] = []
         tokens_in = tokens_out = 0
+        started = time.perf_counter()
         async with stream:
             async for chunk in stream:
                 if chunk.usage is not None:
@@ -400,6 +406,9 @@ class LLMRouter:
                     tokens_out = chunk.usage.completion_tokens
                 for choice in chunk.choices:
                     if choice.delta.content:
+                        if not parts:
+                            LLM_TIME_TO_FIRST_TOKEN.labels(provider.name, provider.model) \
+                                .observe(time.perf_counter() - started)
                         parts.append(choice.delta.content)
                         await on_delta("".join(parts))
         return Completion(text="".join(parts).strip(), model=provider.model,

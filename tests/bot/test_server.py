@@ -21,7 +21,9 @@ from bot.errors import ServiceUnavailable
 from bot.http import Health, build_app
 from bot.runtime import Runtime
 from tests.conftest import subprocess_env
-from tests.fakes.processes import bot_command, free_port
+from tests.fakes.bot_server import envelope
+from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
+from tests.fakes.processes import BotProcess, bot_command, free_port
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -114,3 +116,47 @@ async def test_a_taken_port_is_one_line_and_exit_2(env_settings: dict[str, str])
     assert line.startswith(f"error: BOT_METRICS_PORT: cannot listen on 127.0.0.1:{port} ")
     assert line.endswith("address already in use)")
     assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_a_worker_process_exports_latency_histograms_after_traffic(
+        env_settings: dict[str, str], fake_llm: FakeOpenAI, callback: CallbackRecorder,
+        processes: list[BotProcess], tmp_path: Path) -> None:
+    """A webhook message taken in by a `bot run --workers 0` process and answered by a
+    separate `bot worker`: the worker's /metrics holds the end-to-end, queue-wait, per-stage,
+    model-latency and token histograms, and the inbox gauges."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-x",
+                         WEBHOOK_CALLBACK_URL=callback.url, BOT_METRICS_PORT=str(port))
+    ingress = BotProcess(env, tmp_path / "ingress.log", "--workers", "0")
+    processes.append(ingress)
+    await ingress.ready()
+    with (tmp_path / "worker.log").open("ab") as sink:
+        worker = subprocess.Popen(bot_command("worker", "--workers", "1"), env=env,
+                                  stdout=sink, stderr=sink)
+    try:
+        for i in range(3):
+            assert await ingress.post(envelope(id=f"m-{i}", text=f"What is plan {i}?")) == 202
+        await callback.wait_for(3, timeout_s=90)
+        status, text = await _get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    assert status == 200
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def count(name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in samples.items()
+                   if n == f"{name}_count" and labels.items() <= dict(ls).items())
+
+    assert count("switchboard_message_latency_seconds", platform="webhook") == 3
+    assert count("switchboard_queue_wait_seconds", platform="webhook") == 3
+    assert count("switchboard_stage_latency_seconds", stage="Generate") == 3
+    assert count("switchboard_stage_latency_seconds", stage="SendReply") == 3
+    assert count("switchboard_llm_request_seconds", provider="default") == 3
+    assert count("switchboard_llm_token_usage", type="input") == 3
+    assert count("switchboard_llm_token_usage", type="output") == 3
+    assert ("switchboard_inbox_pending", ()) in samples
+    assert ("switchboard_inbox_lag", ()) in samples
