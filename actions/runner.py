@@ -39,6 +39,7 @@ from actions.spec import (
     LastAnswer,
     Via,
 )
+from bot import tracing
 from bot.keys import Keys
 from bot.log import get_logger
 from bot.messages import Button, Message
@@ -226,7 +227,12 @@ class ActionRunner:
         if self.permissions.confirm(spec) and not confirmed:
             return await self._ask_confirmation(spec, message, via, model, raw, call_id,
                                                 trace_id)
-        return await self._run(spec, message, via, model, call_id, trace_id)
+        with tracing.span(f"execute_tool {spec.name}", attributes={
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": spec.name,
+                "gen_ai.tool.call.id": call_id, "switchboard.action.via": via}) as span:
+            outcome = await self._run(spec, message, via, model, call_id, trace_id)
+            tracing.set_attributes(span, {"switchboard.action.status": outcome.status})
+            return outcome
 
     async def refuse(self, message: Message, name: str, via: Via, *, args: str,
                      call_id: str, reason: str) -> Outcome:

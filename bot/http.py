@@ -18,6 +18,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bot import tracing
 from bot.inbox import GROUP
 from bot.log import get_logger
 from bot.metrics import (
@@ -38,6 +39,18 @@ PendingMigrations = Callable[[asyncpg.Connection], Awaitable[list[int]]]
 
 @web.middleware
 async def error_boundary(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if tracing.enabled() and not request.path.startswith(("/health/", "/metrics")):
+        route = request.match_info.route.resource
+        name = f"{request.method} {route.canonical if route is not None else request.path}"
+        with tracing.span(name, "server", {"http.request.method": request.method,
+                                           "http.route": name.split(" ", 1)[1]}) as span:
+            response = await _guarded(request, handler)
+            tracing.set_attributes(span, {"http.response.status_code": response.status})
+            return response
+    return await _guarded(request, handler)
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as exc:

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
+from bot import tracing
 from bot.errors import BacklogFull
 from bot.keys import Keys
 from bot.messages import Message
@@ -36,7 +37,12 @@ if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
   if KEYS[3] ~= '' then
     redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
   end
-  local id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
+  local id
+  if ARGV[5] ~= '' then
+    id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2], 'tp', ARGV[5])
+  else
+    id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[2])
+  end
   redis.call('RPUSH', KEYS[4], id)
   return id
 end
@@ -74,6 +80,7 @@ class Delivery:
     message: Message | None  # None when the entry is not a valid message
     attempt: int
     raw: str
+    traceparent: str = ""  # W3C trace context of the ingress that stored it (tracing on)
 
 
 class Inbox:
@@ -117,11 +124,17 @@ class Inbox:
             redis.exceptions.RedisError: Redis is unreachable or refused the write (nothing
                 was stored).
         """
-        entry = await self._enqueue_script(
-            keys=[self._keys.seen(message.id), self.stream, wait_marker,
-                  self._keys.conversation_fifo(message.conversation.key)],
-            args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
-                  self._max_backlog])
+        with tracing.span(f"publish {self.stream}", "producer", {
+                "messaging.system": "redis", "messaging.operation.type": "send",
+                "messaging.destination.name": self.stream,
+                "switchboard.message.id": message.id}) as span:
+            entry = await self._enqueue_script(
+                keys=[self._keys.seen(message.id), self.stream, wait_marker,
+                      self._keys.conversation_fifo(message.conversation.key)],
+                args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
+                      self._max_backlog, tracing.traceparent()])
+            if entry and entry != -1:
+                tracing.set_attributes(span, {"messaging.message.id": _text(entry)})
         if entry == -1:
             raise BacklogFull(f"inbox backlog reached BOT_MAX_BACKLOG={self._max_backlog}")
         return _text(entry) if entry else None
@@ -146,7 +159,7 @@ class Inbox:
                                                    count=count)
         if not result:
             return "0-0", []
-        deliveries = [_delivery(_text(entry_id), _raw(fields), 0)
+        deliveries = [_delivery(_text(entry_id), fields, 0)
                       for entry_id, fields in result[1] if fields is not None]
         return _text(result[0]), deliveries
 
@@ -192,7 +205,7 @@ class Inbox:
     def read_reply(self, response: Any) -> list[Delivery]:
         """The deliveries of a queued `read`, from its reply."""
         entries = response[0][1] if response else []
-        return [_delivery(_text(entry_id), _raw(fields), 0) for entry_id, fields in entries]
+        return [_delivery(_text(entry_id), fields, 0) for entry_id, fields in entries]
 
     async def dead_letter(self, delivery: Delivery, error: str) -> None:
         """Move an entry to the dead-letter stream with the error, and acknowledge it."""
@@ -252,23 +265,24 @@ class Inbox:
         return int(await self._redis.xlen(self.stream))
 
 
-def _delivery(entry_id: str, raw: str, attempt: int) -> Delivery:
+def _delivery(entry_id: str, fields: dict[Any, Any], attempt: int) -> Delivery:
+    raw = _field(fields, "m")
     try:
         message: Message | None = Message.from_json(raw)
     except (ValueError, KeyError, TypeError):
         message = None
-    return Delivery(entry_id, message, attempt, raw)
+    return Delivery(entry_id, message, attempt, raw, _field(fields, "tp"))
 
 
 def _parse(entry_id: bytes | str, fields: list[bytes | str], attempt: int) -> Delivery:
     """A delivery from a script's reply: the entry's flat field list [name, value, ...]."""
-    return _delivery(_text(entry_id), _raw(dict(zip(fields[::2], fields[1::2], strict=True))),
+    return _delivery(_text(entry_id), dict(zip(fields[::2], fields[1::2], strict=True)),
                      int(attempt))
 
 
-def _raw(fields: dict[Any, Any]) -> str:
-    """The message JSON of an entry's fields."""
-    return _text(fields.get(b"m") or fields.get("m") or b"")
+def _field(fields: dict[Any, Any], name: str) -> str:
+    """One field of an entry ("" when absent): `m` the message JSON, `tp` its traceparent."""
+    return _text(fields.get(name.encode()) or fields.get(name) or b"")
 
 
 def _text(value: bytes | str) -> str:

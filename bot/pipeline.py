@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 from redis.asyncio import Redis
 
+from bot import tracing
 from bot.answers import AnswerStore, Kept, Lookup
 from bot.errors import TransientError
 from bot.llm import number_sources
@@ -283,7 +284,8 @@ class SendReply:
         sender = self._senders.get(platform)
         if sender is None:
             raise LookupError(f"no sender for platform {platform!r}")
-        await sender.send(ctx.reply)
+        with tracing.span(f"send {platform}", "client", {"switchboard.platform": platform}):
+            await sender.send(ctx.reply)
         ctx.after_send.append(self._answers.mark_answered_after_send(ctx.message.id))
 
 
@@ -315,10 +317,15 @@ class Pipeline:
         ctx = Context(message, lookup=lookup)
         try:
             async with asyncio.timeout(self.timeout_s):
+                traced = tracing.enabled()
                 for stage, timer in zip(self.stages, self._timers, strict=True):
                     ctx.stage = type(stage).__name__
                     started = time.perf_counter()
-                    await stage(ctx)
+                    if traced:
+                        with tracing.span(f"stage {ctx.stage}"):
+                            await stage(ctx)
+                    else:
+                        await stage(ctx)
                     timer.observe(time.perf_counter() - started)
                     if ctx.done:
                         break

@@ -10,6 +10,7 @@ import signal
 
 from aiohttp import web
 
+from bot import tracing
 from bot.config import Settings
 from bot.errors import ServiceUnavailable
 from bot.http import Health, build_app
@@ -44,6 +45,14 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
     `http`: serve the platforms' routes on host:port and start the platforms (`bot run`);
     else workers only, with health and metrics on host:port unless `port` is 0 (`bot worker`).
     """
+    tracing.start("run" if http else "worker")
+    try:
+        return await _serve(settings, workers=workers, host=host, port=port, http=http)
+    finally:
+        await asyncio.to_thread(tracing.stop)  # bounded: an absent collector costs <= 2 s
+
+
+async def _serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

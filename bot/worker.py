@@ -49,9 +49,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bot import tracing
 from bot.answers import AnswerStore, Lookup
 from bot.errors import TransientError
-from bot.inbox import Delivery, Inbox
+from bot.inbox import GROUP, Delivery, Inbox
 from bot.log import get_logger
 from bot.messages import Message
 from bot.metrics import (
@@ -295,9 +296,22 @@ class Worker:
             await self._give_up(delivery, message, "max deliveries exceeded", "max_deliveries")
             await _pop(lease, pop)
             return True
+        QUEUE_WAIT.labels(message.conversation.platform).observe(_age_s(delivery.entry_id))
+        with tracing.span(f"process {self._inbox.stream}", "consumer", {
+                "messaging.system": "redis", "messaging.operation.type": "process",
+                "messaging.destination.name": self._inbox.stream,
+                "messaging.consumer.group.name": GROUP,
+                "messaging.message.id": delivery.entry_id,
+                "switchboard.message.id": message.id, "switchboard.attempt": delivery.attempt,
+                "switchboard.platform": message.conversation.platform},
+                parent=delivery.traceparent or None):
+            return await self._attempt(delivery, message, lookup, lease, pop)
+
+    async def _attempt(self, delivery: Delivery, message: Message, lookup: Lookup | None,
+                       lease: ConversationLease, pop: tuple[str, bool] | None) -> bool:
+        """One run of a counted delivery (see `_process`)."""
         platform = message.conversation.platform
-        QUEUE_WAIT.labels(platform).observe(_age_s(delivery.entry_id))
-        trace_id = uuid.uuid4().hex[:12]
+        trace_id = tracing.trace_id() or uuid.uuid4().hex[:12]
         finished = asyncio.Event()
         keeper = asyncio.create_task(self._keep_alive(delivery.entry_id, lease, finished))
         try:

@@ -41,9 +41,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bot import tracing
 from bot.errors import BotError
 from bot.llm.cache import ResponseCache
-from bot.llm.completion import Completion, ToolCall
+from bot.llm.completion import Completion, ToolCall, gen_ai_request, gen_ai_usage
 from bot.llm.providers import ProviderConfig
 from bot.log import get_logger
 from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS, LLM_TIME_TO_FIRST_TOKEN, observe_llm
@@ -275,13 +276,16 @@ class LLMRouter:
                         retry=retry_if_exception(is_retryable), reraise=True,
                         sleep=self._sleep,
                         before_sleep=self._log_retry(provider)):
-                    with attempt:
+                    with attempt, tracing.span(f"chat {provider.model}", "client", gen_ai_request(
+                            provider.name, provider.model, provider.config.base_url,
+                            what)) as span:
                         started = time.perf_counter()
                         result = await call(provider)
                         if isinstance(result, Completion):
                             observe_llm(provider.name, result.model,
                                         time.perf_counter() - started, result.tokens_in,
                                         result.tokens_out)
+                            tracing.set_attributes(span, gen_ai_usage(result))
             except BaseException as exc:
                 if not isinstance(exc, Exception):  # cancelled: no verdict on the provider
                     provider.breaker.release()
