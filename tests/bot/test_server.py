@@ -23,7 +23,7 @@ from bot.runtime import Runtime
 from tests.conftest import subprocess_env
 from tests.fakes.bot_server import envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
-from tests.fakes.processes import BotProcess, bot_command, free_port
+from tests.fakes.processes import BotProcess, bot_command, free_port, ingress_and_worker
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -129,12 +129,7 @@ async def test_a_worker_process_exports_latency_histograms_after_traffic(
     port = free_port()
     env = subprocess_env(env_settings, LLM_BASE_URL=fake_llm.base_url, OPENAI_API_KEY="sk-x",
                          WEBHOOK_CALLBACK_URL=callback.url, BOT_METRICS_PORT=str(port))
-    ingress = BotProcess(env, tmp_path / "ingress.log", "--workers", "0")
-    processes.append(ingress)
-    await ingress.ready()
-    with (tmp_path / "worker.log").open("ab") as sink:
-        worker = subprocess.Popen(bot_command("worker", "--workers", "1"), env=env,
-                                  stdout=sink, stderr=sink)
+    ingress, worker = await ingress_and_worker(env, tmp_path, processes)
     try:
         for i in range(3):
             assert await ingress.post(envelope(id=f"m-{i}", text=f"What is plan {i}?")) == 202

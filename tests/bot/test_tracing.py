@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.conftest import subprocess_env
 from tests.fakes.bot_server import envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI, LoopbackServer
-from tests.fakes.processes import BotProcess, bot_command
+from tests.fakes.processes import BotProcess, ingress_and_worker
 
 QUESTION = "Where is the zlib buffer size CHUNK-7731 documented?"
 
@@ -67,12 +66,7 @@ async def test_one_trace_from_the_ingress_through_the_inbox_to_the_worker(
             WEBHOOK_CALLBACK_URL=callback.url,
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
             OTEL_BSP_SCHEDULE_DELAY="100")
-        ingress = BotProcess(env, tmp_path / "ingress.log", "--workers", "0")
-        processes.append(ingress)
-        await ingress.ready()
-        with (tmp_path / "worker.log").open("ab") as sink:
-            worker = subprocess.Popen(bot_command("worker", "--workers", "1"), env=env,
-                                      stdout=sink, stderr=sink)
+        ingress, worker = await ingress_and_worker(env, tmp_path, processes)
         try:
             assert await ingress.post(envelope(id="traced-1", text=QUESTION)) == 202
             await callback.wait_for(1, timeout_s=90)

@@ -68,6 +68,20 @@ class BotProcess:
         self.proc.wait(10)
 
 
+async def ingress_and_worker(env: dict[str, str], logs: Path, processes: list[BotProcess]
+                             ) -> tuple[BotProcess, subprocess.Popen[bytes]]:
+    """A ready `bot run --workers 0` (registered in `processes`) and a `bot worker --workers
+    1` process beside it, their output in `logs`/ingress.log and worker.log. The caller stops
+    the worker."""
+    ingress = BotProcess(env, logs / "ingress.log", "--workers", "0")
+    processes.append(ingress)
+    await ingress.ready()
+    with (logs / "worker.log").open("ab") as sink:
+        worker = subprocess.Popen(bot_command("worker", "--workers", "1"), env=env,
+                                  stdout=sink, stderr=sink)
+    return ingress, worker
+
+
 @pytest.fixture
 def processes() -> Iterator[list[BotProcess]]:
     """`BotProcess`es a test starts; killed at teardown if still running."""
