@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     # logging
     bot_log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     bot_log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
+    # error tracking: Sentry's DSN (bot run and bot worker report errors there when set)
+    sentry_dsn: SecretStr | None = None
 
     @field_validator("telegram_webhook_secret")
     @classmethod

@@ -31,6 +31,11 @@ class SecretRedactor:
         """`text` with every known secret replaced by the redaction mark."""
         return str(self._scrub(text))
 
+    def scrub(self, value: Any) -> Any:
+        """`value` (strings, dicts, lists, nested) with the secrets and the values of secret-named
+        keys replaced by the redaction mark."""
+        return self._scrub(value)
+
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
             for secret in self._secrets:

@@ -10,7 +10,7 @@ import signal
 
 from aiohttp import web
 
-from bot import tracing
+from bot import errortracking, tracing
 from bot.config import Settings
 from bot.errors import ServiceUnavailable
 from bot.http import Health, build_app
@@ -46,10 +46,13 @@ async def serve(settings: Settings, *, workers: int, host: str, port: int, http:
     else workers only, with health and metrics on host:port unless `port` is 0 (`bot worker`).
     """
     tracing.start("run" if http else "worker")
+    errortracking.start(settings)
     try:
         return await _serve(settings, workers=workers, host=host, port=port, http=http)
     finally:
-        await asyncio.to_thread(tracing.stop)  # bounded: an absent collector costs <= 2 s
+        # each bounded: an absent collector or Sentry costs at most 2 s
+        await asyncio.gather(asyncio.to_thread(tracing.stop),
+                             asyncio.to_thread(errortracking.stop))
 
 
 async def _serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:
