@@ -269,6 +269,7 @@ if __name__ == "__main__":
     parser.add_argument("--passage-weights", type=Path, default=None,
                         help="passage model weights (.npz) instead of the shipped ones")
     parser.add_argument("--no-input", action="store_true", help="skip the input rails")
-    parser.add_argument("--top", type=int, default=10,
-                        help="highest-scoring benign passages to print")
+    parser.add_argument("--top", type=int, default=0,
+                        help="highest-scoring benign passages to print (default none: on the "
+                             "held-out split, reading them is looking at the evaluation set)")
     asyncio.run(main(parser.parse_args()))

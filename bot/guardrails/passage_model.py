@@ -23,10 +23,11 @@ a lower bound of their blended score.
 
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
 `mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
-string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no windows) and
-`case_split` (1: also read the pieces between case boundaries, see `word_windows`).
-Trained by
-`bot.guardrails.passage_training` (figures in its docstring and output).
+string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no windows),
+`case_split` (1: also read the pieces between case boundaries), and optionally `pieces` and
+`markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
+see `word_windows`; the shipped weights read neither at inference, they were trained with them
+as rows). Trained by `bot.guardrails.passage_training` (figures in its docstring and output).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ _I_ME = re.compile(r"\b(?:i|me|my|i'm|i've)\b", re.I)
 _CODE = re.compile(r"[()\[\]{}<>=_/\\$`*#|;:]")
 _IDENT = re.compile(r"\b\w+(?:[._]\w+)+\b|--?\w[\w-]*")
 _CASE_BOUNDARY = re.compile(r"(?<=[a-z])\s+(?=[A-Z][a-z])")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+#: Fewest words of a piece read on its own (`word_windows` with `pieces`).
+PIECE_WORDS = 2
+#: A markup token: a tag, attribute, URL or path, or a run of 25 characters without a space.
+_MARKUP = re.compile(r"[<>=\\{}\[\]|`]|://|^/|\S{25}")
 #: Number of context features (`context_features`).
 N_CONTEXT = 8
 
@@ -100,12 +106,12 @@ class PassageModel:
     `score(units)` returns one probability in [0, 1] per unit; a unit (and its passage) is
     adversarial when its score >= `threshold`, the operating point chosen in training
     (benign passage flag rate <= 0.5% on validation carve-outs of the training sources, carved
-    by source; shipped 0.6339). Figures: docs/guardrails.md and passage_training's docstring
-    (held-out: 0.82% of benign passages flagged, recall 0.904).
+    by source; shipped 0.6496). Figures: docs/guardrails.md and passage_training's docstring
+    (held-out: 0.89% of benign passages flagged, recall 0.901).
     Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
     Cost per passage: hashing every unit and its windows (about 1-5 ms) plus one embedding call
-    of at most `top_k` units (about 5-10 ms on one thread); p50 6 ms, p95 17 ms per passage
-    through the rail on the held-out passages.
+    of at most `top_k` units (about 5-10 ms on one thread); p50 6-9 ms, p95 17-25 ms per
+    passage through the rail on the held-out passages (the higher figures on a busy machine).
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
@@ -129,6 +135,8 @@ class PassageModel:
         self.embed_floor = float(meta["embed_floor"])
         self.window_words = int(meta.get("window_words", 0))
         self.case_split = bool(meta.get("case_split", 0))
+        self.pieces = bool(meta.get("pieces", 0))
+        self.markup = bool(meta.get("markup", 0))
         self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
@@ -178,7 +186,8 @@ class PassageModel:
         best: list[str] = []
         logits = np.empty(len(units), dtype=np.float64)
         for i, u in enumerate(units):
-            cands = word_windows(normalize(u), self.window_words, self.case_split)
+            cands = word_windows(normalize(u), self.window_words, self.case_split,
+                                 self.pieces, self.markup)
             lg = self.ngram_logits(cands)
             top = int(np.argmax(lg))
             best.append(cands[top])
@@ -201,20 +210,42 @@ class PassageModel:
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`
 
 
-def word_windows(text: str, size: int, case_split: bool = False) -> list[str]:
-    """`text`, then (when it has more than `size` words and `size` > 0) its windows of `size`
-    words at a stride of `size // 2`, the last flush with the end; with `case_split`, also the
-    pieces of `text` between case boundaries (`_CASE_BOUNDARY`: a capitalized word right after
-    a word ending in a lower-case letter, no punctuation between: where two sentences were
-    fused), when there are any, each of at least 3 words."""
-    out = [text]
-    words = text.split()
-    if size > 0 and len(words) > size:
-        stride = max(size // 2, 1)
-        starts = [*range(0, len(words) - size, stride), len(words) - size]
-        out += [" ".join(words[s:s + size]) for s in starts]
-    if case_split:
-        pieces = _CASE_BOUNDARY.split(text)
-        if len(pieces) > 1:
-            out += [p for p in pieces if len(p.split()) >= 3]
-    return out
+def word_windows(text: str, size: int, case_split: bool = False, pieces: bool = False,
+                 markup: bool = False) -> list[str]:
+    """The readings of a unit's text (white space collapsed, duplicates left out): `text`,
+    then (when it has more than `size` words and `size` > 0) its windows of `size` words at a
+    stride of `size // 2`, the last flush with the end; with `case_split`, also the pieces of
+    `text` between case boundaries (`_CASE_BOUNDARY`: a capitalized word right after a word
+    ending in a lower-case letter, no punctuation between: where two sentences were fused),
+    when there are any, each of at least 3 words; with `pieces`, also its sentences and its
+    lines that start with a capital letter, each of at least `PIECE_WORDS` words, when there
+    are several (where a short fragment was joined to its neighbour, or a line, such as an
+    attack without final punctuation, to the wrapped line after it); with `markup`, when at
+    least a quarter of its words are markup (`_MARKUP`: tags, attributes, URLs, long runs),
+    also the other words and their windows (an attack inside an HTML run)."""
+    flat = " ".join(text.split())
+    words = flat.split()
+    out = [flat, *_windows(words, size)]
+    if markup:
+        kept = [w for w in words if not _MARKUP.search(w)]
+        if len(kept) >= PIECE_WORDS and 4 * (len(words) - len(kept)) >= len(words):
+            out += [" ".join(kept), *_windows(kept, size)]
+    case = _CASE_BOUNDARY.split(flat) if case_split else []
+    out += [p for p in case if len(p.split()) >= 3] if len(case) > 1 else []
+    if pieces:
+        lines = [x for x in text.split("\n") if x[:1].isupper()] if "\n" in text else []
+        parts = [*_SENTENCE_BREAK.split(flat), *lines]
+        if len(parts) > 1:
+            out += [p for p in (" ".join(x.split()) for x in parts)
+                    if len(p.split()) >= PIECE_WORDS]
+    return list(dict.fromkeys(out))
+
+
+def _windows(words: list[str], size: int) -> list[str]:
+    """Windows of `size` words at a stride of `size // 2`, the last flush with the end; none
+    when there are `size` words or fewer (or `size` is 0)."""
+    if size <= 0 or len(words) <= size:
+        return []
+    stride = max(size // 2, 1)
+    starts = [*range(0, len(words) - size, stride), len(words) - size]
+    return [" ".join(words[s:s + size]) for s in starts]

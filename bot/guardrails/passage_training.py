@@ -4,7 +4,8 @@ script; `main` needs scikit-learn and scipy, which the runtime does not).
     python -m bot.guardrails.passage_training --data /tmp/passages \\
         --attacks-data DIR --out bot/guardrails/data/passage.npz [--cache DIR] \\
         [--fold 0|1|-1 [--threshold T]] [--window 12] [--case-split 1] [--heldout] \\
-        [--c-ngram 30] [--alpha 0.35] [--shares 0.4 0.6]
+        [--c-ngram 30] [--alpha 0.35] [--shares 0.4 0.6] [--min-words 2] [--pieces 1] \\
+        [--markup 1] [--read-pieces 0]
 
 Data: `--data` is the output of `bot.guardrails.passage_data` (`train.jsonl`; `heldout.jsonl`
 is read only with `--heldout`, once, for the final figures, never for a choice). `--attacks-data`
@@ -17,10 +18,12 @@ Units: the rail's own, `bot.guardrails.units.split_units` (the same splitter at 
 validation, bench/rails.py and runtime). Training rows (`build_rows`): the units of the
 training passages that do not overlap an attack (negatives; decoy passages included: benign
 sentences in element positions are the hardest negatives) with up to `NEG_WINDOWS` of their
-windows (`passage_model.word_windows`: 12-word windows and case-boundary pieces); units that
+readings (`passage_model.word_windows`: 12-word windows, case-boundary pieces, sentences,
+capitalized lines, the words outside markup); units that
 are >= `MIN_ATTACK_SHARE` attack and windows whose words are >= `MIN_WINDOW_SHARE` the
 attack's (positives), windows of those units without attack words (negatives); each attack
-text and, when it has several sentences, its last one. About 79,000 rows, 9,300 attacks.
+text and, when it has several sentences, its last one. Rows of at least `MIN_WORDS` words:
+about 93,000 (fold 0), 9,900 attacks.
 
 Validation (`--fold`, every choice below): carved from the TRAIN split by source: fold 0 (the
 default) is all of git-doc and the README sources with `passage_data.bucket(source, 3) == 0`,
@@ -30,54 +33,51 @@ python-django-doc (a check that the threshold transfers). Operating point: the l
 threshold with validation benign passage flag rate <= `SHIP_FLAG` (0.5%), a margin under the
 acceptance's 1% for sources unlike the validation ones. Seeds are fixed.
 
-Measured on validation fold 0 (recall at benign passages flagged <= 1% / <= 0.5%):
+Rounds 1-2 (fold 0, then fold 1; recall at benign passages flagged <= 1% / <= 0.5%, and the
+<= 0.5% threshold; one change at a time):
 
-* first model (a splitter of its own, no windows), n-gram + context LR alone 0.826 / 0.792;
-  blended with the embedding networks at alpha 0.35: 0.888 / 0.882; with line breaks ending a
-  unit and attack-heavy units as positives: 0.928 / 0.914. Its misses: attacks at the start,
-  middle or end fused with the neighbouring documentation line into one unit.
-* the rail's splitter, windows and case-boundary pieces at inference and as training rows
-  (alpha 0.35, top 3 units embedded): windows of 8 words 0.936 / 0.909; 12 words 0.951 /
-  0.927; 16 words + case pieces 0.954 / 0.932; **12 words + case pieces 0.959 / 0.932**
-  (shipped; case pieces without windows 0.949 / 0.936, alpha 0.5 0.942 / 0.916, top 5 embedded
-  no change). LR alone (12 + case): 0.924 / 0.864.
-* tried, not shipped: unit texts keeping their line breaks, with line prefixes and suffixes
-  (up to 30 words) as further readings, in training and at inference: 0.947 / 0.909.
-* the chosen settings (fold-0 weights), through the rail's path (`check_passage`) at
-  0.6168: benign flagged git-doc 0.55%, READMEs 0.0% (0.42% overall); recall 0.932 (middle
-  0.86, end 0.92, start 0.90, elements 0.93-0.97).
+* first model (a splitter of its own, no windows): LR alone 0.826 / 0.792; blended (alpha
+  0.35) 0.888 / 0.882; line breaks ending a unit, attack-heavy units as positives 0.928 / 0.914.
+* the rail's splitter, windows and case-boundary pieces at inference and as training rows:
+  windows of 8 words 0.936 / 0.909; 12 words 0.951 / 0.927; 16 + case pieces 0.954 / 0.932;
+  **12 + case pieces 0.959 / 0.932** (case pieces alone 0.949 / 0.936, alpha 0.5 0.942 / 0.916,
+  top 5 embedded no change). Tried, not kept: line prefixes and suffixes (up to 30 words) as
+  readings 0.947 / 0.909; the first and last k words as readings (k 6, 8, 4+8): worse.
+* `C_NGRAM` (was 3): C 10 0.961 / 0.944 (0.6509), fold 1 0.949 / 0.938 (0.6121); **C 30 0.963 /
+  0.949 (0.6606), fold 1 0.956 / 0.950 (0.6072)**; C 100 0.975 / 0.954 (0.7238), fold 1 0.957 /
+  0.939 (0.6616): above C 30 the folds' thresholds drift apart. `--shares 0.25 0.5`: worse;
+  alpha 0.25 / 0.45: no better on both folds.
 
-Fold 1 (python-django-doc + READMEs held back), same settings: 0.947 / 0.923 at threshold
-0.6080; python-django-doc flagged 0.60%, READMEs 0%.
+Round 3 (issue 13's shipped-sample recall; `passage_data` rebuilt on another machine, so the
+baseline is re-measured: fold 0 0.968 / 0.959 (0.6402), fold 1 0.955 / 0.930 (0.6813)):
 
-Second round (the settings above, then one change at a time; fold 0 / fold 1, recall at <= 1% /
-<= 0.5%, and the <= 0.5% threshold):
+* training rows of 2 words (the rail scores 2-word units; "Print prompt" was never a row):
+  0.969 / 0.958, neutral alone. With it, as readings at inference and as rows:
+* + the sentences and all the lines of a unit, of >= 2 words (and case pieces of 2 words):
+  0.979 / 0.939 (0.7631): a wrapped line read alone ("would show you what") scores high; with
+  every reading of a benign unit as a negative 0.979 / 0.943. Sentences only: 0.971 / 0.962.
+* + sentences and the lines starting with a capital: 0.980 / 0.966 (0.6768), fold 1 0.965 /
+  0.943 (0.6940); + 1,500 training passages with an attack glued to a wrapped line: 0.978 /
+  0.961, not kept; + the words outside markup (tags, URLs; `word_windows`): 0.980 / 0.977
+  (0.6415), fold 1 0.972 / 0.939 (0.7263); case pieces back at >= 3 words: **0.982 / 0.977
+  (0.6683), fold 1 0.968 / 0.953 (0.6704)** (model version 1).
+* version 1 (trained on all, at 0.6694) failed held-out: plain benign flagged 1.50% (recall
+  0.906; sample 4 of 300 flagged, 136 of 150 caught). Neither the folds (their thresholds
+  agreed) nor 5,120 benign passages of other installed docs (nodejs, valgrind, libxslt: 0.31%
+  flagged, the previous weights 0.49%) showed it. So version 2 keeps the rows and drops the
+  new readings at inference (`READ_PIECES` 0: the previous model's readings): fold 0 0.973 /
+  0.963 (0.6563), fold 1 0.964 / 0.952 (0.6428), still above the baseline on both folds.
+  (Pieces read at a score handicap d, max with the plain readings: at <= 0.5%, d 0.1-0.2
+  within 0.005 of d 0 on both folds.)
 
-* n-gram regularisation `C_NGRAM` (was 3): C 10: 0.961 / 0.944 (0.6509), fold 1 0.949 / 0.938
-  (0.6121); **C 30: 0.963 / 0.949 (0.6606), fold 1 0.956 / 0.950 (0.6072)** (shipped; LR alone
-  0.961 / 0.946 on fold 0); C 50: 0.967 / 0.952 (0.7037); C 100: 0.975 / 0.954 (0.7238), fold 1
-  0.957 / 0.939 (0.6616); C 300: 0.972 / 0.955 (0.7540). C 30 has the best mean of the two
-  folds at <= 0.5% and the closest fold thresholds; above it the folds' thresholds drift apart.
-* positives from lower attack shares (`--shares 0.25 0.5`, C 3): 0.955 / 0.928 (worse).
-* at C 30: alpha 0.25: 0.969 / 0.952, fold 1 0.956 / 0.935; alpha 0.45: 0.958 / 0.935, fold 1
-  0.956 / 0.944; top 5 units embedded: no change. Alpha stays 0.35.
-* at C 30, inference only: the first and last k words of a unit as further readings: k 6 0.951
-  / 0.907, k 8 0.960 / 0.941, k 4 and 8 0.929 / 0.862 (fold 1: 0.953 / 0.926, 0.955 / 0.933,
-  0.939 / 0.912): worse, not shipped.
-* the shipped threshold 0.6339 (the mean of the folds' 0.6606 and 0.6072) flags 0.63% of the
-  fold-0 and 0.40% of the fold-1 validation benign passages, by unit scores (recall 0.956 /
-  0.944).
-
-The shipped weights are trained with `--fold -1` (all of the training split) at
-`--threshold 0.6339`: no validation figure is measured on the shipped weights themselves.
-
-Held-out (the shipped weights, bench/rails.py, through the rail; measured once): plain benign
-passages flagged PostgreSQL 0.89%, debian-reference 0.71%, READMEs 0.77% (0.82% overall, 33 of
-4,020); recall 0.904 (start 0.89, middle 0.83, end 0.87, elements 0.90-0.95); per passage p50
-6.2 ms, p95 16.6 ms. Shipped sample (tests/fixtures/passages/heldout_sample.jsonl): benign
-1.00% (3 of 300), recall 0.873 (131 of 150; middle 0.65): the held-out split meets both
-targets, the 150-attack shipped sample does not meet the recall one (0.90), which its test
-asserts. (The previous weights, C 3 at 0.6124: held-out 0.85% / 0.897, sample 1.00% / 0.860.)
+The shipped weights (version 2) are trained with `--fold -1` (all of the training split) at
+`--threshold 0.6496`, the mean of the folds' operating points; no validation figure is measured
+on them. Held-out (bench/rails.py, through the rail; 2 versions evaluated, each once): plain
+benign passages flagged 0.89% (36 of 4,059: PostgreSQL 0.80%, debian-reference 1.33%, READMEs
+0.73%); recall 0.9015 (start 0.86, middle 0.83, end 0.89, elements 0.90-0.94). Shipped sample:
+benign 2 of 300 (0.67%), recall 134 of 150 (0.893; middle 12 of 17): the sample's recall target
+(135) is still missed by one passage. (Before: held-out 0.82% / 0.904 on the earlier build of
+the split, sample 3 of 300 / 131 of 150.)
 """
 
 from __future__ import annotations
@@ -126,6 +126,13 @@ TOP_K = 3
 EMBED_FLOOR = -4.0
 WINDOW_WORDS = 12
 CASE_SPLIT = 1
+#: Training rows also read a unit's sentence and capitalized-line pieces and the words outside
+#: markup (`word_windows`); `READ_PIECES` 0: the shipped model does not read them at inference.
+PIECES = 1
+MARKUP = 1
+READ_PIECES = 0
+#: Training rows need this many words (`--min-words`; the rail scores units of 2 words).
+MIN_WORDS = 2
 MLP_SEEDS = (0, 1, 2)
 MLP_HIDDEN = 32
 #: Doc-register benign rows embedded for the networks: the hardest by n-gram score, plus random.
@@ -216,7 +223,8 @@ def design(texts: list[str]) -> sparse.csr_matrix:
 class Rows:
     """Training rows: normalized text, label, weight, kind."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_words: int = MIN_WORDS) -> None:
+        self.min_words = min_words
         self.texts: list[str] = []
         self.labels: list[int] = []
         self.weights: list[float] = []
@@ -225,7 +233,7 @@ class Rows:
     def add(self, text: str, label: int, weight: float, kind: str, *, normalized: bool = False
             ) -> None:
         t = text if normalized else normalize(text)
-        if len(_WORD.findall(t)) >= 3:
+        if len(_WORD.findall(t)) >= self.min_words:
             self.texts.append(t)
             self.labels.append(label)
             self.weights.append(weight)
@@ -234,16 +242,18 @@ class Rows:
 
 def build_rows(train: list[Record], attacks_data: Path, window: int, case_split: bool,
                fold: int, rng: np.random.Generator,
-               shares: tuple[float, float] = (MIN_ATTACK_SHARE, MIN_WINDOW_SHARE)) -> Rows:
+               shares: tuple[float, float] = (MIN_ATTACK_SHARE, MIN_WINDOW_SHARE), *,
+               pieces: bool = bool(PIECES), markup: bool = bool(MARKUP),
+               min_words: int = MIN_WORDS) -> Rows:
     """Units of the training passages (benign, and the attack-carrying ones as positives),
     their windows, the attack texts, S-Labs rows and the hand-written chat rows."""
-    rows = Rows()
+    rows = Rows(min_words)
     for r, us in zip(train, passage_units(train), strict=True):
         span = r["attack_span"]
         attack_words = set(normalize(str(r["attack"])).lower().split()) if span else set()
         for u in us:
-            text = normalize(u.text)
-            wins = word_windows(text, window, case_split)[1:]
+            readings = word_windows(normalize(u.text), window, case_split, pieces, markup)
+            text, wins = readings[0], readings[1:]
             if not overlaps(u.start, u.end, span):
                 rows.add(text, 0, 1.0, "doc", normalized=True)
                 for i in rng.permutation(len(wins))[:NEG_WINDOWS]:
@@ -285,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/passage-cache"))  # noqa: S108
     ap.add_argument("--window", type=int, default=WINDOW_WORDS)
     ap.add_argument("--case-split", type=int, default=CASE_SPLIT)
+    ap.add_argument("--pieces", type=int, default=PIECES, help="piece readings as rows")
+    ap.add_argument("--markup", type=int, default=MARKUP, help="markup readings as rows")
+    ap.add_argument("--read-pieces", type=int, default=READ_PIECES,
+                    help="1: the model also reads those at inference (validation, stored)")
+    ap.add_argument("--min-words", type=int, default=MIN_WORDS)
     ap.add_argument("--fold", type=int, default=0, choices=(-1, 0, 1),
                     help="validation carve-out; -1: train on all of the training split")
     ap.add_argument("--threshold", type=float, default=None,
@@ -308,7 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"passages: train {len(train)}, validation {len(val)}; window {args.window} words, "
           f"case split {args.case_split}")
     rows = build_rows(train, args.attacks_data, args.window, bool(args.case_split), args.fold,
-                      rng, tuple(args.shares))
+                      rng, tuple(args.shares), pieces=bool(args.pieces),
+                      markup=bool(args.markup), min_words=args.min_words)
+    read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_pieces}
     texts, kinds = rows.texts, np.array(rows.kinds)
     y, w = np.array(rows.labels), np.array(rows.weights)
     print(f"training rows: {len(texts)} ({int(y.sum())} attack); "
@@ -345,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     def model(alpha: float, window: int, threshold: float = 0.5) -> PassageModel:
         meta = {"threshold": threshold, "alpha": alpha, "top_k": TOP_K,
                 "embed_floor": EMBED_FLOOR, "window_words": window,
-                "case_split": args.case_split}
+                "case_split": args.case_split, **read}
         mlp = (weights["mlp_w1"], weights["mlp_b1"], weights["mlp_w2"], weights["mlp_b2"])
         return PassageModel(weights["ngram_w"], float(weights["ngram_b"]), weights["ctx_w"],
                             mlp, meta, embed)
@@ -368,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
             print(table("  units: validation injected by placement", g["caught"], "caught"))
     meta = {"threshold": round(chosen, 4), "alpha": args.alpha, "top_k": TOP_K,
             "embed_floor": EMBED_FLOOR, "window_words": args.window,
-            "case_split": args.case_split}
+            "case_split": args.case_split, **read}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **weights, meta=json.dumps(meta))
     print(f"wrote {args.out} ({args.out.stat().st_size} bytes), threshold {meta['threshold']}")

@@ -72,7 +72,9 @@ class Unit:
         start: offset of the unit's first character in the passage.
         end: offset just past its last character.
         text: what is scored: the span with the elements inside it (and quote or comment
-            markers) left out, white space collapsed.
+            markers) left out, white space collapsed: a run holding a line break to one line
+            break (where the passage's lines were, which the scorer may read apart), any
+            other to one space.
     """
 
     kind: str
@@ -238,7 +240,10 @@ def _breaks(view: str, lo: int, hi: int, code: list[tuple[int, int]]) -> list[in
 
 
 def _scored(view: str, start: int, end: int) -> str:
-    return " ".join(view[start:end].replace(_FILL, " ").split())
+    """The text scored for view[start:end]: white space collapsed to one space, or to one line
+    break where the run holds one."""
+    lines = (" ".join(line.split()) for line in view[start:end].replace(_FILL, " ").split("\n"))
+    return "\n".join(line for line in lines if line)
 
 
 def _segments(view: str, lo: int, hi: int, code: list[tuple[int, int]]
