@@ -9,7 +9,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from bot.keys import Keys
 from bot.protocols import Turn
@@ -93,12 +92,13 @@ class _AppendAfterSend:
             pipe.echo("memory off")  # one reply per queued effect, whatever it does
             return
         keys, args = self.memory._append_call(self.conversation_key, self.turns, self.once_id)
-        pipe.evalsha(self.memory._append.sha, len(keys), *keys, *args)
+        # EVAL with the script's text, not EVALSHA: a server that lost its scripts (a restart,
+        # a failover) cannot answer NOSCRIPT, whose fallback would append only after the
+        # transaction acknowledged the message and moved its conversation on
+        pipe.eval(_APPEND, len(keys), *keys, *args)
 
     async def settle(self, reply: Any) -> None:
-        if isinstance(reply, NoScriptError):  # the server restarted empty: once more, alone
-            await self.run()
-        elif isinstance(reply, Exception):
+        if isinstance(reply, Exception):
             raise reply
 
     async def run(self) -> None:

@@ -369,10 +369,12 @@ class Worker:
         mark always did): a redelivery without the mark would send the reply again. Running it
         twice is harmless: the writes and the acknowledgement are idempotent, and a second pop
         finds the head moved on (or the lease released, which `_drain` takes as lost)."""
+        retried = False
         async for attempt in AsyncRetrying(
                 stop=stop_after_delay(FINISH_RETRY_S),
                 wait=wait_exponential_jitter(initial=0.1, max=2),
                 retry=retry_if_exception_type((RedisError, OSError)), reraise=True):
+            retried = attempt.retry_state.attempt_number > 1
             with attempt:
                 async with self._redis.pipeline(transaction=True) as pipe:
                     for write in after_send:
@@ -392,7 +394,15 @@ class Worker:
             if isinstance(reply, Exception):
                 raise reply
         if pop is not None:
-            await lease.popped(rest[-1], pop[0], release_when_empty=pop[1])
+            try:
+                await lease.popped(rest[-1], pop[0], release_when_empty=pop[1])
+            except LeaseLost:
+                if not retried:
+                    raise
+                # an earlier EXEC was applied and its reply lost: it popped the entry and
+                # released the lease (or the lease expired meanwhile): either way this entry
+                # is finished and the conversation is no longer ours
+                lease.released = True
 
     async def _give_up(self, delivery: Delivery, message: Message, error: str,
                        reason: str) -> None:

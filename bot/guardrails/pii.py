@@ -74,11 +74,15 @@ _INTERNATIONAL_MIN_DIGITS = 5
 
 
 def _min_national_digits(region: str) -> int:
-    """The shortest possible national significant number of `region`, digits (libphonenumber's
-    metadata, general description); 1 when the region is unknown (never skips)."""
+    """The fewest digits a number of `region` may be written with: its shortest national
+    significant number, local-only forms included (libphonenumber's metadata, general
+    description); 1 when the region is unknown (never skips)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     desc = metadata.general_desc if metadata is not None else None
-    lengths = list(desc.possible_length or ()) if desc is not None else []
+    # local-only lengths too: where the region completes a local number with its area code
+    # (the North American plan's 7 digits, MG, NF, SM), fewer digits are a valid number
+    lengths = [*(desc.possible_length or ()), *(desc.possible_length_local_only or ())] \
+        if desc is not None else []
     return min(lengths) if lengths else 1
 
 

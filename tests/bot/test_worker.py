@@ -77,4 +77,74 @@ async def test_writes_after_the_reply_ride_with_the_acknowledgement(
     # one transaction per attempt, each holding the mark and the memory append first
     assert len(transactions) == blips + 1
     for names in transactions:
-        assert names[:2] == ["SET", "EVALSHA"] and "XACK" in names and "MULTI" not in names
+        assert names[:2] == ["SET", "EVAL"] and "XACK" in names and "MULTI" not in names
+
+
+async def _run_until_finished(worker: Worker, runtime: Runtime) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(400):
+        if await runtime.inbox.backlog() == 0:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # what the worker does after the acknowledgement
+    stop.set()
+    await task
+
+
+async def test_an_applied_exec_whose_reply_was_lost_still_counts_the_message(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The EXEC is applied, then the connection drops before its reply: the retry's pop finds
+    the lease released by the first; the message is finished, counted and sent once."""
+    answers = AnswerStore(runtime.redis, runtime.settings.bot_key_prefix, ttl_s=60,
+                          answered_ttl_s=60)
+    send = Send(answers)
+    execute = RedisPipeline.execute
+    lose = {"left": 1}
+
+    async def observed(self: RedisPipeline, raise_on_error: bool = True) -> list[Any]:
+        names = [str(args[0]).upper() for args, _ in self.command_stack]
+        replies = await execute(self, raise_on_error=raise_on_error)
+        if "XACK" in names and lose["left"]:
+            lose["left"] -= 1
+            raise RedisConnectionError("reply lost after EXEC (test)")
+        return replies
+
+    monkeypatch.setattr(RedisPipeline, "execute", observed)
+    # the pop script cached (as after any earlier message), so the first EXEC applies it
+    await runtime.redis.script_load(runtime.order.pop_script.script)
+    worker = Worker(runtime.inbox, Pipeline([send]), runtime.order, index=0, claim_idle_s=30,
+                    max_deliveries=3, block_ms=20, answers=answers)
+    msg = Message(id="webhook:w:lost-reply", user="u", text="q",
+                  conversation=Conversation("webhook", "c-lost", "w"))
+    await runtime.inbox.enqueue(msg)
+    await _run_until_finished(worker, runtime)
+    assert send.sent == [msg.id] and worker.processed == 1
+    assert (await answers.lookup(msg.id)).answered
+
+
+async def test_memory_lands_with_the_acknowledgement_after_redis_lost_its_scripts(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SCRIPT FLUSH (a restart, a failover) the memory append still goes in the
+    finishing transaction, not in a fallback after it: by the time the conversation is
+    released its exchange is remembered."""
+    answers = AnswerStore(runtime.redis, runtime.settings.bot_key_prefix, ttl_s=60,
+                          answered_ttl_s=60)
+    alone: list[str] = []
+
+    async def append_alone(self: Any, key: str, turns: Any, once_id: str = "") -> None:
+        alone.append(key)
+
+    monkeypatch.setattr(type(runtime.memory), "append", append_alone)
+    await runtime.redis.script_flush()
+    await runtime.redis.script_load(runtime.order.pop_script.script)
+    worker = Worker(runtime.inbox, Pipeline([Send(answers), SaveMemory(runtime.memory)]),
+                    runtime.order, index=0, claim_idle_s=30, max_deliveries=3, block_ms=20,
+                    answers=answers)
+    msg = Message(id="webhook:w:flushed", user="u", text="q",
+                  conversation=Conversation("webhook", "c-flushed", "w"))
+    await runtime.inbox.enqueue(msg)
+    await _run_until_finished(worker, runtime)
+    assert alone == []  # no standalone append after the transaction
+    assert await runtime.memory.load(msg.conversation.key) == [
+        Turn("user", "q"), Turn("assistant", "answer to q")]

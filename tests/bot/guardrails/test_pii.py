@@ -128,3 +128,17 @@ def test_the_phone_prefilter_never_skips_a_valid_number_of_any_region() -> None:
         assert {(f.start, f.end) for f in PIIRedactor(kinds=["phone"]).find(text)} == \
             _matcher_spans(text, [None, "US"]), text
     assert checked > 400  # the examples are real numbers the matcher finds
+
+
+@pytest.mark.parametrize(("regions", "text"), [
+    (["AG"], "call me on 460 1234"), (["US", "TT"], "call 221-1234 tonight"),
+    (["VI"], "642-1234"), (["BM"], "1 370 1234"), (["SM"], "886377"), (["NF"], "81234"),
+    (["MG"], "212 3456")])
+def test_local_numbers_completed_by_the_region_are_found(regions: list[str],
+                                                          text: str) -> None:
+    """Regions that complete a local number with their area code (the North American plan's
+    7 digits, MG, NF, SM) accept fewer digits than their national numbers have: the prefilter
+    must not skip them."""
+    found = {(f.start, f.end) for f in PIIRedactor(kinds=["phone"],
+                                                   phone_regions=regions).find(text)}
+    assert found and found == _matcher_spans(text, [None, *regions])
