@@ -61,14 +61,7 @@ async def test_writes_after_the_reply_ride_with_the_acknowledgement(
     msg = Message(id="webhook:w:after-send", user="u", text="q",
                   conversation=Conversation("webhook", "c-after", "w"))
     await runtime.inbox.enqueue(msg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    for _ in range(400):
-        if await runtime.inbox.backlog() == 0:
-            break
-        await asyncio.sleep(0.05)
-    stop.set()
-    await task
+    await _run_until_finished(worker, runtime)
     assert send.sent == [msg.id]  # sent once, blips or not
     assert await runtime.inbox.backlog() == 0  # acknowledged
     assert (await answers.lookup(msg.id)).answered
