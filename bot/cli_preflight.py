@@ -224,10 +224,11 @@ class Preflight:
                 groups = []
             if GROUP.encode() in groups or GROUP in groups:
                 self.add("consumer group", "ok", f"{GROUP!r} on {stream}")
-            else:  # every start makes it; a Redis that lost it while the bot runs is worse
-                self.add("consumer group", "warn", f"no group {GROUP!r} on {stream} yet: the "
-                         "bot makes it when it starts", "`bot migrate` makes it now; if the "
-                         "bot is running, check BOT_KEY_PREFIX and that Redis kept its data")
+            else:  # a failure: KEDA's lag trigger cannot read a group that is not there
+                self.add("consumer group", "FAIL", f"no group {GROUP!r} on {stream}",
+                         "run `bot migrate` (it makes the group; the chart's hook Job and "
+                         "compose's migrate service do); if the bot is running, check "
+                         "BOT_KEY_PREFIX and that Redis kept its data")
         finally:
             await client.aclose()
 

@@ -89,6 +89,7 @@ BROKEN: dict[str, tuple[str, str]] = {
     # case: (the check that must fail, a phrase its line must hold)
     "wrong database url": ("database", "cannot connect"),
     "a password that needs percent-encoding": ("database", "does not parse"),
+    "redis without the group": ("consumer group", "bot migrate"),
     "another embedder than the stored vectors'": ("embedding length", "384-dimensional"),
     "bad slack token": ("slack", "invalid_auth"),
     "bad telegram token": ("telegram", "401"),
@@ -103,6 +104,8 @@ async def test_each_broken_part_is_one_clear_failing_line(
     env = dict(healthy)
     if case == "wrong database url":
         env["DATABASE_URL"] = f"postgresql://sb:hunter2-db-password@127.0.0.1:{free_port()}/sb"
+    elif case == "redis without the group":
+        env["BOT_KEY_PREFIX"] = env["BOT_KEY_PREFIX"] + "x"  # nothing made this inbox
     elif case == "a password that needs percent-encoding":
         env["DATABASE_URL"] = "postgresql://sb:Ab/hunter2-db-password@127.0.0.1:5432/sb"
     elif case == "another embedder than the stored vectors'":
@@ -126,15 +129,6 @@ async def test_each_broken_part_is_one_clear_failing_line(
     assert "Traceback" not in stdout + stderr
     _no_secrets(stdout + stderr, env)
     assert "hunter2" not in stdout + stderr
-
-
-async def test_a_redis_without_the_consumer_group_is_a_warning(healthy: dict[str, str]) -> None:
-    """Every start makes the group (and `bot migrate`): a fresh Redis is not a failure."""
-    env = {**healthy, "BOT_KEY_PREFIX": healthy["BOT_KEY_PREFIX"] + "x"}  # nothing made it
-    code, stdout, stderr = await _preflight(env)
-    assert code == 0, stdout + stderr
-    line = _lines(stdout)["consumer group"]
-    assert line.startswith("warn") and "bot migrate" in line
 
 
 async def test_a_database_that_stalls_after_the_login_fails_within_bounds(
