@@ -261,10 +261,8 @@ class Preflight:
         if not s.llm_configured:
             self.add("llm", "ok", "none configured: answers quote the best passages")
             return
-        keys = {"default": s.openai_api_key.get_secret_value()} \
-            if s.openai_api_key and not s.llm_providers else {}
         try:
-            router = LLMRouter(s.providers(), api_keys=keys)
+            router = LLMRouter(s.providers(), api_keys=s.provider_api_keys())
         except BotError as exc:
             self.add("llm", "FAIL", str(exc), "set the API key variable each provider names")
             return

@@ -211,6 +211,14 @@ class Settings(BaseSettings):
                                timeout_s=self.llm_timeout_s,
                                context_tokens=self.llm_context_tokens)]
 
+    def provider_api_keys(self) -> dict[str, str]:
+        """API keys by provider name that override `api_key_env`: OPENAI_API_KEY belongs to
+        the single-provider form ("default") only; listed providers name their own key
+        variable."""
+        if self.openai_api_key is None or self.llm_providers:
+            return {}
+        return {"default": self.openai_api_key.get_secret_value()}
+
     def action_modules(self) -> list[str]:
         """BOT_ACTION_MODULES as a list of module names (comma- or space-separated)."""
         return [m for m in self.bot_action_modules.replace(",", " ").split() if m]

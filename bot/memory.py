@@ -63,8 +63,11 @@ class RedisMemory:
         await self._append(keys=keys, args=args)
 
     def append_after_send(self, conversation_key: str, turns: list[Turn],
-                          once_id: str) -> _AppendAfterSend:
-        """`append` as a write the worker queues on its finishing transaction."""
+                          once_id: str) -> _AppendAfterSend | None:
+        """`append` as a write the worker queues on its finishing transaction; None when
+        there is nothing to write (memory off, no turns)."""
+        if self._max_items == 0 or not turns:
+            return None
         return _AppendAfterSend(self, conversation_key, turns, once_id)
 
     def _append_call(self, conversation_key: str, turns: list[Turn], once_id: str
@@ -88,9 +91,6 @@ class _AppendAfterSend:
     once_id: str
 
     def queue(self, pipe: Pipeline) -> None:
-        if self.memory._max_items == 0 or not self.turns:
-            pipe.echo("memory off")  # one reply per queued effect, whatever it does
-            return
         keys, args = self.memory._append_call(self.conversation_key, self.turns, self.once_id)
         # EVAL with the script's text, not EVALSHA: a server that lost its scripts (a restart,
         # a failover) cannot answer NOSCRIPT, whose fallback would append only after the

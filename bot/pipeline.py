@@ -249,10 +249,12 @@ class SaveMemory:
         # neither a refused message, an action's reply nor the apology for a model outage is
         # worth remembering
         if ctx.reply is not None and ctx.answered_by == "model":
-            ctx.after_send.append(self._memory.append_after_send(
+            write = self._memory.append_after_send(
                 ctx.message.conversation.key,
                 [Turn("user", ctx.message.text), Turn("assistant", ctx.reply.text)],
-                once_id=ctx.message.id))
+                once_id=ctx.message.id)
+            if write is not None:
+                ctx.after_send.append(write)
 
 
 class RecordTranscript:

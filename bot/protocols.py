@@ -154,8 +154,9 @@ class Memory(Protocol):
         ...
 
     def append_after_send(self, conversation_key: str, turns: list[Turn],
-                          once_id: str) -> AfterSend:
-        """`append` as a write to queue after the reply went out (see `AfterSend`)."""
+                          once_id: str) -> AfterSend | None:
+        """`append` as a write to queue after the reply went out (see `AfterSend`); None
+        when there is nothing to write."""
         ...
 
 

@@ -290,10 +290,6 @@ class Runtime:
             ConfigError: a provider's API key variable is unset.
         """
         s = self.settings
-        # OPENAI_API_KEY belongs to the single-provider form only; listed providers name
-        # their own key variable
-        keys = {"default": s.openai_api_key.get_secret_value()} \
-            if s.openai_api_key and not s.llm_providers else {}
         cache = ResponseCache(self.redis, s.bot_key_prefix, s.llm_cache_ttl_s) \
             if s.llm_cache_ttl_s > 0 else None
         return LLMRouter(s.providers(), retries=s.llm_retries,
@@ -301,7 +297,8 @@ class Runtime:
                          backoff_max_s=s.llm_backoff_max_s,
                          retry_after_max_s=s.llm_retry_after_max_s,
                          breaker_failures=s.llm_breaker_failures,
-                         breaker_cooldown_s=s.llm_breaker_cooldown_s, cache=cache, api_keys=keys)
+                         breaker_cooldown_s=s.llm_breaker_cooldown_s, cache=cache,
+                         api_keys=s.provider_api_keys())
 
     async def start_platforms(self) -> None:
         """Open the platforms' long-lived connections (gateway, polling, Socket Mode)."""

@@ -78,14 +78,14 @@ async def _serve(settings: Settings, *, workers: int, host: str, port: int, http
                      platforms=[p.name for p in rt.platforms] if http else [])
         rt.start_workers(workers)
         # the model loads on its own thread meanwhile; an ingress-only process never embeds
-        warm = asyncio.create_task(rt.warm_up() if workers else asyncio.sleep(0))
+        warm = asyncio.create_task(rt.warm_up()) if workers else None
         if http:
             await rt.start_platforms()  # never blocks: connections are made in the background
         if not http:
             log.info("workers started", workers=workers)
         await stop.wait()
         log.info("shutting down")
-        if not warm.done():
+        if warm is not None and not warm.done():
             warm.cancel()
         if site_runner is not None:
             await site_runner.cleanup()  # no new requests

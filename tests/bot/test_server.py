@@ -23,7 +23,13 @@ from bot.runtime import Runtime
 from tests.conftest import subprocess_env
 from tests.fakes.bot_server import envelope
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
-from tests.fakes.processes import BotProcess, bot_command, free_port, ingress_and_worker
+from tests.fakes.processes import (
+    BotProcess,
+    bot_command,
+    free_port,
+    ingress_and_worker,
+    wait_ready,
+)
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -41,17 +47,7 @@ async def test_bot_worker_serves_health_and_metrics_but_no_webhooks(
                                 stdout=sink, stderr=sink)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                status, body = await _get(url + "/health/ready")
-                if status == 200:
-                    break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        else:
-            pytest.fail("bot worker never got ready")
+        body = await wait_ready(url, proc, log)
         assert '"migrations": "ok"' in body
         assert (await _get(url + "/health/live"))[0] == 200
         status, metrics = await _get(url + "/metrics")

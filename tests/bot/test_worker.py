@@ -55,9 +55,7 @@ async def test_writes_after_the_reply_ride_with_the_acknowledgement(
         return await execute(self, raise_on_error=raise_on_error)
 
     monkeypatch.setattr(RedisPipeline, "execute", observed)
-    worker = Worker(runtime.inbox, Pipeline([send, SaveMemory(runtime.memory)]),
-                    runtime.order, index=0, claim_idle_s=30, max_deliveries=3, block_ms=20,
-                    answers=answers)
+    worker = _worker(runtime, Pipeline([send, SaveMemory(runtime.memory)]), answers)
     msg = Message(id="webhook:w:after-send", user="u", text="q",
                   conversation=Conversation("webhook", "c-after", "w"))
     await runtime.inbox.enqueue(msg)
@@ -71,6 +69,11 @@ async def test_writes_after_the_reply_ride_with_the_acknowledgement(
     assert len(transactions) == blips + 1
     for names in transactions:
         assert names[:2] == ["SET", "EVAL"] and "XACK" in names and "MULTI" not in names
+
+
+def _worker(runtime: Runtime, pipeline: Pipeline, answers: AnswerStore) -> Worker:
+    return Worker(runtime.inbox, pipeline, runtime.order, index=0, claim_idle_s=30,
+                  max_deliveries=3, block_ms=20, answers=answers)
 
 
 async def _run_until_finished(worker: Worker, runtime: Runtime) -> None:
@@ -106,8 +109,7 @@ async def test_an_applied_exec_whose_reply_was_lost_still_counts_the_message(
     monkeypatch.setattr(RedisPipeline, "execute", observed)
     # the pop script cached (as after any earlier message), so the first EXEC applies it
     await runtime.redis.script_load(runtime.order.pop_script.script)
-    worker = Worker(runtime.inbox, Pipeline([send]), runtime.order, index=0, claim_idle_s=30,
-                    max_deliveries=3, block_ms=20, answers=answers)
+    worker = _worker(runtime, Pipeline([send]), answers)
     msg = Message(id="webhook:w:lost-reply", user="u", text="q",
                   conversation=Conversation("webhook", "c-lost", "w"))
     await runtime.inbox.enqueue(msg)
@@ -131,9 +133,7 @@ async def test_memory_lands_with_the_acknowledgement_after_redis_lost_its_script
     monkeypatch.setattr(type(runtime.memory), "append", append_alone)
     await runtime.redis.script_flush()
     await runtime.redis.script_load(runtime.order.pop_script.script)
-    worker = Worker(runtime.inbox, Pipeline([Send(answers), SaveMemory(runtime.memory)]),
-                    runtime.order, index=0, claim_idle_s=30, max_deliveries=3, block_ms=20,
-                    answers=answers)
+    worker = _worker(runtime, Pipeline([Send(answers), SaveMemory(runtime.memory)]), answers)
     msg = Message(id="webhook:w:flushed", user="u", text="q",
                   conversation=Conversation("webhook", "c-flushed", "w"))
     await runtime.inbox.enqueue(msg)

@@ -27,6 +27,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-5000:]
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path,
+                     timeout_s: float = 60) -> str:
+    """Poll `url`/health/ready until it answers 200 (its body is returned); fails the test
+    when `proc` exits first (with the end of `log`) or after `timeout_s`."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while True:
+            assert proc.poll() is None, _tail(log)
+            try:
+                async with session.get(url + "/health/ready") as r:
+                    if r.status == 200:
+                        return await r.text()
+            except aiohttp.ClientError:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, f"{url} never got ready"
+            await asyncio.sleep(0.2)
+
+
 class BotProcess:
     """`bot run` on a free loopback port, output appended to `log`; `python` and `cwd` run it
     from another environment (a venv with a plugin installed)."""
@@ -43,18 +65,7 @@ class BotProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     async def ready(self, timeout_s: float = 60) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        async with aiohttp.ClientSession() as session:
-            while True:
-                assert self.proc.poll() is None, self.log.read_text(errors="replace")[-5000:]
-                try:
-                    async with session.get(self.url + "/health/ready") as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, "bot run never got ready"
-                await asyncio.sleep(0.2)
+        await wait_ready(self.url, self.proc, self.log, timeout_s)
 
     async def post(self, body: bytes) -> int:
         async with aiohttp.ClientSession() as session, session.post(
