@@ -224,6 +224,19 @@ def worker(workers: Annotated[int | None, typer.Option(
 
 
 @app.command()
+def admin(port: Annotated[int, typer.Option(
+              help="Port on 127.0.0.1 (0: a free one, printed).")] = 0,
+          browser: Annotated[bool, typer.Option(
+              help="Open the console in the default browser.")] = True) -> None:
+    """Open the admin console on this machine: conversations, overview, knowledge base,
+    dead letters (no login unless ADMIN_TOKEN is set; loopback only)."""
+    settings = _settings(quiet=False)
+    from bot.cli_admin import serve_admin
+
+    _run(serve_admin(settings, port=port, open_browser=browser))
+
+
+@app.command()
 def migrate() -> None:
     """Apply pending database migrations and create the inbox's consumer group (start-up does
     this too, unless BOT_MIGRATE_ON_START is false)."""
@@ -305,11 +318,10 @@ def dlq_retry(ids: Annotated[list[str] | None, typer.Argument(
         from bot.runtime import Runtime
 
         async with Runtime(settings) as rt:
-            wanted = [d.id for d in await rt.inbox.dead_letters(1_000_000)] if all_ else ids
-            missing = [i for i in wanted or [] if not await rt.inbox.requeue(i)]
+            requeued, missing = await rt.inbox.retry_dead_letters(None if all_ else ids)
         for i in missing:
             _error(f"error: no dead letter {i}")
-        out.print(f"requeued {len(wanted or []) - len(missing)}")
+        out.print(f"requeued {requeued}")
         return 1 if missing else 0
 
     _run(main())

@@ -10,7 +10,9 @@ as the peer likes. `ConnectionGuard` adds:
   A sweeper closes connections past their deadline.
 - a body deadline: a middleware reads the whole body within `body_timeout_s` before the route
   handler runs (the handler's own `request.read()` then returns the cached bytes); past it the
-  answer is 408 and the connection is closed.
+  answer is 408 and the connection is closed. A handler marked `streams_body` (an upload)
+  reads its body itself, under its own size limit; the connection is closed if the body
+  has not all arrived by the deadline.
 - a per-peer bound: connections from one address beyond `max_per_peer` are closed as they
   open (0: no bound). Behind a reverse proxy every connection comes from the proxy: raise it
   or set 0 there, and bound connections at the proxy instead.
@@ -23,10 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -35,6 +38,7 @@ from bot.log import get_logger
 log = get_logger("bot.httpguard")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Callable[..., Any])
 
 #: aiohttp's keep-alive timeout, seconds: an idle connection is closed after it.
 KEEPALIVE_TIMEOUT_S = 75.0
@@ -101,6 +105,8 @@ class ConnectionGuard:
         if conn is not None:
             conn.deadline = 0.0  # headers are in
         try:
+            if request.body_exists and request.match_info.handler in _STREAMING:
+                return await self._streamed(request, handler)
             if request.body_exists:
                 try:
                     await asyncio.wait_for(request.read(), self.body_timeout_s)
@@ -114,6 +120,31 @@ class ConnectionGuard:
         finally:
             if conn is not None:
                 conn.deadline = time.monotonic() + KEEPALIVE_TIMEOUT_S + self.header_timeout_s
+
+    async def _streamed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Run a handler that reads its own body (`streams_body`): the connection is closed
+        if the body has not all arrived `body_timeout_s` after the headers."""
+        def too_slow() -> None:
+            if not request.content.is_eof() and request.transport is not None:
+                log.info("connection closed: request body too slow", path=request.path)
+                request.transport.abort()
+
+        timer = asyncio.get_running_loop().call_later(self.body_timeout_s, too_slow)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+
+_STREAMING: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+def streams_body(handler: H) -> H:
+    """Mark a route handler that reads its own body as a stream (an upload larger than
+    BOT_MAX_BODY_BYTES, with a limit of its own): the guard does not read the body first, and
+    closes the connection when it has not all arrived within the body deadline."""
+    _STREAMING.add(handler)
+    return handler
 
 
 async def _server_header(_request: web.Request, response: web.StreamResponse) -> None:

@@ -13,6 +13,7 @@ Keys (all under the configured prefix): `<p>:inbox` (stream), `<p>:seen:<message
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +248,19 @@ class Inbox:
             pipe.xdel(self.dlq, dead_letter_id)
             await pipe.execute()
         return True
+
+    async def retry_dead_letters(self, ids: Sequence[str] | None = None
+                                 ) -> tuple[int, list[str]]:
+        """Requeue the named dead letters, or every one when `ids` is None (`bot dlq retry`
+        and the admin console). Returns (how many were requeued, the ids that were not
+        found)."""
+        wanted = [d.id for d in await self.dead_letters(1_000_000)] if ids is None else ids
+        missing = [i for i in wanted if not await self.requeue(i)]
+        return len(wanted) - len(missing), missing
+
+    async def dead_letter_count(self) -> int:
+        """How many messages are on the dead-letter stream."""
+        return int(await self._redis.xlen(self.dlq))
 
     async def exists(self, entry_id: str) -> bool:
         """True while the entry is in the stream (not yet finished)."""

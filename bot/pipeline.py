@@ -72,6 +72,8 @@ class Context:
     done: bool = False
     skipped_reason: str = ""
     stage: str = ""  # the stage running now (named in a timeout's log line)
+    # milliseconds each stage took so far, by stage class name (the transcript row keeps them)
+    stage_ms: dict[str, int] = field(default_factory=dict)
     # the message's kept answer and answered mark as `AlreadyAnswered` read them
     lookup: Lookup | None = None
     # writes that follow the sent reply (answered mark, memory), for the worker's finishing
@@ -266,7 +268,8 @@ class RecordTranscript:
             await self._transcript.record(ctx.message, ctx.reply, ctx.generated,
                                           ctx.latency_ms, ctx.verdicts,
                                           action=ctx.action or None,
-                                          filtered=ctx.reply.filtered)
+                                          filtered=ctx.reply.filtered,
+                                          stage_ms=ctx.stage_ms)
 
 
 class SendReply:
@@ -328,7 +331,9 @@ class Pipeline:
                             await stage(ctx)
                     else:
                         await stage(ctx)
-                    timer.observe(time.perf_counter() - started)
+                    took_s = time.perf_counter() - started
+                    timer.observe(took_s)
+                    ctx.stage_ms[ctx.stage] = round(took_s * 1000)
                     if ctx.done:
                         break
         except TimeoutError as exc:

@@ -207,3 +207,33 @@ class Generator(Protocol):
         """`on_delta`, when given, is awaited with the answer so far as it streams in;
         `tools`, when given, may be called by the model before it answers."""
         ...
+
+
+class IngestCounts(Protocol):
+    """What one ingestion changed, in chunks."""
+
+    chunks_added: int
+    chunks_unchanged: int
+    chunks_removed: int
+
+
+class DocumentUploads(Protocol):
+    """Ingests a document given as bytes (the admin console's uploads)."""
+
+    async def ingest_upload(self, data: bytes, uri: str, filename: str,
+                            content_type: str | None) -> IngestCounts:
+        """Store `data` as the document `uri` (a known uri: a new version of it), its type
+        from `content_type` or the suffix of `filename`.
+
+        Raises:
+            KnowledgeError: too large, of an unsupported type, or unreadable as that type.
+        """
+        ...
+
+
+class DocumentForgetter(Protocol):
+    """Soft-deletes documents."""
+
+    async def forget(self, uri: str) -> bool:
+        """Forget the live document `uri`; False when there is none."""
+        ...

@@ -23,12 +23,14 @@ class Transcript:
     async def record(self, message: Message, reply: Reply, generated: Generated | None,
                      latency_ms: int, verdicts: list[dict[str, object]],
                      action: str | None = None,
-                     filtered: tuple[Filtered, ...] | list[Filtered] = ()) -> None:
+                     filtered: tuple[Filtered, ...] | list[Filtered] = (),
+                     stage_ms: dict[str, int] | None = None) -> None:
         """Record the exchange in one statement (atomic; one round trip: the conversation row
         is upserted in a CTE that the two message rows join); `action` names the action that
         wrote the reply (None: the model or a rail did); `filtered` (column `filtered`, a JSON
         list of {"uri", "reason", "score", "removed_chars"}) is what the passage rails
-        removed."""
+        removed; `stage_ms` (column `stage_ms`, a JSON list of [stage name, milliseconds] in
+        pipeline order) how long each stage took before the reply was recorded."""
         conv = message.conversation
         sources = json.dumps([asdict(s) for s in reply.sources])
         await self._pool.execute(
@@ -39,18 +41,19 @@ class Transcript:
                    RETURNING id)
                INSERT INTO messages (conversation_id, direction, message_id, user_id, text,
                                      sources, verdicts, model, latency_ms, tokens_in,
-                                     tokens_out, error, trace_id, action, filtered)
+                                     tokens_out, error, trace_id, action, filtered,
+                                     stage_ms)
                SELECT conv.id, r.direction, $6, r.user_id, r.text, r.sources, r.verdicts,
                       r.model, r.latency_ms, r.tokens_in, r.tokens_out, r.error, r.trace_id,
-                      r.action, r.filtered
+                      r.action, r.filtered, r.stage_ms
                FROM conv CROSS JOIN (VALUES
                    ('in', $7::text, $8::text, '[]'::jsonb, '[]'::jsonb, NULL::text,
                     NULL::integer, NULL::integer, NULL::integer, NULL::text, NULL::text,
-                    NULL::text, '[]'::jsonb),
+                    NULL::text, '[]'::jsonb, '[]'::jsonb),
                    ('out', NULL, $9, $10::jsonb, $11::jsonb, $12, $13, $14, $15, $16, $17,
-                    $18, $19::jsonb)
+                    $18, $19::jsonb, $20::jsonb)
                ) AS r (direction, user_id, text, sources, verdicts, model, latency_ms,
-                       tokens_in, tokens_out, error, trace_id, action, filtered)
+                       tokens_in, tokens_out, error, trace_id, action, filtered, stage_ms)
                ON CONFLICT DO NOTHING""",
             conv.key, conv.platform, conv.workspace, conv.channel, conv.thread, message.id,
             message.user, message.text, reply.text, sources, json.dumps(verdicts),
@@ -59,7 +62,7 @@ class Transcript:
             generated.tokens_out if generated else None,
             (generated.error or None) if generated else None,
             (generated.trace_id or None) if generated else None, action,
-            json.dumps([asdict(f) for f in filtered]))
+            json.dumps([asdict(f) for f in filtered]), json.dumps(list((stage_ms or {}).items())))
 
     async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:
         """The sources of the conversation's last answer not written by an action (a list of

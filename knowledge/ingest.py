@@ -142,10 +142,35 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
+    async def ingest_upload(self, data: bytes, uri: str, filename: str,
+                            content_type: str | None) -> IngestReport:
+        """Ingest one document given as bytes (an upload to the admin console), parsed by the
+        same loaders as files, its type from `content_type` or the suffix of `filename`. A
+        new `uri` is a new document; a known one a new version of it (only changed chunks are
+        embedded again; a forgotten one comes back).
+
+        Raises:
+            KnowledgeError: larger than `max_bytes`, an unsupported type, or unreadable
+                as that type (nothing is stored).
+        """
+        if len(data) > self._max_bytes:
+            raise KnowledgeError(f"{uri}: larger than INGEST_MAX_BYTES={self._max_bytes}")
+        mime_type = mime_for(filename, content_type)
+        doc = await asyncio.to_thread(parse, data, uri, mime_type)
+        report = IngestReport()
+        started = time.perf_counter()
+        await self._store_document(uri, doc, report, _Silent())
+        report.seconds = time.perf_counter() - started
+        return report
+
     async def _ingest_one(self, source: str, session: aiohttp.ClientSession,
                           report: IngestReport, progress: IngestProgress) -> None:
         doc = await (self._fetch(source, session) if is_url(source)
                      else asyncio.to_thread(self._load_file, source))
+        await self._store_document(source, doc, report, progress)
+
+    async def _store_document(self, source: str, doc: LoadedDocument, report: IngestReport,
+                              progress: IngestProgress) -> None:
         report.documents += 1
         for warning in doc.warnings:
             report.warnings.append((source, f"{doc.uri}: {warning}"))

@@ -54,6 +54,32 @@ async def test_an_unfinished_body_gets_408(server_factory: Callable[..., Any]) -
     assert await srv.rt.inbox.backlog() == 0
 
 
+async def test_an_unfinished_upload_to_a_streaming_route_is_cut_off(
+        server_factory: Callable[..., Any]) -> None:
+    """The console's upload reads its own body (larger than BOT_MAX_BODY_BYTES): the guard
+    does not read it first, but still closes a connection whose body stops arriving."""
+    token = "admin-token-0123456789"
+    srv = await server_factory(workers=0, bot_http_body_timeout_s=1.0, admin_token=token,
+                               bot_max_body_bytes=1024)
+    reader, writer = await _open(srv.url)
+    writer.write(b"POST /admin/api/documents HTTP/1.1\r\nHost: x\r\n"
+                 b"Authorization: Bearer " + token.encode() + b"\r\n"
+                 b"Content-Type: multipart/form-data; boundary=b\r\n"
+                 b"Content-Length: 100000\r\n\r\n--b\r\n"
+                 b'Content-Disposition: form-data; name="file"; filename="a.md"\r\n\r\n# A')
+    await writer.drain()
+    assert await _closed_by_server(reader, 10) is not None
+    writer.close()
+    # an honest upload larger than BOT_MAX_BODY_BYTES goes through the same route
+    form = aiohttp.FormData()
+    form.add_field("file", b"# Notes\n\n" + b"The pump runs at night. " * 200,
+                   filename="notes.md", content_type="text/markdown")
+    async with aiohttp.ClientSession() as http, http.post(
+            srv.url + "/admin/api/documents", data=form,
+            headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 201, await response.text()
+
+
 async def test_connections_per_peer_are_bounded(server_factory: Callable[..., Any]) -> None:
     srv = await server_factory(workers=0, bot_http_max_connections_per_peer=4)
     conns = [await _open(srv.url) for _ in range(10)]
