@@ -160,6 +160,25 @@ class Settings(BaseSettings):
     discord_api_url: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg/"
 
+    # admin console (docs/admin.md): off unless one of these is set (`bot admin` serves it on
+    # loopback without them); ADMIN_TOKEN is the admin role, ADMIN_READONLY_TOKEN read-only;
+    # ADMIN_TRUSTED_USER_HEADER names the user an OAuth2 proxy authenticated, believed only
+    # from ADMIN_TRUSTED_PROXIES (comma-separated addresses or CIDR networks); the users in
+    # ADMIN_USERS (comma-separated) get the admin role, other proxy users read-only
+    admin_token: SecretStr | None = None
+    admin_readonly_token: SecretStr | None = None
+    admin_trusted_user_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+$")
+    admin_trusted_proxies: str = ""
+    admin_users: str = ""
+    # signs session cookies and CSRF tokens; unset: derived from ADMIN_TOKEN, else random per
+    # process (set it when several processes serve the console behind a proxy)
+    admin_session_secret: SecretStr | None = None
+    admin_session_ttl_s: PositiveInt = 12 * 3600
+    admin_upload_max_bytes: PositiveInt = 20 * MiB
+    # a link from a trace id to the tracing backend, "{trace_id}" replaced
+    # (e.g. "http://jaeger:16686/trace/{trace_id}")
+    otel_traces_url_template: str | None = None
+
     # logging
     bot_log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     bot_log_format: str = Field("auto", pattern=r"^(auto|json|console)$")
@@ -177,7 +196,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("webhook_secret", "openai_api_key", "slack_bot_token", "slack_app_token",
-                     "slack_signing_secret", "telegram_bot_token", "discord_bot_token")
+                     "slack_signing_secret", "telegram_bot_token", "discord_bot_token",
+                     "admin_token", "admin_readonly_token", "admin_session_secret")
     @classmethod
     def _not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():

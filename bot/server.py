@@ -33,10 +33,30 @@ def server_app(rt: Runtime, *, platforms: bool = True, workers: int = 1) -> web.
     health = Health(rt.pool, rt.redis, (rt.inbox.stream, rt.inbox.dlq),
                     pending_migrations=rt.pending_migrations, needs_postgres=workers > 0)
     app = build_app(routes, health, max_body_bytes=s.bot_max_body_bytes)
+    if platforms:
+        mount_admin(app, rt)
     install(app, ConnectionGuard(header_timeout_s=s.bot_http_header_timeout_s,
                                  body_timeout_s=s.bot_http_body_timeout_s,
                                  max_per_peer=s.bot_http_max_connections_per_peer))
     return app
+
+
+def mount_admin(app: web.Application, rt: Runtime, *, local: bool = False) -> bool:
+    """Serve the admin console under /admin when its auth is configured (ADMIN_TOKEN,
+    ADMIN_READONLY_TOKEN or ADMIN_TRUSTED_USER_HEADER), or `local` (`bot admin`: loopback
+    peers only, no login). False, and a log line, when it stays off."""
+    from bot.admin.app import PREFIX, AdminDeps, admin_app
+    from bot.admin.auth import AdminAuth
+
+    s = rt.settings
+    auth = AdminAuth.from_settings(s, local=local)
+    if not auth.configured:
+        log.info("admin console off: set ADMIN_TOKEN (or see docs/admin.md) to serve it")
+        return False
+    app.add_subapp(PREFIX, admin_app(AdminDeps(
+        rt.pool, rt.inbox, rt.store, rt.ingestor, s.admin_upload_max_bytes,
+        s.otel_traces_url_template), auth))
+    return True
 
 
 async def serve(settings: Settings, *, workers: int, host: str, port: int, http: bool) -> int:

@@ -38,7 +38,7 @@ _USER_DATABASE_URL = os.environ.pop("DATABASE_URL", None)
 _USER_REDIS_URL = os.environ.pop("REDIS_URL", None)
 for _key in list(os.environ):
     if _key.startswith(("BOT_", "LLM_", "WEBHOOK_", "EMBEDDING_", "MEMORY_", "RETRIEVAL_",
-                        "CHUNK_", "INGEST_")) or _key == "OPENAI_API_KEY":
+                        "CHUNK_", "INGEST_", "ADMIN_")) or _key == "OPENAI_API_KEY":
         del os.environ[_key]
 
 

@@ -1,0 +1,1 @@
+"""The admin console: conversations, overview, knowledge base, dead letters (docs/admin.md)."""

@@ -1,0 +1,231 @@
+"""The knowledge base in the console, and its HTTP API for scripts.
+
+Pages: `GET /documents` (every document: version, chunks, last ingested, soft-deleted
+state; an upload form), `GET /documents/{id}` (one document and its chunks), `GET
+/documents/by-uri?uri=` (where a source link points), `POST /documents` (upload, admin),
+`POST /documents/{id}/forget` (soft delete, admin).
+
+API (bearer token or session; JSON):
+- `GET /api/documents` -> 200 `{"documents": [DOCUMENT, ...]}` (`?deleted=1` includes the
+  forgotten ones), DOCUMENT = `{"id", "uri", "title", "mime_type", "version", "chunks",
+  "created_at", "updated_at", "deleted_at"}` (ISO 8601 times, `deleted_at` null when live).
+- `GET /api/documents/{id}` -> 200 DOCUMENT, 404.
+- `POST /api/documents` (multipart: `file`, optional `uri`; admin) -> 201 `{"document":
+  DOCUMENT, "chunks_added", "chunks_unchanged", "chunks_removed"}`; 400 unreadable or of an
+  unsupported type, 413 larger than ADMIN_UPLOAD_MAX_BYTES. The same `uri` again is a new
+  version of that document; the default uri is `upload:FILENAME`.
+- `DELETE /api/documents/{id}` (admin) -> 200 `{"forgotten": true}`, 404 when no live
+  document has that id.
+A change through the API by a browser session (not a bearer token) needs the page's CSRF token
+in an `X-CSRF-Token` header (403 without).
+Uploads are parsed by the loaders of `bot ingest` (Markdown, text, HTML, PDF, DOCX).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import asyncpg
+from aiohttp import BodyPartReader, web
+
+from bot.admin.app import PREFIX, admin_form, auth_of, deps, record, render
+from bot.admin.auth import Principal, require_admin
+from bot.errors import KnowledgeError
+from bot.httpguard import streams_body
+
+_DOCUMENTS = """
+    SELECT d.id, d.source_uri AS uri, d.title, d.mime_type, d.version, d.created_at,
+           d.updated_at, d.deleted_at,
+           (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) AS chunks
+    FROM documents d"""
+_CHUNKS = """SELECT ordinal, section, page, token_count, left(text, 400) AS text
+             FROM chunks WHERE document_id = $1 ORDER BY ordinal LIMIT 500"""
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/documents", documents_page),
+            web.get("/documents/by-uri", document_by_uri),
+            web.get("/documents/{id:\\d+}", document_page),
+            web.post("/documents", upload_form),
+            web.post("/documents/{id:\\d+}/forget", forget_form),
+            web.get("/api/documents", list_api),
+            web.get("/api/documents/{id:\\d+}", get_api),
+            web.post("/api/documents", upload_api),
+            web.delete("/api/documents/{id:\\d+}", delete_api)]
+
+
+def _json(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in dict(row).items()}
+
+
+async def _list(pool: asyncpg.Pool, deleted: bool) -> list[asyncpg.Record]:
+    where = "" if deleted else " WHERE d.deleted_at IS NULL"
+    rows: list[asyncpg.Record] = await pool.fetch(
+        _DOCUMENTS + where + " ORDER BY d.updated_at DESC, d.id DESC LIMIT 1000")
+    return rows
+
+
+async def _one(pool: asyncpg.Pool, document_id: int) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await pool.fetchrow(_DOCUMENTS + " WHERE d.id = $1",
+                                                    document_id)
+    return row
+
+
+async def documents_page(request: web.Request) -> web.Response:
+    rows = await _list(deps(request).pool, deleted=True)
+    return render(request, "documents.html", title="Knowledge base", documents=rows,
+                  max_mib=deps(request).upload_max_bytes / 2**20,
+                  notice=request.query.get("notice", ""))
+
+
+async def document_page(request: web.Request) -> web.Response:
+    pool = deps(request).pool
+    row = await _one(pool, int(request.match_info["id"]))
+    if row is None:
+        raise web.HTTPNotFound(text="no such document")
+    chunks = await pool.fetch(_CHUNKS, row["id"])
+    return render(request, "document.html", title=row["title"], d=row, chunks=chunks)
+
+
+async def document_by_uri(request: web.Request) -> web.Response:
+    found = await deps(request).pool.fetchval(
+        "SELECT id FROM documents WHERE source_uri = $1", request.query.get("uri", ""))
+    if found is None:
+        raise web.HTTPNotFound(text="no document has that source")
+    raise web.HTTPSeeOther(f"{PREFIX}/documents/{found}")
+
+
+async def list_api(request: web.Request) -> web.Response:
+    rows = await _list(deps(request).pool, deleted=request.query.get("deleted") == "1")
+    return web.json_response({"documents": [_json(r) for r in rows]})
+
+
+async def get_api(request: web.Request) -> web.Response:
+    row = await _one(deps(request).pool, int(request.match_info["id"]))
+    if row is None:
+        return web.json_response({"error": "no such document"}, status=404)
+    return web.json_response(_json(row))
+
+
+class UploadError(Exception):
+    """An upload refused: `status` (400, 403, 413) and a message for the user."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _receive(request: web.Request, principal: Principal, *, form: bool
+                   ) -> tuple[str, str, str | None, bytes]:
+    """(uri, file name, content type, bytes) of a multipart upload, read part by part within
+    the size limit; a form's `csrf` part must come first and be valid."""
+    if not request.content_type.startswith("multipart/"):
+        raise UploadError(400, "send the file as multipart/form-data in a part named 'file'")
+    limit = deps(request).upload_max_bytes
+    reader = await request.multipart()
+    # a script with a bearer token needs no CSRF token; a browser session sends the header
+    csrf_ok = not form and auth_of(request).check_csrf(
+        principal, request.headers.get("X-CSRF-Token"))
+    uri: str | None = None
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "csrf":
+            csrf_ok = auth_of(request).check_csrf(principal, await part.text())
+        elif part.name == "uri":
+            uri = (await part.text()).strip() or None
+        elif part.name == "file":
+            if not csrf_ok:
+                raise UploadError(403, "the form's CSRF token is missing or wrong")
+            name = _UNSAFE_NAME.sub("_", PurePosixPath(part.filename or "").name)[:200]
+            if not name.strip("._ "):
+                raise UploadError(400, "the file part has no file name")
+            data = bytearray()
+            while block := await part.read_chunk(64 * 1024):
+                data.extend(block)
+                if len(data) > limit:
+                    raise UploadError(413, f"larger than ADMIN_UPLOAD_MAX_BYTES={limit}")
+            return (uri or f"upload:{name}", name, part.headers.get("Content-Type"),
+                    bytes(data))
+    if not csrf_ok:
+        raise UploadError(403, "the form's CSRF token is missing or wrong")
+    raise UploadError(400, "no part named 'file'")
+
+
+async def _ingest(request: web.Request, principal: Principal, *, form: bool
+                  ) -> tuple[dict[str, Any], asyncpg.Record]:
+    uri, filename, content_type, data = await _receive(request, principal, form=form)
+    try:
+        report = await deps(request).ingestor().ingest_upload(data, uri, filename,
+                                                               content_type)
+    except KnowledgeError as exc:
+        raise UploadError(400, str(exc)) from None
+    document_id = await deps(request).pool.fetchval(
+        "SELECT id FROM documents WHERE source_uri = $1", uri)
+    row = await _one(deps(request).pool, document_id)
+    assert row is not None  # just stored
+    summary = {"chunks_added": report.chunks_added, "chunks_unchanged": report.chunks_unchanged,
+               "chunks_removed": report.chunks_removed}
+    await record(request, principal, "document.upload", uri,
+                 {"bytes": len(data), "mime_type": row["mime_type"], "version": row["version"],
+                  **summary})
+    return summary, row
+
+
+@streams_body
+async def upload_form(request: web.Request) -> web.Response:
+    principal = require_admin(request)
+    try:
+        summary, row = await _ingest(request, principal, form=True)
+    except UploadError as exc:
+        if exc.status == 403:
+            raise web.HTTPForbidden(text=str(exc)) from None
+        rows = await _list(deps(request).pool, deleted=True)
+        return render(request, "documents.html", status=exc.status, title="Knowledge base",
+                      documents=rows, max_mib=deps(request).upload_max_bytes / 2**20,
+                      notice="", error=str(exc))
+    notice = (f"{row['uri']}: version {row['version']}, {summary['chunks_added']} chunks "
+              f"added, {summary['chunks_unchanged']} unchanged")
+    from urllib.parse import urlencode
+
+    raise web.HTTPSeeOther(f"{PREFIX}/documents?{urlencode({'notice': notice})}")
+
+
+@streams_body
+async def upload_api(request: web.Request) -> web.Response:
+    principal = require_admin(request)
+    try:
+        summary, row = await _ingest(request, principal, form=False)
+    except UploadError as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    return web.json_response({"document": _json(row), **summary}, status=201)
+
+
+async def _forget(request: web.Request, principal: Principal) -> bool:
+    pool = deps(request).pool
+    uri = await pool.fetchval("SELECT source_uri FROM documents WHERE id = $1",
+                              int(request.match_info["id"]))
+    if uri is None or not await deps(request).store.forget(uri):
+        return False
+    await record(request, principal, "document.forget", uri)
+    return True
+
+
+async def forget_form(request: web.Request) -> web.Response:
+    principal, _form = await admin_form(request)
+    if not await _forget(request, principal):
+        raise web.HTTPNotFound(text="no live document with that id")
+    raise web.HTTPSeeOther(f"{PREFIX}/documents")
+
+
+async def delete_api(request: web.Request) -> web.Response:
+    principal = require_admin(request)
+    if not auth_of(request).check_csrf(principal, request.headers.get("X-CSRF-Token")):
+        return web.json_response({"error": "X-CSRF-Token missing or wrong"}, status=403)
+    if not await _forget(request, principal):
+        return web.json_response({"error": "no live document with that id"}, status=404)
+    return web.json_response({"forgotten": True})
