@@ -204,6 +204,13 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty when set")
         return value
 
+    @field_validator("admin_token", "admin_readonly_token")
+    @classmethod
+    def _long_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
     @property
     def concurrency(self) -> int:
         """In-flight messages per process (engine worker tasks): BOT_CONCURRENCY, or the older

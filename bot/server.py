@@ -55,7 +55,7 @@ def mount_admin(app: web.Application, rt: Runtime, *, local: bool = False) -> bo
         return False
     app.add_subapp(PREFIX, admin_app(AdminDeps(
         rt.pool, rt.inbox, rt.store, rt.ingestor, s.admin_upload_max_bytes,
-        s.otel_traces_url_template), auth))
+        s.otel_traces_url_template, tuple(s.secret_values())), auth))
     return True
 
 

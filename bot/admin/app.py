@@ -7,9 +7,11 @@ CSRF token and needs the admin role; every such change is an `admin_audit` row.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
 import jinja2
@@ -19,6 +21,7 @@ from multidict import MultiDictProxy
 from bot.admin import audit
 from bot.admin.auth import AdminAuth, Principal, admin_middleware, require_admin
 from bot.inbox import Inbox
+from bot.log import SecretRedactor
 from bot.protocols import DocumentForgetter, DocumentUploads
 
 PREFIX = "/admin"
@@ -40,6 +43,8 @@ class AdminDeps:
     ingestor: Callable[[], DocumentUploads]
     upload_max_bytes: int
     traces_url_template: str | None = None
+    #: the settings' secret values: masked wherever a page shows a stored error text
+    secrets: tuple[str, ...] = ()
 
 
 DEPS = web.AppKey("admin_deps", AdminDeps)
@@ -50,6 +55,8 @@ TEMPLATES = web.AppKey("admin_templates", jinja2.Environment)
 #: OVERVIEW_TTL_S.
 OVERVIEW_CACHE = web.AppKey("admin_overview_cache", dict[int, tuple[float, Any]])
 OVERVIEW_TTL_S = 30.0
+#: Uploads are stored one at a time (bot.admin.documents._ingest).
+UPLOAD_LOCK = web.AppKey("admin_upload_lock", asyncio.Lock)
 
 
 def deps(request: web.Request) -> AdminDeps:
@@ -77,6 +84,20 @@ def render(request: web.Request, template: str, *, status: int = 200,
     return web.Response(text=html, content_type="text/html", status=status)
 
 
+def notice_url(request: web.Request, path: str, notice: str) -> str:
+    """`path` showing `notice` (what an action did), signed: a link from elsewhere cannot put
+    words of its own in the console's mouth ("session expired, log in at ...")."""
+    signature = auth_of(request).sign("notice", notice)
+    return f"{PREFIX}{path}?{urlencode({'notice': notice, 'sig': signature})}"
+
+
+def notice_of(request: web.Request) -> str:
+    """The request's notice (from `notice_url`), "" when absent or not signed by us."""
+    notice = request.query.get("notice", "")
+    signed = auth_of(request).check_signature("notice", notice, request.query.get("sig"))
+    return notice if signed else ""
+
+
 async def admin_form(request: web.Request) -> tuple[Principal, MultiDictProxy[Any]]:
     """The posted form of an admin action: the admin role and a valid CSRF token, else 403."""
     principal = require_admin(request)
@@ -95,13 +116,14 @@ async def record(request: web.Request, principal: Principal, action: str,
                        remote_addr=request.remote)
 
 
-def _environment() -> jinja2.Environment:
+def _environment(secrets: tuple[str, ...]) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("bot.admin", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
     # error texts (exceptions, platform answers) may quote a secret or an address
-    env.filters["redact"] = audit.redact_text
+    masker = SecretRedactor(secrets)
+    env.filters["redact"] = lambda text: masker.redact(audit.redact_text(text))
     return env
 
 
@@ -112,8 +134,9 @@ def admin_app(admin_deps: AdminDeps, auth: AdminAuth) -> web.Application:
     app = web.Application(middlewares=[admin_middleware(auth, prefix=PREFIX)])
     app[DEPS] = admin_deps
     app[AUTH] = auth
-    app[TEMPLATES] = _environment()
+    app[TEMPLATES] = _environment(admin_deps.secrets)
     app[OVERVIEW_CACHE] = {}
+    app[UPLOAD_LOCK] = asyncio.Lock()
     app.add_routes([
         web.get("", pages.overview), web.get("/", pages.overview),
         *login.routes(), *pages.routes(), *documents.routes(), *dead_letters.routes(),

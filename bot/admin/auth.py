@@ -5,8 +5,8 @@ ADMIN_READONLY_TOKEN (read), compared in constant time; a browser never sends it
 so it needs no CSRF token (a wrong one grants nothing; the others are still tried, as an
 OAuth2 proxy may pass a bearer of its own); (2) the login form's session cookie; (3) the user
 in ADMIN_TRUSTED_USER_HEADER, believed only from ADMIN_TRUSTED_PROXIES (ADMIN_USERS, compared
-case-insensitively, are admins, others read); (4) local mode (`bot admin` on loopback,
-nothing configured): a loopback peer naming a loopback host (so not a DNS-rebound name).
+ignoring the case of ASCII letters, are admins, others read); (4) local mode (`bot admin` on
+loopback, nothing configured): a loopback peer naming a loopback host (not a DNS-rebound name).
 
 Session cookie `sb_admin` = `<payload>.<signature>`: base64url JSON `{"r": role, "s": session
 id, "e": expiry (Unix s), "t": token tag}` and its base64url HMAC-SHA256 under the session
@@ -34,13 +34,14 @@ import json
 import os
 import re
 import secrets
+import string
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -59,11 +60,15 @@ REALM = 'Bearer realm="switchboard-admin"'
 #: Sent with every response of the console.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"}
 _SECRET_LABEL = b"switchboard-admin-session-secret-v1"
 _NONCE = re.compile(r"[A-Za-z0-9_-]{43}")
 _MAX_USER_CHARS = 256
+#: ADMIN_USERS are compared with proxy users ignoring the case of ASCII letters only: Unicode
+#: case folding makes other names equal ("boſs" and "\u212aate" fold to "boss", "kate").
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -131,13 +136,15 @@ def _network(entry: str) -> Network:
 
 
 def safe_next(target: str | None, prefix: str = "/admin") -> str:
-    """`target` when it is a path of the console (a relative URL under `prefix`), else the
-    console's start page: where the login form may send the browser afterwards."""
+    """`target` when it is a path of the console (a relative URL under `prefix`, no `..`
+    segment, which a browser resolves, "%2e%2e" too), else the console's start page: where
+    the login form may send the browser afterwards."""
     home = prefix + "/"
     if not target or any(c in target for c in "\\\r\n\t") or target.startswith("//"):
         return home
     parts = urlsplit(target)
-    under = parts.path == prefix or parts.path.startswith(home)
+    under = (parts.path == prefix or parts.path.startswith(home)) \
+        and ".." not in unquote(parts.path).split("/")
     return target if under and not (parts.scheme or parts.netloc) else home
 
 
@@ -157,7 +164,8 @@ class AdminAuth:
                         if token and token.strip()}
         self._header = trusted_user_header or None
         self._proxies = [_network(p.strip()) for p in trusted_proxies if p.strip()]
-        self._admin_users = {u.strip().casefold() for u in admin_users if u.strip()}
+        self._admin_users = {u.strip().translate(_ASCII_LOWER) for u in admin_users
+                             if u.strip()}
         if session_secret is None:
             admin = self._tokens.get(Role.ADMIN)
             session_secret = hmac.new(admin.encode(), _SECRET_LABEL, hashlib.sha256).digest() \
@@ -239,7 +247,7 @@ class AdminAuth:
         user = values[0].strip()
         if not user or len(user) > _MAX_USER_CHARS or not user.isprintable():
             return None
-        role = Role.ADMIN if user.casefold() in self._admin_users else Role.READ
+        role = Role.ADMIN if user.translate(_ASCII_LOWER) in self._admin_users else Role.READ
         return Principal(user, role, "proxy", "proxy-" + self._mac("proxy-user", user)[:32])
 
     def _local(self, request: web.Request) -> Principal | None:
@@ -276,6 +284,13 @@ class AdminAuth:
     def clear_session(self, response: web.StreamResponse) -> None:
         response.del_cookie(SESSION_COOKIE, path=self.prefix, httponly=True,
                             samesite="Strict")
+
+    def sign(self, label: str, text: str) -> str:
+        """A signature of `text` for `label`: what the console wrote, not a link's author."""
+        return self._mac(label, text)
+
+    def check_signature(self, label: str, text: str, signature: str | None) -> bool:
+        return bool(signature) and _equal(signature or "", self._mac(label, text))
 
     def csrf_token(self, principal: Principal) -> str:
         """The token a form of `principal` carries ("" for bearer principals: none needed)."""
@@ -316,10 +331,12 @@ class AdminAuth:
         `Sec-Fetch-Site: cross-site`."""
         if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
             return False
-        origin = request.headers.get("Origin")
-        if origin is None:
+        origins = request.headers.getall("Origin", [])
+        if not origins:
             return True
-        parts = urlsplit(origin.strip())
+        if len(origins) > 1:  # no browser sends two
+            return False
+        parts = urlsplit(origins[0].strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             return False  # "null" and the like
         hosts = [request.host]

@@ -113,6 +113,8 @@ async def get_conversation(pool: asyncpg.Pool, conversation_id: str, *,
                            max_entries: int = 1000) -> ConversationDetail | None:
     """The conversation with its last `max_entries` transcript rows in order (by time; the
     inbound row of an exchange before its reply), or None when there is none by that id."""
+    if "\x00" in conversation_id:  # no id holds one (PostgreSQL text cannot)
+        return None
     records = await pool.fetch(CONVERSATION_SQL, conversation_id, max(0, max_entries))
     if not records:
         return None

@@ -3,7 +3,8 @@
 Routes (under /admin): `GET /` overview; `GET /conversations` the filtered list (query
 parameters: `ConversationFilter.from_query`, `after` the keyset cursor); `GET
 /conversations/{id}` one conversation; `POST /conversations/{id}/review` tags and reviewed
-(admin); `GET /api/conversations` the list as JSON for scripts.
+(admin); `GET /api/conversations` the list as JSON for scripts; `GET /audit` the newest admin
+actions.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import time
 from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from bot.admin import charts, reviews
+from bot.admin import audit, charts, reviews
 from bot.admin.app import (
     OVERVIEW_CACHE,
     OVERVIEW_TTL_S,
     PREFIX,
     admin_form,
     deps,
+    principal_of,
     record,
     render,
 )
@@ -37,7 +39,8 @@ def routes() -> list[web.RouteDef]:
     return [web.get("/conversations", conversations),
             web.get("/conversations/{id}", conversation),
             web.post("/conversations/{id}/review", review),
-            web.get("/api/conversations", conversations_api)]
+            web.get("/api/conversations", conversations_api),
+            web.get("/audit", audit_page)]
 
 
 def list_url(**query: str) -> str:
@@ -88,7 +91,8 @@ async def conversation(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such conversation")
     template = deps(request).traces_url_template
     return render(request, "conversation.html", title=f"Conversation {detail.id}", c=detail,
-                  trace_url=(lambda trace_id: template.replace("{trace_id}", trace_id))
+                  trace_url=(lambda trace_id: template.replace("{trace_id}",
+                                                               quote(trace_id, safe="")))
                   if template else None)
 
 
@@ -109,9 +113,13 @@ async def review(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"{PREFIX}/conversations/{_quote(conversation_id)}")
 
 
-def _quote(value: str) -> str:
-    from urllib.parse import quote
+async def audit_page(request: web.Request) -> web.Response:
+    """The newest 500 admin actions (logins, uploads, forgets, retries, reviews)."""
+    rows = await audit.recent(deps(request).pool, 500)
+    return render(request, "audit.html", title="Audit", rows=rows)
 
+
+def _quote(value: str) -> str:
     return quote(value, safe="")
 
 
@@ -122,7 +130,9 @@ async def overview(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="days: a whole number of days") from None
     cache = request.config_dict[OVERVIEW_CACHE]
     now = time.monotonic()
-    if days in cache and now - cache[days][0] < OVERVIEW_TTL_S and "fresh" not in request.query:
+    # an admin may ask for fresh figures; others get the cached ones (0.5 s at 1M rows)
+    fresh = "fresh" in request.query and principal_of(request).is_admin
+    if days in cache and now - cache[days][0] < OVERVIEW_TTL_S and not fresh:
         data = cache[days][1]
     else:
         data = await load_overview(deps(request).pool, days=days)
@@ -143,12 +153,13 @@ def _charts(o: Any) -> dict[str, Any]:
     for p in o.per_platform:
         by_day.setdefault(p.day, {})[p.platform] = p
     days = [d.day for d in o.per_day]
-    messages = [charts.Column(d.strftime("%m-%d"), [
-        charts.Segment(p, by_day.get(d, {})[p].messages if p in by_day.get(d, {}) else 0,
-                       _day(d, platform=p)) for p in platforms]) for d in days]
-    users = [charts.Column(d.strftime("%m-%d"), [
-        charts.Segment(p, by_day.get(d, {})[p].users if p in by_day.get(d, {}) else 0,
-                       _day(d, platform=p)) for p in platforms]) for d in days]
+    def per_platform(figure: str) -> list[charts.Column]:
+        return [charts.Column(d.strftime("%m-%d"), [
+            charts.Segment(p, getattr(by_day.get(d, {}).get(p), figure, 0), _day(d, platform=p))
+            for p in platforms]) for d in days]
+
+    messages, conversations, users = (per_platform(f)
+                                      for f in ("messages", "conversations", "users"))
     answered = [charts.Column(s.day.strftime("%m-%d"), [
         charts.Segment("from the knowledge base", s.from_knowledge, _day(s.day)),
         charts.Segment("not in the knowledge base", s.not_in_knowledge, _day(s.day)),
@@ -169,6 +180,8 @@ def _charts(o: Any) -> dict[str, Any]:
         blocked="1", since=o.since.isoformat(), until=o.until.isoformat()))])
         for rail, count in sorted(o.blocks_by_rail.items(), key=lambda kv: -kv[1])]
     return {"messages": charts.bars(messages, "Messages per day by platform"),
+            "conversations": charts.bars(conversations,
+                                         "Conversations with messages per day by platform"),
             "users": charts.bars(users, "Unique users per day by platform"),
             "answered": charts.bars(answered, "Replies per day: where the answer came from"),
             "latency": charts.bars(latency, "Answer latency per day (ms)"),

@@ -153,6 +153,8 @@ class ConversationFilter:
             value = (query.get(name) or "").strip()
             if len(value) > _MAX_VALUE_CHARS:
                 raise ValueError(f"{name}: at most {_MAX_VALUE_CHARS} characters")
+            if "\x00" in value:  # PostgreSQL text cannot hold it
+                raise ValueError(f"{name}: a NUL character")
             return value or None
 
         def flag(name: str) -> bool | None:
@@ -167,7 +169,7 @@ class ConversationFilter:
         if feedback not in (None, "up", "down"):
             raise ValueError(f"feedback: up or down, not {feedback[:40]!r}")
         latency = text("min_latency_ms")
-        if latency is not None and not latency.isdigit():
+        if latency is not None and not (latency.isascii() and latency.isdigit()):
             raise ValueError(f"min_latency_ms: a whole number of milliseconds, not "
                              f"{latency[:40]!r}")
         return cls(platform=text("platform"), channel=text("channel"), user=text("user"),
@@ -204,11 +206,11 @@ def _instant(value: str | None, name: str, *, end_of_day: bool) -> datetime | No
             return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
                 days=1 if end_of_day else 0)
         moment = datetime.fromisoformat(value)
+        if moment.utcoffset() is None:
+            raise ValueError
+        return moment.astimezone(UTC)  # out of range there (year 0 or 10000): OverflowError
     except (ValueError, OverflowError):
         raise ValueError(f"{name}: a date YYYY-MM-DD, not {value[:40]!r}") from None
-    if moment.utcoffset() is None:
-        raise ValueError(f"{name}: a date YYYY-MM-DD, not {value[:40]!r}")
-    return moment
 
 
 def _write_instant(moment: datetime, *, end_of_day: bool) -> str:
@@ -293,7 +295,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
             raise ValueError
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         micros, conversation_id = json.loads(raw)
-        if type(micros) is not int or not isinstance(conversation_id, str):
+        if type(micros) is not int or not isinstance(conversation_id, str) \
+                or "\x00" in conversation_id:
             raise ValueError
         return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros),
                 conversation_id)
@@ -314,8 +317,20 @@ def list_statement(flt: ConversationFilter, *, limit: int, cursor: str | None
     return LIST_SQL.format(where=" AND ".join(conds) or "true", limit=f"${len(args)}"), args
 
 
-async def list_conversations(pool: asyncpg.Pool, flt: ConversationFilter, *, limit: int = 50,
-                             cursor: str | None = None) -> ConversationPage:
+async def _fetch_planned_for_values(conn: asyncpg.Connection, sql: str, args: list[object]
+                                    ) -> list[asyncpg.Record]:
+    """`sql` planned for these values every time: the best plan depends on them (a rare
+    word: the text index; a common one: walk the newest conversations), and the prepared
+    statement's generic plan took 2 s for a rare word at a million rows (bench/admin.py)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        records: list[asyncpg.Record] = await conn.fetch(sql, *args)
+    return records
+
+
+async def list_conversations(pool: asyncpg.Pool | asyncpg.Connection, flt: ConversationFilter,
+                             *, limit: int = 50, cursor: str | None = None
+                             ) -> ConversationPage:
     """A page of the conversations `flt` selects, newest first by (last_message_at, id);
     `cursor` (a page's `next_cursor`) continues after that page's last row (keyset
     pagination: a page never repeats or skips a row, even among equal times).
@@ -326,7 +341,11 @@ async def list_conversations(pool: asyncpg.Pool, flt: ConversationFilter, *, lim
     if not 1 <= limit <= _MAX_LIMIT:
         raise ValueError(f"limit: 1 to {_MAX_LIMIT}")
     sql, args = list_statement(flt, limit=limit + 1, cursor=cursor)
-    records = await pool.fetch(sql, *args)
+    if isinstance(pool, asyncpg.Pool):
+        async with pool.acquire() as conn:
+            records = await _fetch_planned_for_values(conn, sql, args)
+    else:  # one connection (bench/admin.py measures on one)
+        records = await _fetch_planned_for_values(pool, sql, args)
     rows = [ConversationRow(
         id=r["id"], platform=r["platform"], workspace=r["workspace"], channel=r["channel"],
         thread=r["thread"], created_at=r["created_at"], last_message_at=r["last_message_at"],

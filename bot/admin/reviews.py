@@ -57,6 +57,8 @@ async def set_review(pool: asyncpg.Pool, conversation_id: str, *, tags: Sequence
     normalized = normalize_tags(tags)
     if reviewed and not by.strip():
         raise ValueError("by: the reviewer's name")
+    if "\x00" in conversation_id:  # no id holds one (PostgreSQL text cannot)
+        return False
     done = await pool.fetchval(SET_REVIEW_SQL, conversation_id, normalized, reviewed,
                                by.strip())
     return done is not None

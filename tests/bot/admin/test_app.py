@@ -196,6 +196,35 @@ async def test_form_posts_need_the_csrf_token_and_the_admin_role(
         "SELECT count(*) FROM documents WHERE deleted_at IS NULL") == 1
 
 
+def test_admin_tokens_shorter_than_16_characters_are_refused() -> None:
+    from bot.config import load_settings
+    from bot.errors import ConfigError
+
+    for name in ("admin_token", "admin_readonly_token"):
+        with pytest.raises(ConfigError, match=f"{name.upper()}: .*at least 16 characters"):
+            load_settings(_env_file=None, **{name: "short-token"})
+
+
+async def test_pages_mask_configured_secrets_in_stored_errors(
+        server_factory: Callable[..., Any]) -> None:
+    """A dead letter's error quoting a setting's secret (a platform token in an exception's
+    text) shows it masked."""
+    from bot.messages import Conversation, Message
+
+    secret = "correcthorsebatterystaple"  # plain words: no entropy rule would catch it
+    server = await _server(server_factory, webhook_secret=secret)
+    inbox = server.rt.inbox
+    await inbox.enqueue(Message("webhook:support:d1", Conversation("webhook", "c1"), "u1",
+                                "hello"))
+    (delivery,) = await inbox.read("test-consumer", 1, 0)
+    await inbox.dead_letter(delivery, f"401 from the API with key {secret}")
+    async with aiohttp.ClientSession(headers=_bearer(READER)) as http, http.get(
+            server.url + "/admin/dead-letters") as response:
+        page = await response.text()
+    assert "401 from the API with key" in page
+    assert secret not in page
+
+
 async def test_bad_filters_and_cursors_are_400_not_500(server_factory: Callable[..., Any]
                                                       ) -> None:
     server = await _server(server_factory)

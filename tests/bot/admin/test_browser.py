@@ -166,12 +166,19 @@ async def test_admin_logs_in_uploads_finds_the_answer_and_retries_a_dead_letter(
     await page.wait_for_url("**/admin/conversations?**")
     assert await page.locator("#conversations tbody tr a").count() >= 1
 
+    # every change above is on the audit page
+    await page.click("header >> text=Audit")
+    audit_rows = await page.inner_text("#audit")
+    for action in ("login", "document.upload", "conversation.review", "dead_letter.retry"):
+        assert action in audit_rows, action
+    await shot(page, "08-audit")
+
     # a read-only user sees no upload form and cannot retry
     reader = await browser.new_page()
     await log_in(reader, server.url, READER)
     await reader.goto(server.url + "/admin/documents")
     assert await reader.locator("form[aria-label=Upload]").count() == 0
-    await shot(reader, "08-read-only-knowledge-base")
+    await shot(reader, "09-read-only-knowledge-base")
     response = await reader.request.post(server.url + "/admin/dead-letters/retry",
                                          form={"all": "1"})
     assert response.status == 403

@@ -164,22 +164,32 @@ async def test_a_row_shows_the_first_inbound_message_and_the_review(pool: asyncp
     assert (row.tags, row.reviewed, row.last_message_at) == (["bug", "good"], True, day(1, 10))
 
 
-class CountingPool:
-    """Counts the statements a page takes; only `fetch` is there."""
+class CountingConnection:
+    """Counts the queries a page takes (`fetch`); the transaction that sets the plan mode
+    passes through."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool, self.calls = pool, 0
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn, self.calls = conn, 0
+
+    def transaction(self) -> Any:
+        return self.conn.transaction()
+
+    async def execute(self, query: str, *args: Any) -> str:
+        assert query.startswith("SET LOCAL ")  # nothing else runs beside the query
+        result: str = await self.conn.execute(query, *args)
+        return result
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         self.calls += 1
-        result: list[asyncpg.Record] = await self.pool.fetch(query, *args)
+        result: list[asyncpg.Record] = await self.conn.fetch(query, *args)
         return result
 
 
 async def test_a_page_is_one_statement_with_its_values_bound(five: asyncpg.Pool) -> None:
-    counting = CountingPool(five)
     flt = ConversationFilter(user="bob'; DROP TABLE messages; --", text="x", platform="slack")
-    page = await list_conversations(counting, flt)
+    async with five.acquire() as conn:
+        counting = CountingConnection(conn)
+        page = await list_conversations(counting, flt)
     assert (page.rows, counting.calls) == ([], 1)
     assert await five.fetchval("SELECT count(*) FROM messages") == 10
 
