@@ -172,6 +172,11 @@ class Ingestor:
     async def _store_document(self, source: str, doc: LoadedDocument, report: IngestReport,
                               progress: IngestProgress) -> None:
         report.documents += 1
+        async with self._store.writing(doc.uri):
+            await self._write(source, doc, report, progress)
+
+    async def _write(self, source: str, doc: LoadedDocument, report: IngestReport,
+                     progress: IngestProgress) -> None:
         for warning in doc.warnings:
             report.warnings.append((source, f"{doc.uri}: {warning}"))
             log.info("ingest warning", source=source, warning=warning)

@@ -9,7 +9,8 @@ by `to_tsvector`, and cast, not re-stemmed, to a tsquery), ranked by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -56,6 +57,18 @@ class ChunkStore:
         if row is None:
             return None
         return StoredDocument(row["id"], row["content_sha256"], row["deleted"], row["n"])
+
+    @asynccontextmanager
+    async def writing(self, uri: str) -> AsyncIterator[None]:
+        """Hold the document `uri` for writing, across processes: `get_document`, `diff` and
+        `apply` of two ingestions of one source inside this never interleave (each would diff
+        against the same stored chunks and the two versions' chunks would mix). A transaction
+        advisory lock on a connection of its own: a cancelled holder's connection is rolled
+        back when the pool takes it back, which releases the lock."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"document:{uri}")
+            yield
 
     async def diff(self, document_id: int | None, drafts: Sequence[ChunkDraft]) -> ChunkDiff:
         """Compare new drafts with the stored chunks of a document, by content hash."""

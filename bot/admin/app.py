@@ -7,7 +7,6 @@ CSRF token and needs the admin role; every such change is an `admin_audit` row.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,8 +54,6 @@ TEMPLATES = web.AppKey("admin_templates", jinja2.Environment)
 #: OVERVIEW_TTL_S.
 OVERVIEW_CACHE = web.AppKey("admin_overview_cache", dict[int, tuple[float, Any]])
 OVERVIEW_TTL_S = 30.0
-#: Uploads are stored one at a time (bot.admin.documents._ingest).
-UPLOAD_LOCK = web.AppKey("admin_upload_lock", asyncio.Lock)
 
 
 def deps(request: web.Request) -> AdminDeps:
@@ -136,7 +133,6 @@ def admin_app(admin_deps: AdminDeps, auth: AdminAuth) -> web.Application:
     app[AUTH] = auth
     app[TEMPLATES] = _environment(admin_deps.secrets)
     app[OVERVIEW_CACHE] = {}
-    app[UPLOAD_LOCK] = asyncio.Lock()
     app.add_routes([
         web.get("", pages.overview), web.get("/", pages.overview),
         *login.routes(), *pages.routes(), *documents.routes(), *dead_letters.routes(),

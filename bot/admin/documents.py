@@ -36,7 +36,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.admin.app import (
     PREFIX,
-    UPLOAD_LOCK,
     admin_form,
     auth_of,
     deps,
@@ -212,23 +211,16 @@ async def _field(part: BodyPartReader) -> str:
 
 async def _ingest(request: web.Request, principal: Principal, *, form: bool
                   ) -> tuple[dict[str, Any], asyncpg.Record]:
-    """Receive and store an upload. One at a time per process, and per uri across processes
-    (a PostgreSQL advisory lock): two versions of one document stored at once would both
-    diff against the same stored chunks, and mix theirs."""
+    """Receive and store an upload. Two uploads (or an upload and `bot ingest`) of one uri
+    at once are stored one after the other (`ChunkStore.writing`), never mixed."""
     uri, filename, content_type, data = await _receive(request, principal, form=form)
     pool = deps(request).pool
-    async with request.config_dict[UPLOAD_LOCK], pool.acquire() as lock:
-        await lock.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))",
-                           f"admin-upload:{uri}")
-        try:
-            report = await deps(request).ingestor().ingest_upload(data, uri, filename,
-                                                                   content_type)
-            row = await pool.fetchrow(_DOCUMENTS + " WHERE d.source_uri = $1", uri)
-        except KnowledgeError as exc:
-            raise UploadError(400, str(exc)) from None
-        finally:
-            await lock.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))",
-                               f"admin-upload:{uri}")
+    try:
+        report = await deps(request).ingestor().ingest_upload(data, uri, filename,
+                                                               content_type)
+    except KnowledgeError as exc:
+        raise UploadError(400, str(exc)) from None
+    row = await pool.fetchrow(_DOCUMENTS + " WHERE d.source_uri = $1", uri)
     assert row is not None  # just stored
     summary = {"chunks_added": report.chunks_added, "chunks_unchanged": report.chunks_unchanged,
                "chunks_removed": report.chunks_removed}
