@@ -18,7 +18,8 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from bot.admin import audit
-from bot.admin.auth import AdminAuth, Principal, admin_middleware, require_admin
+from bot.admin.auth import AdminAuth, Principal
+from bot.admin.middleware import admin_middleware, require_admin
 from bot.inbox import Inbox
 from bot.log import SecretRedactor
 from bot.protocols import DocumentForgetter, DocumentUploads

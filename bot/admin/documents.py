@@ -44,7 +44,8 @@ from bot.admin.app import (
     record,
     render,
 )
-from bot.admin.auth import Principal, require_admin
+from bot.admin.auth import Principal
+from bot.admin.middleware import require_admin
 from bot.errors import KnowledgeError
 from bot.httpguard import streams_body
 

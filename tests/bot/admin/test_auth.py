@@ -29,10 +29,9 @@ from bot.admin.auth import (
     AdminAuth,
     Principal,
     Role,
-    admin_middleware,
-    require_admin,
     safe_next,
 )
+from bot.admin.middleware import admin_middleware, require_admin
 from bot.config import load_settings
 
 ADMIN, READONLY = "admin-secret-token", "readonly-secret-token"
