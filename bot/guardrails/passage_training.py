@@ -5,103 +5,84 @@ script; `main` needs scikit-learn and scipy, which the runtime does not).
         --attacks-data DIR --out bot/guardrails/data/passage.npz [--cache DIR] \\
         [--fold 0|1|-1 [--threshold T]] [--window 12] [--case-split 1] [--heldout] \\
         [--c-ngram 30] [--alpha 0.35] [--shares 0.4 0.6] [--min-words 2] [--pieces 1] \\
-        [--markup 1] [--read-pieces 0]
+        [--markup 1] [--read-pieces 0] [--read-markup 0] [--mlp-hidden 32] [--seed 0]
 
 Data: `--data` is the output of `bot.guardrails.passage_data` (`train.jsonl`; `heldout.jsonl`
 is read only with `--heldout`, once, for the final figures, never for a choice). `--attacks-data`
-holds the S-Labs prompt-injection `train.csv` (MIT); its label-1 rows in the passage builder's
-train attack split (`passage_data.load_attacks`) are positives, its label-0 rows and the
-hand-written `augment_benign.csv` / `augment_chat.csv` beside the weights are chat-register
-negatives (weight `CHAT_WEIGHT`). Evaluation helpers are in `bot.guardrails.passage_eval`.
-
-Units: the rail's own, `bot.guardrails.units.split_units` (the same splitter at training,
-validation, bench/rails.py and runtime). Training rows (`build_rows`): the units of the
-training passages that do not overlap an attack (negatives; decoy passages included: benign
-sentences in element positions are the hardest negatives) with up to `NEG_WINDOWS` of their
-readings (`passage_model.word_windows`: 12-word windows, case-boundary pieces, sentences,
-capitalized lines, the words outside markup); units that
-are >= `MIN_ATTACK_SHARE` attack and windows whose words are >= `MIN_WINDOW_SHARE` the
-attack's (positives), windows of those units without attack words (negatives); each attack
-text and, when it has several sentences, its last one. Rows of at least `MIN_WORDS` words:
-about 93,000 (fold 0), 9,900 attacks.
+holds the S-Labs prompt-injection `train.csv` (MIT). Training rows and the validation carve-outs
+are `bot.guardrails.passage_rows`'; evaluation helpers `bot.guardrails.passage_eval`'. Units:
+the rail's own, `bot.guardrails.units.split_units` (the same splitter at training, validation,
+bench/rails.py and runtime).
 
 Validation (`--fold`, every choice below): carved from the TRAIN split by source: fold 0 (the
 default) is all of git-doc and the README sources with `passage_data.bucket(source, 3) == 0`,
 and the attacks with `bucket(attack, 10) == 0` are left out of training, so validation recall
-is on unseen attack texts (2,385 plain benign passages, 1,503 injected). Fold 1 swaps in
-python-django-doc (a check that the threshold transfers). Operating point: the lowest
-threshold with validation benign passage flag rate <= `SHIP_FLAG` (0.5%), a margin under the
-acceptance's 1% for sources unlike the validation ones. Seeds are fixed.
+is on unseen attack texts (about 2,400 plain benign passages, 1,500 injected). Fold 1 swaps in
+python-django-doc. Operating point: the lowest threshold with validation benign passage flag
+rate <= `SHIP_FLAG` (0.5%), a margin under the acceptance's 1% for sources unlike the
+validation ones. Seeds are fixed; `--seed k` adds k to all of them (variance checks).
 
-Rounds 1-2 (fold 0, then fold 1; recall at benign passages flagged <= 1% / <= 0.5%, and the
-<= 0.5% threshold; one change at a time):
+Rounds 1-3 (recall at validation benign passages flagged <= 1% / <= 0.5%, fold 0, fold 1):
+the first model (no windows) 0.888 / 0.882; the rail's splitter with 12-word windows (stride 6)
+and case-boundary pieces as readings and rows 0.959 / 0.932 (8-word windows, 16-word windows,
+line prefixes, first/last k words: worse); `C_NGRAM` 30 (was 3; C 100 drifts the folds'
+thresholds apart); alpha 0.25-0.5 no better; top 5 embedded no change. Round 3: rows of 2 words,
+and each unit's sentences, capitalized lines and words outside markup as rows (`PIECES`,
+`MARKUP`). Version 1 also read them at inference (fold 0 0.982 / 0.977, fold 1 0.968 / 0.953)
+but flagged 1.50% of held-out benign passages; version 2 read none of them (fold 0 0.973 /
+0.963, fold 1 0.964 / 0.952; held-out 0.89% flagged, recall 0.9015; sample 2 of 300 flagged,
+134 of 150 caught; threshold 0.6496).
 
-* first model (a splitter of its own, no windows): LR alone 0.826 / 0.792; blended (alpha
-  0.35) 0.888 / 0.882; line breaks ending a unit, attack-heavy units as positives 0.928 / 0.914.
-* the rail's splitter, windows and case-boundary pieces at inference and as training rows:
-  windows of 8 words 0.936 / 0.909; 12 words 0.951 / 0.927; 16 + case pieces 0.954 / 0.932;
-  **12 + case pieces 0.959 / 0.932** (case pieces alone 0.949 / 0.936, alpha 0.5 0.942 / 0.916,
-  top 5 embedded no change). Tried, not kept: line prefixes and suffixes (up to 30 words) as
-  readings 0.947 / 0.909; the first and last k words as readings (k 6, 8, 4+8): worse.
-* `C_NGRAM` (was 3): C 10 0.961 / 0.944 (0.6509), fold 1 0.949 / 0.938 (0.6121); **C 30 0.963 /
-  0.949 (0.6606), fold 1 0.956 / 0.950 (0.6072)**; C 100 0.975 / 0.954 (0.7238), fold 1 0.957 /
-  0.939 (0.6616): above C 30 the folds' thresholds drift apart. `--shares 0.25 0.5`: worse;
-  alpha 0.25 / 0.45: no better on both folds.
+Round 4 (data rebuilt on another machine: held-out 7,623 passages, was 7,611). Seed noise
+first: version 2's recipe with seeds 0/1/2 gives, at <= 0.5%, fold 0 0.963 / 0.965 / 0.964 and
+fold 1 0.954 / 0.946 / 0.946, so variants are compared on the mean of three seeds (fold 0 /
+fold 1 at <= 0.5%; at <= 1%):
 
-Round 3 (issue 13's shipped-sample recall; `passage_data` rebuilt on another machine, so the
-baseline is re-measured: fold 0 0.968 / 0.959 (0.6402), fold 1 0.955 / 0.930 (0.6813)):
+* version 2's recipe: 0.9640 / 0.9488; 0.9747 / 0.9626.
+* inference only (seed 0, where version 2's recipe gives 0.963 / 0.954): top 5 or 8 embedded:
+  no change; windows at stride 4: 0.963 / 0.949; 8-word windows as extra readings 0.965 /
+  0.938; alpha 0.25-0.45: -0.009 to +0.003 (0.3: +0.001 on both folds, one passage each); case
+  pieces of 2 words 0.961 / 0.952; the words outside markup read at inference (`READ_MARKUP`;
+  the rows had them already): 0.9733 / 0.9481 (3 seeds).
+* retrained (seed 0 unless said): 8-word windows as rows and readings 0.953 / 0.938; 4 benign
+  windows per unit 0.964 / 0.947; 16,000 hard negatives 0.965 / 0.949; window positives at a
+  share of 0.5 0.964 / 0.948; context features for "you" with an AI's make-up ("your
+  programming"), a question to "you" without code: 0.968 / 0.950; + camelCase identifiers:
+  0.9685 / 0.9429 (3 seeds); camelCase alone 0.966 / 0.945; 5 networks 0.9651 / 0.9475
+  (3 seeds); networks of 64 hidden units 0.9694 / 0.9473 (3 seeds).
+* **networks of 64 hidden units + the markup reading at inference: 0.9780 / 0.9484; at <= 1%
+  0.9857 / 0.9659** (3 seeds; seed 0: 0.9796 at 0.6220, 0.9453 at 0.6606): fold 0 up, fold 1
+  level at 0.5% and up at 1%. On 9,852 benign passages of other installed docs (nodejs,
+  valgrind, libxslt) and 560 README passages of distributions outside both splits, never
+  trained on, the markup reading adds at most one flagged passage at the folds' thresholds
+  (version 1 read it together with the sentences and lines; which of them cost version 1 its
+  held-out benign rate was never measured).
 
-* training rows of 2 words (the rail scores 2-word units; "Print prompt" was never a row):
-  0.969 / 0.958, neutral alone. With it, as readings at inference and as rows:
-* + the sentences and all the lines of a unit, of >= 2 words (and case pieces of 2 words):
-  0.979 / 0.939 (0.7631): a wrapped line read alone ("would show you what") scores high; with
-  every reading of a benign unit as a negative 0.979 / 0.943. Sentences only: 0.971 / 0.962.
-* + sentences and the lines starting with a capital: 0.980 / 0.966 (0.6768), fold 1 0.965 /
-  0.943 (0.6940); + 1,500 training passages with an attack glued to a wrapped line: 0.978 /
-  0.961, not kept; + the words outside markup (tags, URLs; `word_windows`): 0.980 / 0.977
-  (0.6415), fold 1 0.972 / 0.939 (0.7263); case pieces back at >= 3 words: **0.982 / 0.977
-  (0.6683), fold 1 0.968 / 0.953 (0.6704)** (model version 1).
-* version 1 (trained on all, at 0.6694) failed held-out: plain benign flagged 1.50% (recall
-  0.906; sample 4 of 300 flagged, 136 of 150 caught). Neither the folds (their thresholds
-  agreed) nor 5,120 benign passages of other installed docs (nodejs, valgrind, libxslt: 0.31%
-  flagged, the previous weights 0.49%) showed it. So version 2 keeps the rows and drops the
-  new readings at inference (`READ_PIECES` 0: the previous model's readings): fold 0 0.973 /
-  0.963 (0.6563), fold 1 0.964 / 0.952 (0.6428), still above the baseline on both folds.
-  (Pieces read at a score handicap d, max with the plain readings: at <= 0.5%, d 0.1-0.2
-  within 0.005 of d 0 on both folds.)
-
-The shipped weights (version 2) are trained with `--fold -1` (all of the training split) at
-`--threshold 0.6496`, the mean of the folds' operating points; no validation figure is measured
-on them. Held-out (bench/rails.py, through the rail; 2 versions evaluated, each once): plain
-benign passages flagged 0.89% (36 of 4,059: PostgreSQL 0.80%, debian-reference 1.33%, READMEs
-0.73%); recall 0.9015 (start 0.86, middle 0.83, end 0.89, elements 0.90-0.94). Shipped sample:
-benign 2 of 300 (0.67%), recall 134 of 150 (0.893; middle 12 of 17): the sample's recall target
-(135) is still missed by one passage. (Before: held-out 0.82% / 0.904 on the earlier build of
-the split, sample 3 of 300 / 131 of 150.)
+Version 3 (`--mlp-hidden 64 --read-markup 1`, trained with `--fold -1` at 0.6413, the mean of
+0.6220 and 0.6606) was measured once on the held-out split and once on the sample: held-out
+plain benign passages flagged 1.01% (41 of 4,066: PostgreSQL 0.91%, debian-reference 1.28%,
+READMEs 0.98%), recall 0.9040 (start 0.88, middle 0.84, end 0.86, elements 0.91-0.94); sample
+2 of 300 flagged, 135 of 150 caught (middle 12 of 17). The held-out benign rate is over 1% by
+one passage, so version 3 is NOT shipped: the defaults and the shipped weights stay version 2's
+(`--mlp-hidden 32 --read-markup 0`, threshold 0.6496).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bot.guardrails.injection import EMBED_CHARS, EMBED_DIM, N_FEATURES, featurize, normalize
-from bot.guardrails.passage_data import bucket, load_attacks
+from bot.guardrails.injection import EMBED_CHARS, EMBED_DIM, N_FEATURES
 from bot.guardrails.passage_eval import (
-    Record,
-    attack_share,
     max_scores,
     operating_point,
     overall,
-    overlaps,
     passage_units,
     rail_figures,
     read_jsonl,
@@ -109,11 +90,19 @@ from bot.guardrails.passage_eval import (
     table,
     unit_figures,
 )
-from bot.guardrails.passage_model import N_CONTEXT, PassageModel, context_features, word_windows
+from bot.guardrails.passage_model import N_CONTEXT, PassageModel
+from bot.guardrails.passage_rows import (
+    DATA_DIR,
+    MARKUP,
+    MIN_ATTACK_SHARE,
+    MIN_WINDOW_SHARE,
+    MIN_WORDS,
+    PIECES,
+    build_rows,
+    design,
+    is_validation,
+)
 from knowledge.embedders.onnx import OnnxMiniLM
-
-if TYPE_CHECKING:
-    from scipy import sparse
 
 SEED = 20241204
 MAX_FLAG = 0.01
@@ -126,52 +115,18 @@ TOP_K = 3
 EMBED_FLOOR = -4.0
 WINDOW_WORDS = 12
 CASE_SPLIT = 1
-#: Training rows also read a unit's sentence and capitalized-line pieces and the words outside
-#: markup (`word_windows`); `READ_PIECES` 0: the shipped model does not read them at inference.
-PIECES = 1
-MARKUP = 1
+#: What the model reads at inference besides the unit, its windows and case pieces: 1 adds the
+#: sentence and line pieces (`READ_PIECES`; version 1, failed held-out), the words outside
+#: markup (`READ_MARKUP`; version 3, failed held-out by one passage). The rows have both
+#: (`PIECES`, `MARKUP`). The shipped weights (version 2) read neither.
 READ_PIECES = 0
-#: Training rows need this many words (`--min-words`; the rail scores units of 2 words).
-MIN_WORDS = 2
-MLP_SEEDS = (0, 1, 2)
+READ_MARKUP = 0
+MLP_SEEDS = 3
+#: Hidden units of each embedding network (version 3: 64).
 MLP_HIDDEN = 32
 #: Doc-register benign rows embedded for the networks: the hardest by n-gram score, plus random.
 HARD_NEG = 8000
 RANDOM_NEG = 4000
-CHAT_WEIGHT = 0.5
-#: A training unit that overlaps an attack is a positive when this share of it is the attack.
-MIN_ATTACK_SHARE = 0.4
-#: A window of a unit that overlaps an attack is a positive when this share of its words are
-#: the attack's, a negative when none are.
-MIN_WINDOW_SHARE = 0.6
-#: Windows of a benign unit added as negatives (random ones, per unit).
-NEG_WINDOWS = 2
-DATA_DIR = Path(__file__).with_name("data")
-_WORD = re.compile(r"\w+")
-
-
-def read_csv(path: Path) -> list[tuple[str, int]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return [(r["text"], int(r["label"])) for r in csv.DictReader(f)]
-
-
-#: Validation carve-outs of the training split (`is_validation`): fold 0 is git-doc, fold 1
-#: python-django-doc, each with a third of the READMEs and a tenth of the attacks.
-FOLD_SOURCES = ("git-doc", "python-django-doc")
-
-
-def is_validation(r: Record, fold: int = 0) -> bool:
-    """Whether a training-split passage is in validation fold `fold` (-1: none)."""
-    if fold < 0:
-        return False
-    src = str(r["source"])
-    if src == FOLD_SOURCES[fold] or (src.startswith("pypi:") and bucket(src, 3) == fold):
-        return True
-    return bool(r["label"]) and bucket(str(r["attack"]).lower(), 10) == fold
-
-
-def val_attack(text: str, fold: int = 0) -> bool:
-    return fold >= 0 and bucket(" ".join(text.split()).lower(), 10) == fold
 
 
 class CachedEmbedder:
@@ -205,88 +160,6 @@ class CachedEmbedder:
         np.savez(self._path, texts=np.array(texts), vectors=vectors)
 
 
-def design(texts: list[str]) -> sparse.csr_matrix:
-    from scipy import sparse  # training-time only, like scikit-learn
-
-    rows, cols, vals = [], [], []
-    for i, t in enumerate(texts):
-        idx, val = featurize(t)
-        rows.append(np.full(len(idx), i))
-        cols.append(idx)
-        vals.append(val)
-    x = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(len(texts), N_FEATURES))
-    ctx = np.stack([context_features(t) for t in texts])
-    return sparse.hstack([x, sparse.csr_matrix(ctx)], format="csr")
-
-
-class Rows:
-    """Training rows: normalized text, label, weight, kind."""
-
-    def __init__(self, min_words: int = MIN_WORDS) -> None:
-        self.min_words = min_words
-        self.texts: list[str] = []
-        self.labels: list[int] = []
-        self.weights: list[float] = []
-        self.kinds: list[str] = []
-
-    def add(self, text: str, label: int, weight: float, kind: str, *, normalized: bool = False
-            ) -> None:
-        t = text if normalized else normalize(text)
-        if len(_WORD.findall(t)) >= self.min_words:
-            self.texts.append(t)
-            self.labels.append(label)
-            self.weights.append(weight)
-            self.kinds.append(kind)
-
-
-def build_rows(train: list[Record], attacks_data: Path, window: int, case_split: bool,
-               fold: int, rng: np.random.Generator,
-               shares: tuple[float, float] = (MIN_ATTACK_SHARE, MIN_WINDOW_SHARE), *,
-               pieces: bool = bool(PIECES), markup: bool = bool(MARKUP),
-               min_words: int = MIN_WORDS) -> Rows:
-    """Units of the training passages (benign, and the attack-carrying ones as positives),
-    their windows, the attack texts, S-Labs rows and the hand-written chat rows."""
-    rows = Rows(min_words)
-    for r, us in zip(train, passage_units(train), strict=True):
-        span = r["attack_span"]
-        attack_words = set(normalize(str(r["attack"])).lower().split()) if span else set()
-        for u in us:
-            readings = word_windows(normalize(u.text), window, case_split, pieces, markup)
-            text, wins = readings[0], readings[1:]
-            if not overlaps(u.start, u.end, span):
-                rows.add(text, 0, 1.0, "doc", normalized=True)
-                for i in rng.permutation(len(wins))[:NEG_WINDOWS]:
-                    rows.add(wins[i], 0, 1.0, "doc-window", normalized=True)
-                continue
-            if attack_share(u, span) >= shares[0]:
-                rows.add(text, 1, 1.0, "attack-unit", normalized=True)
-            for w in wins:
-                words = w.lower().split()
-                share = sum(x in attack_words for x in words) / len(words)
-                if share >= shares[1]:
-                    rows.add(w, 1, 1.0, "attack-window", normalized=True)
-                elif share == 0:
-                    rows.add(w, 0, 1.0, "doc-window", normalized=True)
-        if r["label"]:
-            attack = str(r["attack"])
-            rows.add(attack, 1, 1.0, "attack")
-            sents = [s for s in re.split(r"(?<=[.!?])\s+", attack) if s.strip()]
-            if len(sents) > 1:
-                rows.add(sents[-1], 1, 1.0, "attack")
-    train_attacks, _ = load_attacks(attacks_data / "train.csv")
-    for attack_text in train_attacks:
-        if not val_attack(attack_text, fold):
-            rows.add(attack_text, 1, 1.0, "slabs")
-    for text, label in read_csv(attacks_data / "train.csv"):
-        if label == 0:
-            rows.add(text, 0, CHAT_WEIGHT, "chat")
-    for name in ("augment_benign.csv", "augment_chat.csv"):
-        for text, label in read_csv(DATA_DIR / name):
-            rows.add(text, label, CHAT_WEIGHT, "chat")
-    return rows
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -298,7 +171,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pieces", type=int, default=PIECES, help="piece readings as rows")
     ap.add_argument("--markup", type=int, default=MARKUP, help="markup readings as rows")
     ap.add_argument("--read-pieces", type=int, default=READ_PIECES,
-                    help="1: the model also reads those at inference (validation, stored)")
+                    help="1: the model also reads the pieces at inference (stored)")
+    ap.add_argument("--read-markup", type=int, default=READ_MARKUP,
+                    help="1: the model also reads the words outside markup at inference")
+    ap.add_argument("--mlp-hidden", type=int, default=MLP_HIDDEN)
+    ap.add_argument("--seed", type=int, default=0, help="added to every seed")
     ap.add_argument("--min-words", type=int, default=MIN_WORDS)
     ap.add_argument("--fold", type=int, default=0, choices=(-1, 0, 1),
                     help="validation carve-out; -1: train on all of the training split")
@@ -315,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     from sklearn.neural_network import MLPClassifier
 
     started = time.time()
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(SEED + args.seed)
     embed = CachedEmbedder(args.cache / "embeddings.npz")
     records = read_jsonl(args.data / "train.jsonl")
     val = [r for r in records if is_validation(r, args.fold)]
@@ -325,13 +202,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = build_rows(train, args.attacks_data, args.window, bool(args.case_split), args.fold,
                       rng, tuple(args.shares), pieces=bool(args.pieces),
                       markup=bool(args.markup), min_words=args.min_words)
-    read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_pieces}
+    read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_markup}
     texts, kinds = rows.texts, np.array(rows.kinds)
     y, w = np.array(rows.labels), np.array(rows.weights)
     print(f"training rows: {len(texts)} ({int(y.sum())} attack); "
           + ", ".join(f"{k} {int((kinds == k).sum())}" for k in sorted(set(rows.kinds))))
     x = design(texts)
-    lr = LogisticRegression(C=args.c_ngram, solver="liblinear", max_iter=3000, random_state=SEED)
+    lr = LogisticRegression(C=args.c_ngram, solver="liblinear", max_iter=3000,
+                            random_state=SEED + args.seed)
     lr.fit(x, y, sample_weight=w)
     print(f"n-gram model fitted ({time.time() - started:.0f}s)")
 
@@ -344,9 +222,9 @@ def main(argv: list[str] | None = None) -> None:
                            rng.choice(rest, min(RANDOM_NEG, len(rest)), replace=False)])
     print(f"embedding {len(pick)} training rows ({time.time() - started:.0f}s)")
     e_train = embed([texts[i] for i in pick])
-    mlps = [MLPClassifier(hidden_layer_sizes=(MLP_HIDDEN,), alpha=1e-3, max_iter=300,
-                          early_stopping=True, random_state=s).fit(e_train, y[pick])
-            for s in MLP_SEEDS]
+    mlps = [MLPClassifier(hidden_layer_sizes=(args.mlp_hidden,), alpha=1e-3, max_iter=300,
+                          early_stopping=True, random_state=s + args.seed).fit(e_train, y[pick])
+            for s in range(MLP_SEEDS)]
     embed.save()
     coef = lr.coef_.ravel()
     assert coef.shape == (N_FEATURES + N_CONTEXT,)

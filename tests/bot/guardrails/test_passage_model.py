@@ -129,7 +129,9 @@ def test_shipped_sample_recall(sample_figures: Groups) -> None:
     """Acceptance 1, attack half: injected passages whose attack is cut (or which are
     dropped). The issue asks >= 0.90 (135 of 150) on this sample; the shipped weights reach 134
     (0.893; 0.901 on the whole held-out split, 2,537 injected), so this asserts what is reached
-    and the issue stays open (docs/guardrails.md). The previous weights: 131, and 129 before."""
+    and the issue stays open (docs/guardrails.md). The previous weights: 131, and 129 before.
+    Version 3 (round 4) caught 135 here but flagged 1.01% of the held-out split's benign
+    passages, so it is not shipped."""
     caught = [x for v in sample_figures["caught"].values() for x in v]
     assert len(caught) == 150
     _, recall = overall(sample_figures)
