@@ -88,3 +88,21 @@ def test_prompt_budget_drops_oldest_memory_then_last_passages() -> None:
 
     tiny = build_prompt("why " * 2000, [], passages, PromptBudget(700, 100, 0))
     assert tiny.tokens <= 600 and str(tiny.messages[-1]["content"]).endswith("…")
+
+
+def test_a_prompt_counts_each_repeated_text_once() -> None:
+    """issue 14: the system prompt and a conversation's remembered turns come back in every
+    prompt; their token counts are cached instead of encoded again each time."""
+    from bot.llm.prompt import build_prompt, count_tokens
+    from bot.protocols import Turn
+
+    history = [Turn("user", "How do I rotate the signing secret?"),
+               Turn("assistant", "Set WEBHOOK_SECRETS to the new and the old secret.")]
+    first = build_prompt("And then?", history, [])
+    before = count_tokens.cache_info()
+    second = build_prompt("And then?", history, [])
+    after = count_tokens.cache_info()
+    assert second.tokens == first.tokens
+    assert after.misses == before.misses  # nothing was encoded again
+    assert after.hits - before.hits == len(second.messages)
+    assert count_tokens("a b c") == 3  # and a cached count is the count
