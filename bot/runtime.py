@@ -1,59 +1,50 @@
 """The composition root: builds every component from `Settings`, and owns their lifecycle.
 
-This is the one module of `bot/` that names concrete adapters, the store and the embedder.
-`async with Runtime(settings) as rt:` starts the embedded services when no URL is set,
-connects, migrates, and builds the pipeline; leaving the block stops workers, closes
-connections and leaves the embedded services (stopping them if no other process uses them).
+With `bot.assembly` (its build functions), the one part of `bot/` that names concrete
+adapters, the store and the embedder. `async with Runtime(settings) as rt:` starts the
+embedded services when no URL is set, connects, migrates, and builds three frozen sets of
+components, `rt.connections`, `rt.state` and `rt.engine` (each part is also an attribute of
+its own: `rt.inbox`, `rt.pipeline`, ...); every resource is registered on one
+`AsyncExitStack` as it is built, so leaving the block (or a failed start) stops the workers,
+closes what was built newest first and leaves the embedded services (stopping them if no
+other process uses them).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-import aiohttp
 import asyncpg
-from pgvector.asyncpg import register_vector
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.asyncio import Redis
 
-from actions.arguments import command_spec
-from actions.audit import AuditLog
-from actions.loading import load_actions
-from actions.policy import Permissions
-from actions.runner import ActionRunner, ActionServices
-from actions.stage import RouteAction
-from actions.tools import toolbox_factory
-from adapters.base import AdapterDeps
-from adapters.registry import build_platforms, console
+from actions.registry import Registry
+from actions.runner import ActionRunner
+from adapters.base import PlatformAdapter
+from adapters.console.adapter import ConsoleAdapter
 from bot.answers import AnswerStore
+from bot.assembly import (
+    Connections,
+    Engine,
+    State,
+    build_engine,
+    build_state,
+    connect,
+    stop_platforms,
+)
 from bot.config import EmbeddingBackend, RetrievalMode, Settings
 from bot.errors import ServiceUnavailable
-from bot.guardrails.policy import GuardrailPolicy, build_guardrails
-from bot.guardrails.stages import CheckPassages, InputRails, OutputRails
+from bot.guardrails.policy import Guardrails
 from bot.inbox import Inbox
-from bot.llm import ChatGenerator, ExtractiveGenerator, LLMRouter, count_tokens
-from bot.llm.cache import ResponseCache
 from bot.log import SecretRedactor, get_logger
 from bot.memory import RedisMemory
 from bot.messages import NOTICE_META, Message, Passage, Reply
 from bot.ordering import ConversationOrder
-from bot.pipeline import (
-    AlreadyAnswered,
-    Generate,
-    LoadMemory,
-    Pipeline,
-    RecordTranscript,
-    Retrieve,
-    SaveMemory,
-    SendReply,
-    ShowTyping,
-    SkipBlank,
-)
-from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
-from bot.ratelimit import Paced, RateLimiter, SendPacer
-from bot.ratelimit_inbound import InboundLimiter, InboundRateLimit
+from bot.pipeline import Pipeline
+from bot.protocols import Generator, Retriever, Sender
+from bot.ratelimit_inbound import InboundLimiter
 from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
@@ -66,41 +57,9 @@ from migrations import runner
 
 log = get_logger("bot.runtime")
 
-#: Redis connections per process: every worker holds one while blocked in XREADGROUP, and
-#: ingress takes one per request in flight.
-REDIS_CONNECTIONS = 512
-
-#: Socket timeout of every Redis command, seconds (redis-py's default differs by version).
-#: Blocking commands stay well below it: XREADGROUP blocks 0.25 s, a reply wait 1 s per step.
-REDIS_SOCKET_TIMEOUT_S = 10.0
-
-async def reset_connection(conn: asyncpg.Connection) -> None:
-    """What the Postgres pool runs when a connection is released: a ROLLBACK when a borrower
-    left a transaction open (it was cancelled mid-transaction), else nothing.
-
-    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
-    RESET ALL` on every release: four statements (a round trip) per borrow, for session state
-    this project never keeps (no LISTEN, cursors, session-level SET or advisory locks on pooled
-    connections: `SET LOCAL` only, inside transactions; the migration lock uses its own
-    connection).
-    """
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
 #: What the author of a dead-lettered message is told, where the platform can be reached.
 DEAD_LETTER_TEXT = ("Sorry, I could not answer this message: something I depend on kept "
                     "failing. It has been set aside for the operators; please try again later.")
-
-#: How long a generated answer is kept for retries of its message, seconds.
-ANSWER_TTL_S = 24 * 3600
-
-
-#: The platform command that asks a question (Discord needs it registered with its option).
-ASK_COMMAND = CommandSpec(
-    name="ask", description="Ask a question about the knowledge base",
-    options=(CommandOption("question", "your question", "string", True),),
-    usage="/ask <question>")
 
 
 def embedding_dim(settings: Settings) -> int:
@@ -163,6 +122,23 @@ class Runtime:
     async def _start(self) -> None:
         s = self.settings
         database_url, redis_url = await asyncio.to_thread(self._service_urls)
+        await self._migrate_database(database_url)
+        self.connections: Connections = await connect(database_url, redis_url,
+                                                      self._resources)
+        self.state: State = await build_state(s, self.connections)
+        self.retriever: Retriever = _LazyRetriever(self)
+        self.engine: Engine = await build_engine(s, self.connections, self.state,
+                                                 self._resources, self.embedder, self.retriever)
+
+    async def _migrate_database(self, database_url: str) -> None:
+        """Apply pending migrations (or, without BOT_MIGRATE_ON_START, refuse to start while
+        any is pending), on a connection of its own: the pool's connections need the vector
+        type to exist.
+
+        Raises:
+            ServiceUnavailable: the database cannot be reached, or migrations are pending.
+        """
+        s = self.settings
         try:
             conn = await asyncpg.connect(database_url, timeout=10)
         except (OSError, asyncpg.PostgresError) as exc:
@@ -170,7 +146,7 @@ class Runtime:
         except Exception as exc:  # asyncpg raises varied types for a malformed DSN
             raise ServiceUnavailable(f"DATABASE_URL: cannot connect ({type(exc).__name__})"
                                      ) from None
-        try:  # migrate first: the pool's connections need the vector type to exist
+        try:
             if self._migrate:
                 applied = await runner.migrate(conn, embedding_dim=embedding_dim(s))
             else:
@@ -184,121 +160,84 @@ class Runtime:
             await conn.close()
         if applied:
             log.info("migrations applied", versions=applied)
-        self.pool: asyncpg.Pool = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=10, init=register_vector, timeout=10,
-            reset=reset_connection)
-        self._resources.push_async_callback(self.pool.close)
-        try:
-            # a blocking pool: under load a command waits (up to 10 s) for a free connection
-            # instead of failing at once (redis-py's default pool raises past 100)
-            pool = BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
-                                                   timeout=10, socket_connect_timeout=5,
-                                                   socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                                                   health_check_interval=30)
-            self.redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
-            self._resources.push_async_callback(self.redis.aclose)
-            await self.redis.ping()
-        except (RedisError, OSError, ValueError) as exc:
-            # only the type: a malformed URL's message may quote part of its password
-            raise ServiceUnavailable(f"REDIS_URL: cannot connect ({type(exc).__name__})"
-                                     ) from None
-        prefix = s.bot_key_prefix
-        self.http = aiohttp.ClientSession()
-        self._resources.push_async_callback(self.http.close)
-        self.store = ChunkStore(self.pool)
-        self.inbox = Inbox(self.redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s,
-                           max_backlog=s.bot_max_backlog)
-        await self.inbox.ensure_group()
-        self.order = ConversationOrder(self.redis, prefix,
-                                       ttl_ms=int(s.bot_claim_idle_s * 1000))
-        self.rendezvous = ReplyRendezvous(self.redis, prefix,
-                                          result_ttl_s=s.webhook_reply_ttl_s)
-        self.memory = RedisMemory(self.redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s)
-        self.generator = await self._build_generator()
-        if isinstance(self.generator, ChatGenerator):
-            self._resources.push_async_callback(self.generator.close)
-        self.retriever: Retriever = _LazyRetriever(self)
-        self.inbound_limiter = InboundLimiter.from_settings(self.redis, s)
-        policy = GuardrailPolicy.load(s.guardrails_policy)
-        #: the longest message text accepted: the webhook refuses more, the length rail too
-        self.max_text_chars = policy.input.max_chars or s.bot_max_text_chars
-        self.actions, actions_policy = load_actions(s)
-        commands = (ASK_COMMAND, *[command_spec(a) for a in self.actions])
-        self.platforms = build_platforms(s, AdapterDeps(
-            self.inbox, self.redis, prefix, self.http, commands=commands,
-            rendezvous=self.rendezvous, max_text_chars=self.max_text_chars,
-            limit=self.inbound_limiter.check_inbound if self.inbound_limiter.enabled else None))
-        self._resources.push_async_callback(self.stop_platforms)
-        self.console = console(self.platforms)
-        self.senders: dict[str, Sender] = {p.name: p.sender for p in self.platforms}
-        if s.bot_send_pacing:  # sends wait for the platform's rate-limit buckets (Redis)
-            pacer = SendPacer(RateLimiter(self.redis, prefix))
-            for sender in self.senders.values():
-                if isinstance(sender, Paced):
-                    sender.pacer = pacer
-        router = self.generator.router if isinstance(self.generator, ChatGenerator) else None
-        # the rails share the runtime's MiniLM when it is the same model (int8 ONNX)
-        embedder = self.embedder
-        shared = embedder.embed_blocking if isinstance(embedder, LocalEmbedder) \
-            and s.embedding_backend is EmbeddingBackend.ONNX else None
-        self.guardrails = build_guardrails(policy, router, max_text_chars=self.max_text_chars,
-                                           embed=shared, embed_batch_size=s.embedding_batch_size)
-        self._resources.callback(self.guardrails.close)
-        self.transcript = Transcript(self.pool)
-        self.action_runner = ActionRunner(
-            self.actions, Permissions(actions_policy, self.senders), AuditLog(self.pool),
-            self.redis, prefix, ActionServices(self.memory, self.retriever, self.transcript,
-                                               self.http))
-        self.answers = answers = AnswerStore(self.redis, prefix, ttl_s=ANSWER_TTL_S,
-                                             answered_ttl_s=s.bot_dedupe_ttl_s)
-        self.pipeline = Pipeline([
-            AlreadyAnswered(answers),
-            InboundRateLimit(self.inbound_limiter, self.senders),
-            RouteAction(self.action_runner, answers),
-            SkipBlank(),
-            LoadMemory(self.memory),
-            ShowTyping(self.senders),
-            InputRails(self.guardrails),
-            Retrieve(self.retriever, s.retrieval_top_k),
-            CheckPassages(self.guardrails),
-            Generate(self.generator, answers, self.redis, prefix, senders=self.senders,
-                     stream_interval_s=s.llm_stream_edit_interval_s
-                     if s.llm_stream and s.llm_configured else None,
-                     draft_transform=self.guardrails.redact_draft,
-                     tools=toolbox_factory(self.action_runner) if router is not None else None),
-            OutputRails(self.guardrails, answers),
-            RecordTranscript(self.transcript),
-            SendReply(self.senders, answers),
-            # after the send: memory holds only exchanges whose answer went out
-            SaveMemory(self.memory),
-        ], timeout_s=s.bot_message_timeout_s)
 
-    async def _build_generator(self) -> Generator:
-        s = self.settings
-        if not s.llm_configured:
-            return ExtractiveGenerator()
-        # the tokenizer table takes a moment to load: not on the event loop, not per message
-        await asyncio.to_thread(count_tokens, "")
-        return ChatGenerator(self.llm_router(), temperature=s.llm_temperature,
-                             max_tokens=s.llm_max_tokens)
+    # the built components, by name (read-only: built once, in `_start`) ----------------------
 
-    def llm_router(self) -> LLMRouter:
-        """A router over the configured providers (`LLM_PROVIDERS` or the single-provider
-        settings), with the Redis response cache unless `LLM_CACHE_TTL_S=0`.
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.connections.pool
 
-        Raises:
-            ConfigError: a provider's API key variable is unset.
-        """
-        s = self.settings
-        cache = ResponseCache(self.redis, s.bot_key_prefix, s.llm_cache_ttl_s) \
-            if s.llm_cache_ttl_s > 0 else None
-        return LLMRouter(s.providers(), retries=s.llm_retries,
-                         backoff_initial_s=s.llm_backoff_initial_s,
-                         backoff_max_s=s.llm_backoff_max_s,
-                         retry_after_max_s=s.llm_retry_after_max_s,
-                         breaker_failures=s.llm_breaker_failures,
-                         breaker_cooldown_s=s.llm_breaker_cooldown_s, cache=cache,
-                         api_keys=s.provider_api_keys())
+    @property
+    def redis(self) -> Redis:
+        return self.connections.redis
+
+    @property
+    def store(self) -> ChunkStore:
+        return self.state.store
+
+    @property
+    def inbox(self) -> Inbox:
+        return self.state.inbox
+
+    @property
+    def order(self) -> ConversationOrder:
+        return self.state.order
+
+    @property
+    def rendezvous(self) -> ReplyRendezvous:
+        return self.state.rendezvous
+
+    @property
+    def memory(self) -> RedisMemory:
+        return self.state.memory
+
+    @property
+    def answers(self) -> AnswerStore:
+        return self.state.answers
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.state.transcript
+
+    @property
+    def inbound_limiter(self) -> InboundLimiter:
+        return self.state.inbound_limiter
+
+    @property
+    def generator(self) -> Generator:
+        return self.engine.generator
+
+    @property
+    def guardrails(self) -> Guardrails:
+        return self.engine.guardrails
+
+    @property
+    def actions(self) -> Registry:
+        return self.engine.actions
+
+    @property
+    def action_runner(self) -> ActionRunner:
+        return self.engine.action_runner
+
+    @property
+    def platforms(self) -> tuple[PlatformAdapter, ...]:
+        return self.engine.platforms
+
+    @property
+    def console(self) -> ConsoleAdapter:
+        return self.engine.console
+
+    @property
+    def senders(self) -> Mapping[str, Sender]:
+        return self.engine.senders
+
+    @property
+    def max_text_chars(self) -> int:
+        return self.engine.max_text_chars
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.engine.pipeline
 
     async def start_platforms(self) -> None:
         """Open the platforms' long-lived connections (gateway, polling, Socket Mode)."""
@@ -308,12 +247,7 @@ class Runtime:
 
     async def stop_platforms(self) -> None:
         """Close every platform's connections and clients (safe when never started)."""
-        for platform in self.platforms:
-            try:
-                await platform.stop()
-            except Exception as exc:
-                log.warning("platform adapter did not stop cleanly", platform=platform.name,
-                            error=type(exc).__name__)
+        await stop_platforms(self.platforms)
 
     async def _close(self) -> None:
         """Stop the workers, then close what was built, newest first (the platforms'

@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "adapters", "actions", "knowledge", "migrations")
 
 #: The composition roots: the modules of `bot/` that wire concrete parts together (the
-#: runtime, the CLI that starts it, the server that mounts the adapters' routes).
-COMPOSITION_ROOTS = ("bot.runtime", "bot.cli", "bot.cli_*", "bot.server")
+#: runtime and its build functions, the CLI that starts it, the server that mounts the
+#: adapters' routes).
+COMPOSITION_ROOTS = ("bot.runtime", "bot.assembly", "bot.cli", "bot.cli_*", "bot.server")
 
 #: Engine modules no other package may import: the roots and the worker machinery they run.
 ENGINE_ONLY = (*COMPOSITION_ROOTS, "bot.worker", "bot.http", "bot.httpguard")
@@ -188,6 +189,8 @@ def test_the_engine_has_no_import_cycle() -> None:
 @pytest.mark.parametrize(("importer", "imported", "allowed"), [
     ("bot.http", "migrations", False),
     ("bot.runtime", "adapters.webhook.adapter", True),
+    ("bot.assembly", "adapters.registry", True),
+    ("actions.stage", "bot.assembly", False),
     ("adapters.slack.send", "adapters.discord.normalize", False),
     ("adapters.slack.send", "bot.worker", False),
     ("actions.stage", "bot.pipeline", True),
