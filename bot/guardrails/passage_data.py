@@ -2,19 +2,23 @@
 the passage rail (a training-time script, issue 13).
 
     python -m bot.guardrails.passage_data --attacks DIR/train.csv --out /tmp/passages \\
-        [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
+        [--split a|b] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
 
-Benign passages: the HTML documentation of Debian packages (`DEBIAN_SOURCES`) and the README
-long descriptions (the body of `METADATA`) of the installed Python distributions, parsed by
-`knowledge.loaders` and chunked by `knowledge.chunking` at the bot's defaults (192 tokens, 32
+Benign passages: the HTML documentation of Debian packages (`passage_sources.SPLITS`) and the
+README long descriptions (the body of `METADATA`) of the installed Python distributions, parsed
+by `knowledge.loaders` and chunked by `knowledge.chunking` at the bot's defaults (192 tokens, 32
 overlap), as retrieval returns them. Chunks under `MIN_CHARS` characters (navigation bars) and
-repeats are dropped; at most `--max-per-source` chunks per Debian package.
+repeats are dropped; at most `--max-per-source` chunks per Debian package. Run it without
+training-only packages on the path (the READMEs follow the installed distributions).
 
-Splits are by source, never by passage, and do not depend on the seed: train = python-django-doc,
-git-doc and the distributions with `bucket(name, 2) == 0`; heldout = postgresql-doc-15,
-debian-reference-en and the distributions with `bucket(name, 2) == 1` (this project's README is
-left out). Attacks: the label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and
-whitespace; `bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
+Splits are by source, never by passage, and do not depend on the seed (`passage_sources`;
+this project's README is left out). `--split a` (the default, rounds 1-4): train =
+python-django-doc, git-doc and the distributions with `bucket(name, 2) == 0`; heldout =
+postgresql-doc-15, debian-reference-en and the distributions with `bucket(name, 2) == 1`.
+`--split b` (round 5): train = those four packages and every distribution; heldout =
+sqlite3-doc, apache2-doc (English manual), cmake-doc and bind9-doc. Attacks, in both: the
+label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and whitespace;
+`bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
 
 Injections: one attack per passage, at a placement of `PLACEMENTS` in turn: plain text at the
 start, at the sentence boundary nearest the middle, or at the end; or a block between two lines
@@ -57,6 +61,7 @@ from pathlib import Path
 
 from bot.errors import KnowledgeError
 from bot.guardrails.passage_inject import PLACEMENTS, WRAPPERS, insert
+from bot.guardrails.passage_sources import SPLITS, DocSource, readme_split
 from knowledge.chunking import chunk_sections
 from knowledge.embedders.tokenizer import count_tokens
 from knowledge.loaders import LoadedDocument, load_file, parse
@@ -67,33 +72,8 @@ OVERLAP_TOKENS = 32
 MIN_CHARS = 120
 #: Licences whose text may be shipped (SPDX ids); see `is_permissive`.
 PERMISSIVE = frozenset({"MIT", "MIT-0", "BSD-2-Clause", "BSD-3-Clause", "0BSD", "BSD",
-                        "Apache-2.0", "PSF-2.0", "Python-2.0", "PostgreSQL"})
+                        "Apache-2.0", "PSF-2.0", "Python-2.0", "PostgreSQL", "public-domain"})
 SKIP_DISTRIBUTIONS = frozenset({"switchboard"})
-
-
-@dataclass(frozen=True)
-class DocSource:
-    """HTML documentation of one Debian package: files `root.glob(pattern)`, without those
-    with a path part in `skip`."""
-
-    name: str
-    root: Path
-    pattern: str
-    licence: str
-    split: str
-    skip: tuple[str, ...] = ()
-
-
-DEBIAN_SOURCES = (
-    DocSource("python-django-doc", Path("/usr/share/doc/python-django-doc/html"), "**/*.html",
-              "BSD-3-Clause", "train",
-              ("_modules", "_sources", "genindex.html", "search.html", "py-modindex.html")),
-    DocSource("git-doc", Path("/usr/share/doc/git-doc"), "**/*.html", "GPL-2.0-only", "train"),
-    DocSource("postgresql-doc-15", Path("/usr/share/doc/postgresql-doc-15/html"), "*.html",
-              "PostgreSQL", "heldout", ("bookindex.html",)),
-    DocSource("debian-reference-en", Path("/usr/share/debian-reference"), "*.en.html",
-              "GPL-2.0-or-later", "heldout"),
-)
 
 
 @dataclass(frozen=True)
@@ -182,9 +162,9 @@ def is_permissive(licence: str) -> bool:
     return all(i in PERMISSIVE for i in ids)
 
 
-def readme_chunks() -> list[tuple[Record, str]]:
+def readme_chunks(split_name: str = "a") -> list[tuple[Record, str]]:
     """Chunks of the README long descriptions of the installed distributions (`pypi:<name>`),
-    each with the distribution's split."""
+    each with the distribution's split in split `split_name` (`passage_sources.readme_split`)."""
     out: list[tuple[Record, str]] = []
     seen: set[str] = set()
     for dist in importlib.metadata.distributions():
@@ -205,7 +185,7 @@ def readme_chunks() -> list[tuple[Record, str]]:
             doc = parse(body.encode("utf-8"), f"metadata:{name}", mime)
         except KnowledgeError:
             continue
-        split = "train" if bucket(name, 2) == 0 else "heldout"
+        split = readme_split(split_name, bucket(name, 2))
         version = f"METADATA {message.get('Version', '')}"
         out += [(c, split) for c in chunk_document(doc, f"pypi:{name}", licence_of(headers),
                                                    version)]
@@ -304,12 +284,13 @@ def counts(name: str, records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-def collect(max_per_source: int, seed: int) -> dict[str, list[Record]]:
-    """Benign chunks per split, deduplicated, at most `max_per_source` per Debian package, in
-    a seeded random order (one generator per source and per split)."""
+def collect(max_per_source: int, seed: int, split_name: str = "a") -> dict[str, list[Record]]:
+    """Benign chunks per split of `passage_sources.SPLITS[split_name]`, deduplicated, at most
+    `max_per_source` per Debian package, in a seeded random order (one generator per source and
+    per split)."""
     splits: dict[str, list[Record]] = {"train": [], "heldout": []}
     seen: set[str] = set()
-    for src in DEBIAN_SOURCES:
+    for src in SPLITS[split_name]:
         if not src.root.is_dir():
             raise SystemExit(f"{src.root} missing: apt-get install -y {src.name}")
         chunks = [c for c in debian_chunks(src) if c.text not in seen]
@@ -317,7 +298,7 @@ def collect(max_per_source: int, seed: int) -> dict[str, list[Record]]:
         seen.update(c.text for c in chunks)
         random.Random(f"{seed}:{src.name}").shuffle(chunks)
         splits[src.split] += chunks[:max_per_source]
-    for chunk, split in readme_chunks():
+    for chunk, split in readme_chunks(split_name):
         if chunk.text not in seen:
             seen.add(chunk.text)
             splits[split].append(chunk)
@@ -336,11 +317,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--injected-ratio", type=float, default=0.5)
     parser.add_argument("--decoy-ratio", type=float, default=0.2)
     parser.add_argument("--sample", type=Path, help="write the shipped held-out sample here")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="a",
+                        help="which sources are held out (module docstring)")
     args = parser.parse_args(argv)
     attacks = dict(zip(("train", "heldout"), load_attacks(args.attacks), strict=True))
-    splits = collect(args.max_per_source, args.seed)
+    splits = collect(args.max_per_source, args.seed, args.split)
     sources = Counter((c.source, split, c.licence) for split, cs in splits.items() for c in cs)
-    manifest = {"seed": args.seed, "chunk_tokens": CHUNK_TOKENS, "overlap_tokens": OVERLAP_TOKENS,
+    manifest = {"split": args.split, "seed": args.seed, "chunk_tokens": CHUNK_TOKENS,
+                "overlap_tokens": OVERLAP_TOKENS,
                 "attacks": {k: len(v) for k, v in attacks.items()},
                 "sources": [{"source": s, "split": sp, "licence": lic, "benign_chunks": n}
                             for (s, sp, lic), n in sorted(sources.items())]}

@@ -16,11 +16,13 @@ bench/rails.py and runtime).
 
 Validation (`--fold`, every choice below): carved from the TRAIN split by source: fold 0 (the
 default) is all of git-doc and the README sources with `passage_data.bucket(source, 3) == 0`,
-and the attacks with `bucket(attack, 10) == 0` are left out of training, so validation recall
-is on unseen attack texts (about 2,400 plain benign passages, 1,500 injected). Fold 1 swaps in
-python-django-doc. Operating point: the lowest threshold with validation benign passage flag
-rate <= `SHIP_FLAG` (0.5%), a margin under the acceptance's 1% for sources unlike the
-validation ones. Seeds are fixed; `--seed k` adds k to all of them (variance checks).
+and the attacks with `bucket(attack, 10) == 0` are left out of training, meant to make
+validation recall one on unseen attack texts (about 2,400 plain benign passages, 1,500
+injected; split A). Fold 1 swaps in python-django-doc and `bucket(attack, 10) == 1`. (Fold 0's
+tenth is empty in the training split: see round 5.) Operating point: the lowest threshold
+with validation benign passage flag rate <= `SHIP_FLAG` (0.5%), a margin under the
+acceptance's 1% for sources unlike the validation ones. Seeds are fixed; `--seed k` adds k
+to all of them (variance checks).
 
 Rounds 1-3 (recall at validation benign passages flagged <= 1% / <= 0.5%, fold 0, fold 1):
 the first model (no windows) 0.888 / 0.882; the rail's splitter with 12-word windows (stride 6)
@@ -63,8 +65,28 @@ Version 3 (`--mlp-hidden 64 --read-markup 1`, trained with `--fold -1` at 0.6413
 plain benign passages flagged 1.01% (41 of 4,066: PostgreSQL 0.91%, debian-reference 1.28%,
 READMEs 0.98%), recall 0.9040 (start 0.88, middle 0.84, end 0.86, elements 0.91-0.94); sample
 2 of 300 flagged, 135 of 150 caught (middle 12 of 17). The held-out benign rate is over 1% by
-one passage, so version 3 is NOT shipped: the defaults and the shipped weights stay version 2's
-(`--mlp-hidden 32 --read-markup 0`, threshold 0.6496).
+one passage, so version 3 was not shipped.
+
+Round 5 (a clean evaluation: both measurements of split A were used). Data
+`passage_data --split b`: split A's held-out benign sources (postgresql-doc-15,
+debian-reference-en, the other half of the READMEs) are training sources; held out are
+sqlite3-doc, apache2-doc, cmake-doc and bind9-doc, never used before (chosen by licence and
+format before any score), with the same held-out fifth of the attacks. Recipe fixed before
+split B was read: version 3's (`--mlp-hidden 64 --read-markup 1`); the carve-outs as defined
+(the READMEs fall into folds by the same bucket, so the new ones join them; postgresql-doc-15
+and debian-reference-en are in no fold, always trained on). Note: `bucket(attack, 10) == 0`
+implies `bucket(attack, 5) == 0`, so fold 0's tenth of the attacks is all in the held-out
+fifth: fold 0 validates on trained-on attack texts (in unseen passages), fold 1 on unseen
+ones (true of every round). Fold 0: 0.9779 at <= 1% (0.5326) / 0.9750 at <= 0.5% (0.6151);
+fold 1: 0.9682 (0.4683) / 0.9589 (0.5639); n-grams alone (alpha 0) 0.9711 / 0.9659 and
+0.9448 / 0.9235. Trained on all at 0.5895 (the mean of 0.6151 and 0.5639; version 5), measured
+once on split B (14,549 passages): plain benign flagged 0.67% (52 of 7,759: apache2-doc 1.88%,
+bind9-doc 0.40%, cmake-doc 0.15%, sqlite3-doc 0.20%), recall 0.9161 (start 0.89, middle 0.85,
+end 0.89, elements 0.92-0.98). Version 2, for the record, on split B: 0.45% and 0.8996. The
+pre-declared rule (<= 1%, >= 0.90 on split B) held, but these weights cut one sentence or table
+cell of docs/webhook.md, docs/operations.md and docs/admin.md (issue 13's acceptance 4; version
+2 cuts none of them), so they are NOT shipped: the defaults and the shipped weights stay
+version 2's (`--mlp-hidden 32 --read-markup 0`, threshold 0.6496, trained on split A).
 """
 
 from __future__ import annotations
@@ -118,11 +140,12 @@ CASE_SPLIT = 1
 #: What the model reads at inference besides the unit, its windows and case pieces: 1 adds the
 #: sentence and line pieces (`READ_PIECES`; version 1, failed held-out), the words outside
 #: markup (`READ_MARKUP`; version 3, failed held-out by one passage). The rows have both
-#: (`PIECES`, `MARKUP`). The shipped weights (version 2) read neither.
+#: (`PIECES`, `MARKUP`). The shipped weights (version 2) read neither; versions 3 and 5 read the
+#: markup pieces.
 READ_PIECES = 0
 READ_MARKUP = 0
 MLP_SEEDS = 3
-#: Hidden units of each embedding network (version 3: 64).
+#: Hidden units of each embedding network (versions 3 and 5: 64).
 MLP_HIDDEN = 32
 #: Doc-register benign rows embedded for the networks: the hardest by n-gram score, plus random.
 HARD_NEG = 8000

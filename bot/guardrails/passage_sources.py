@@ -1,0 +1,68 @@
+"""The benign sources of the passage data (`bot.guardrails.passage_data`) and how each split
+of it assigns them to training or held-out (a training-time module, issue 13).
+
+Split "a" (the default; rounds 1-4): train = python-django-doc, git-doc and the README long
+descriptions of the distributions with `bucket(name, 2) == 0`; heldout = postgresql-doc-15,
+debian-reference-en and the distributions with `bucket(name, 2) == 1`. Both of its held-out
+measurements are used up (rounds 3 and 4), so it may no longer judge a model.
+
+Split "b" (round 5): split A's held-out benign sources become training sources (all of the
+READMEs are train), and the held-out sources are Debian documentation never used in this
+project before, chosen by licence and HTML format before any score was seen: sqlite3-doc
+(public domain), apache2-doc's English manual (Apache-2.0), cmake-doc (BSD-3-Clause) and
+bind9-doc's reference manual (MPL-2.0; not shipped). The attack split is the same in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+_SPHINX = ("_sources", "_static", "_downloads", "_images", "genindex.html", "search.html")
+
+
+@dataclass(frozen=True)
+class DocSource:
+    """HTML documentation of one Debian package: files `root.glob(pattern)`, without those
+    with a path part in `skip`."""
+
+    name: str
+    root: Path
+    pattern: str
+    licence: str
+    split: str
+    skip: tuple[str, ...] = ()
+
+
+SPLIT_A = (
+    DocSource("python-django-doc", Path("/usr/share/doc/python-django-doc/html"), "**/*.html",
+              "BSD-3-Clause", "train",
+              ("_modules", "_sources", "genindex.html", "search.html", "py-modindex.html")),
+    DocSource("git-doc", Path("/usr/share/doc/git-doc"), "**/*.html", "GPL-2.0-only", "train"),
+    DocSource("postgresql-doc-15", Path("/usr/share/doc/postgresql-doc-15/html"), "*.html",
+              "PostgreSQL", "heldout", ("bookindex.html",)),
+    DocSource("debian-reference-en", Path("/usr/share/debian-reference"), "*.en.html",
+              "GPL-2.0-or-later", "heldout"),
+)
+
+SPLIT_B = (
+    *(replace(s, split="train") for s in SPLIT_A),
+    DocSource("sqlite3-doc", Path("/usr/share/doc/sqlite3"), "**/*.html", "public-domain",
+              "heldout", ("sitemap.html", "keyword_index.html", "toc.html")),
+    DocSource("apache2-doc", Path("/usr/share/doc/apache2-doc/manual/en"), "**/*.html",
+              "Apache-2.0", "heldout",
+              ("sitemap.html", "directives.html", "quickreference.html", "license.html")),
+    DocSource("cmake-doc", Path("/usr/share/doc/cmake-doc/html"), "**/*.html", "BSD-3-Clause",
+              "heldout", _SPHINX),
+    DocSource("bind9-doc", Path("/usr/share/doc/bind9-doc/arm"), "*.html", "MPL-2.0",
+              "heldout", _SPHINX),
+)
+
+#: Debian sources per split name (`passage_data --split`).
+SPLITS = {"a": SPLIT_A, "b": SPLIT_B}
+
+
+def readme_split(split: str, name_bucket: int) -> str:
+    """The split of a distribution's README: by `bucket(name, 2)` in split "a", always train in
+    split "b"."""
+    return "train" if split == "b" or name_bucket == 0 else "heldout"
