@@ -7,7 +7,10 @@ and deletes the ones that are gone. Parsing and embedding run off the event loop
 New chunks go to the embedder `batch_size` at a time (shortest first, so a batch pads little),
 and progress is reported per batch, so a large document shows its chunks moving instead of one
 step at the end. The vectors of one document are held until its single write transaction:
-`dim` float32 each (1.5 KB at 384 dimensions), 11 MB for the 7,321 chunks of a 5 MB file.
+`dim` float32 each (1.5 KB at 384 dimensions), 11 MB for the 7,486 chunks of 5 MB of
+Markdown; with its drafts and sections, about 11 KB per chunk. The embedder's own working
+memory is bounded by its largest batch (knowledge/embedders/onnx.py), the Markdown parser's by
+its piece (knowledge/markdown.py).
 """
 
 from __future__ import annotations

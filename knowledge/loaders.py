@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bot.errors import KnowledgeError
+from knowledge.markdown import markdown_headings
 
 SUFFIX_MIME = {
     ".md": "text/markdown", ".markdown": "text/markdown",
@@ -224,16 +225,9 @@ def _join(path: list[str]) -> str:
 
 
 def _parse_markdown(data: bytes) -> tuple[str, list[Section]]:
-    from markdown_it import MarkdownIt
-
     text = _decode(data).replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # markdown-it numbers lines by \n only (not \f, \u2028...)
-    tokens = MarkdownIt("commonmark").parse(text)
-    headings: list[tuple[int, int, int, str]] = []  # (start line, end line, level, title)
-    for i, tok in enumerate(tokens):
-        if tok.type == "heading_open" and tok.map:
-            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
-            headings.append((tok.map[0], tok.map[1], int(tok.tag[1]), title))
+    headings = markdown_headings(lines)
     doc_title = next((h[3] for h in headings if h[2] == 1), "")
     sections: list[Section] = []
     first = headings[0][0] if headings else len(lines)

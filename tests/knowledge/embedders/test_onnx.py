@@ -21,3 +21,15 @@ def test_loading_the_model_writes_nothing_under_home(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "384"
     assert [p for p in tmp_path.rglob("*")] == []
+
+
+def test_the_session_plans_no_memory_block_per_batch_shape() -> None:
+    # issue 14: with onnxruntime's memory patterns (one contiguous arena block per input
+    # shape, and each batch of an ingestion has its own rows x padded length) the arena grew
+    # to +355 MiB of RSS over 2,404 chunks, +186 MiB without, at the same speed and with the
+    # same vectors. The arena itself stays: without it each run was 20-30% slower.
+    from knowledge.embedders.onnx import OnnxMiniLM
+
+    options = OnnxMiniLM()._session.get_session_options()
+    assert not options.enable_mem_pattern
+    assert options.enable_cpu_mem_arena
