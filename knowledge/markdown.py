@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 #: place it may be cut).
 PIECE_CHARS = 256 * 1024
 
-#: Candidates tried for one cut before the rest of the document is parsed at once (a piece is
-#: parsed again for each; a cut fails where a code block holds a line like "# comment").
-MAX_TRIES = 4
+#: Candidates tried in a row inside one open block (a fenced block holding lines like
+#: "# comment"), each twice as far from its start as the one before, before the rest of the
+#: document is parsed at once.
+MAX_TRIES = 16
 
 #: An ATX heading that starts in the first column (CommonMark 0.31, 4.2).
 _ATX = re.compile(r"#{1,6}(?:[ \t]|$)")
@@ -42,9 +43,9 @@ def markdown_headings(lines: list[str], piece_chars: int = PIECE_CHARS) -> list[
     """Every heading of the document `lines` (its text split at "\\n"), in order.
 
     The same as parsing "\\n".join(lines) at once (lines are counted as the parser counts them:
-    a "\\r" inside one ends a line too); the memory is that of one piece's tokens, unless
-    `MAX_TRIES` cuts in a row fall inside one code block (a fenced block of shell lines
-    "# ..." longer than about four pieces, say): the rest is then parsed at once.
+    a "\\r" inside one ends a line too); the memory is that of one piece's tokens, or of a
+    piece up to twice as long as a block that holds lines like headings (a fenced block of
+    shell lines "# ...", say).
     """
     from markdown_it import MarkdownIt
 
@@ -55,29 +56,49 @@ def markdown_headings(lines: list[str], piece_chars: int = PIECE_CHARS) -> list[
     headings: list[Heading] = []
     start = 0
     while start < len(lines):
-        while cuts and cuts[0] <= start:
-            cuts.pop(0)
-        stop, tokens = len(lines), None
-        for _ in range(MAX_TRIES):  # then the rest at once: each try parses the piece again
-            if not cuts:
-                break
+        stop, tokens, tries, reach = len(lines), None, 0, start + 1
+        while cuts and tries < MAX_TRIES:  # then the rest at once
             cut = cuts.pop(0)
+            if cut < reach:
+                continue
             # the piece with the candidate heading line: cut there only if that line is a
             # heading of the top level when it follows this piece (not inside a code block)
             tokens = parser.parse("\n".join(lines[start:cut + 1]))
             if _heading_at(tokens, cut - start):
                 stop = cut
                 break
-        if stop == len(lines):
+            # the line is inside a block left open (a fence, raw HTML): nothing is open where
+            # that block starts, so the lines before it are settled and the next try starts
+            # there
+            opened = _last_block_start(tokens)
+            tries = 0 if opened else tries + 1
+            _collect(tokens, start, start + opened, headings)
+            start += opened
+            tokens = None
+            # and reaches twice as far: a block of n lines costs O(n) parsing, not O(n^2)
+            reach = start + 2 * (cut + 1 - start)
+        if tokens is None:
             tokens = parser.parse("\n".join(lines[start:]))
-        assert tokens is not None
-        for i, tok in enumerate(tokens):
-            if tok.type == "heading_open" and tok.map and start + tok.map[0] < stop:
-                title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
-                headings.append((start + tok.map[0], start + tok.map[1], int(tok.tag[1]),
-                                 title))
+        _collect(tokens, start, stop, headings)
         start = stop
     return headings
+
+
+def _collect(tokens: list[Token], offset: int, stop: int, into: list[Heading]) -> None:
+    """Append the headings of `tokens` (a parse of the lines from `offset`) that start before
+    line `stop` to `into`."""
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.map and offset + tok.map[0] < stop:
+            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
+            into.append((offset + tok.map[0], offset + tok.map[1], int(tok.tag[1]), title))
+
+
+def _last_block_start(tokens: list[Token]) -> int:
+    """The first line of the last top-level block of `tokens` (0 when there is none)."""
+    for tok in reversed(tokens):
+        if tok.level == 0 and tok.map:
+            return tok.map[0]
+    return 0
 
 
 def _candidates(lines: list[str], piece_chars: int) -> list[int]:

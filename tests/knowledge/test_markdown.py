@@ -76,3 +76,25 @@ def test_the_memory_is_that_of_a_piece_not_of_the_document() -> None:
     assert len(headings) == 800
     # one parse of the whole held ~50 MB of tokens here; a piece of 256 KB holds about 5 MB
     assert peak < 16 * 2**20, peak
+
+
+def test_a_long_code_block_of_heading_like_lines_keeps_the_memory_bounded() -> None:
+    """A fenced block of 1.5 MB of shell lines "# step n" (each a failed cut): the next tries
+    start where the block does and reach twice as far, instead of parsing the rest at once."""
+    fence = ["```sh"] + [line for i in range(25000)
+                         for line in ("", f"# step {i}", f"echo {i} with some more shell text")]
+    section = "\n\n".join(f"Paragraph {i} with a [link](https://example.org/{i})."
+                          for i in range(40))
+    rest = "\n\n".join(f"# Part {n}\n\n{section}" for n in range(1000)).split("\n")
+    lines = ["# Setup", "", *fence, "```", "", *rest]  # 3.6 MB
+    tracemalloc.start()
+    try:
+        headings = markdown_headings(lines)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert headings == _whole(lines)
+    assert len(headings) == 1001
+    # one parse of the whole held ~70 MB of tokens; the longest piece here is the fence and
+    # about as much again of sections
+    assert peak < 40 * 2**20, peak
