@@ -22,6 +22,16 @@ def _whole(lines: list[str]) -> list[Heading]:
             for i, t in enumerate(tokens) if t.type == "heading_open" and t.map]
 
 
+def _headings_and_peak_bytes(lines: list[str]) -> tuple[list[Heading], int]:
+    """`markdown_headings(lines)` and the peak of Python memory allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        headings = markdown_headings(lines)
+        return headings, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 #: Lines that open, close or sit inside the blocks a cut must not split: fences whose body
 #: holds "# comment" lines after a blank line, raw HTML blocks, lists, quotes, setext.
 _LINES = ["# Title", "## Sub", "text line", "", "", "```bash", "# comment", "```", "~~~",
@@ -67,12 +77,7 @@ def test_the_memory_is_that_of_a_piece_not_of_the_document() -> None:
     section = "\n\n".join(f"Paragraph {i} with a [link](https://example.org/{i}) and `code`."
                           for i in range(40))
     lines = "\n\n".join(f"# Part {n}\n\n{section}" for n in range(800)).split("\n")  # 2 MB
-    tracemalloc.start()
-    try:
-        headings = markdown_headings(lines)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    headings, peak = _headings_and_peak_bytes(lines)
     assert len(headings) == 800
     # one parse of the whole held ~50 MB of tokens here; a piece of 256 KB holds about 5 MB
     assert peak < 16 * 2**20, peak
@@ -87,12 +92,7 @@ def test_a_long_code_block_of_heading_like_lines_keeps_the_memory_bounded() -> N
                           for i in range(40))
     rest = "\n\n".join(f"# Part {n}\n\n{section}" for n in range(1000)).split("\n")
     lines = ["# Setup", "", *fence, "```", "", *rest]  # 3.6 MB
-    tracemalloc.start()
-    try:
-        headings = markdown_headings(lines)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    headings, peak = _headings_and_peak_bytes(lines)
     assert headings == _whole(lines)
     assert len(headings) == 1001
     # one parse of the whole held ~70 MB of tokens; the longest piece here is the fence and
