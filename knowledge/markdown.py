@@ -52,13 +52,14 @@ def markdown_headings(lines: list[str], piece_chars: int = PIECE_CHARS) -> list[
     parser = MarkdownIt("commonmark").disable("inline")
     if any("\r" in line or "\n" in line for line in lines):  # the parser ends lines there too
         lines = re.split(r"\r\n?|\n", "\n".join(lines))
-    cuts = _candidates(lines, piece_chars)
+    cuts = iter(_candidates(lines, piece_chars))
     headings: list[Heading] = []
     start = 0
     while start < len(lines):
         stop, tokens, tries, reach = len(lines), None, 0, start + 1
-        while cuts and tries < MAX_TRIES:  # then the rest at once
-            cut = cuts.pop(0)
+        for cut in cuts:
+            if tries >= MAX_TRIES:  # then the rest at once
+                break
             if cut < reach:
                 continue
             # the piece with the candidate heading line: cut there only if that line is a

@@ -25,9 +25,9 @@ def test_loading_the_model_writes_nothing_under_home(tmp_path: Path) -> None:
 
 def test_the_session_plans_no_memory_block_per_batch_shape() -> None:
     # issue 14: with onnxruntime's memory patterns (one contiguous arena block per input
-    # shape, and each batch of an ingestion has its own rows x padded length) the arena grew
-    # to +355 MiB of RSS over 2,404 chunks, +186 MiB without, at the same speed and with the
-    # same vectors. The arena itself stays: without it each run was 20-30% slower.
+    # shape, and each batch of an ingestion has its own rows x padded length) peak RSS grew by
+    # 312 MiB over 2,400 chunks, by 132 MiB without, with the same vectors. The arena itself
+    # stays on.
     from knowledge.embedders.onnx import OnnxMiniLM
 
     options = OnnxMiniLM()._session.get_session_options()
