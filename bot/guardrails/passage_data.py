@@ -2,7 +2,7 @@
 the passage rail (a training-time script, issue 13).
 
     python -m bot.guardrails.passage_data --attacks DIR/train.csv --out /tmp/passages \\
-        [--split a|b] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
+        [--split a|b|c] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
 
 Benign passages: the HTML documentation of Debian packages (`passage_sources.SPLITS`) and the
 README long descriptions (the body of `METADATA`) of the installed Python distributions, parsed
@@ -16,7 +16,9 @@ this project's README is left out). `--split a` (the default, rounds 1-4): train
 python-django-doc, git-doc and the distributions with `bucket(name, 2) == 0`; heldout =
 postgresql-doc-15, debian-reference-en and the distributions with `bucket(name, 2) == 1`.
 `--split b` (round 5): train = those four packages and every distribution; heldout =
-sqlite3-doc, apache2-doc (English manual), cmake-doc and bind9-doc. Attacks, in both: the
+sqlite3-doc, apache2-doc (English manual), cmake-doc and bind9-doc. `--split c` (round 6):
+train = all eight and every distribution; heldout = python-flask-doc, borgbackup-doc,
+python-celery-doc and rsyslog-doc. Attacks, in both: the
 label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and whitespace;
 `bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
 
@@ -61,7 +63,12 @@ from pathlib import Path
 
 from bot.errors import KnowledgeError
 from bot.guardrails.passage_inject import PLACEMENTS, WRAPPERS, insert
-from bot.guardrails.passage_sources import SPLITS, DocSource, readme_split
+from bot.guardrails.passage_sources import (
+    HELDOUT_DISTRIBUTIONS,
+    SPLITS,
+    DocSource,
+    readme_split,
+)
 from knowledge.chunking import chunk_sections
 from knowledge.embedders.tokenizer import count_tokens
 from knowledge.loaders import LoadedDocument, load_file, parse
@@ -171,7 +178,8 @@ def readme_chunks(split_name: str = "a") -> list[tuple[Record, str]]:
         raw = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
         message = email.parser.Parser().parsestr(raw)
         name = re.sub(r"[-_.]+", "-", str(message.get("Name", ""))).lower()
-        if not name or name in seen or name in SKIP_DISTRIBUTIONS:
+        if not name or name in seen or name in SKIP_DISTRIBUTIONS or (
+                split_name == "c" and name in HELDOUT_DISTRIBUTIONS):
             continue
         seen.add(name)
         body = message.get_payload()

@@ -11,8 +11,10 @@ that are >= `MIN_ATTACK_SHARE` attack and readings whose words are >= `MIN_WINDO
 attack's (positives), readings of those units without attack words (negatives); each attack
 text and, when it has several sentences, its last one; the S-Labs label-1 rows of the train
 attack split (positives) and its label-0 rows and the hand-written `augment_benign.csv` /
-`augment_chat.csv` beside the weights (chat-register negatives, weight `CHAT_WEIGHT`). Rows of
-at least `MIN_WORDS` words: about 95,000 (fold 0), 9,900 attacks.
+`augment_chat.csv` beside the weights (chat-register negatives, weight `CHAT_WEIGHT`); with
+`vocab_negatives` (round 6), benign pieces that use the attacks' words in their own sense and
+short code comments (`vocab_pieces`). Rows of at least `MIN_WORDS` words: about 95,000 (fold 0,
+split A), 9,900 attacks.
 """
 
 from __future__ import annotations
@@ -60,18 +62,49 @@ def read_csv(path: Path) -> list[tuple[str, int]]:
 FOLD_SOURCES = ("git-doc", "python-django-doc")
 
 
-def is_validation(r: Record, fold: int = 0) -> bool:
-    """Whether a training-split passage is in validation fold `fold` (-1: none)."""
+def is_validation(r: Record, fold: int = 0, salt: str = "") -> bool:
+    """Whether a training-split passage is in validation fold `fold` (-1: none). `salt` is
+    prefixed to the attack's bucket key: without one (rounds 1-5), `bucket(attack, 10) == 0`
+    implies `bucket(attack, 5) == 0`, the held-out fifth, so fold 0 has no training attacks;
+    with one, each fold takes a tenth of the training attacks (round 6: "r6:")."""
     if fold < 0:
         return False
     src = str(r["source"])
     if src == FOLD_SOURCES[fold] or (src.startswith("pypi:") and bucket(src, 3) == fold):
         return True
-    return bool(r["label"]) and bucket(str(r["attack"]).lower(), 10) == fold
+    return bool(r["label"]) and val_attack(str(r["attack"]), fold, salt)
 
 
-def val_attack(text: str, fold: int = 0) -> bool:
-    return fold >= 0 and bucket(" ".join(text.split()).lower(), 10) == fold
+def val_attack(text: str, fold: int = 0, salt: str = "") -> bool:
+    return fold >= 0 and bucket(salt + " ".join(text.split()).lower(), 10) == fold
+
+
+#: Words of the attacks' register that documentation uses in its own sense ("the prompt of
+#: psql", "the answer is recorded", "ignore the warning"): benign pieces holding one are the
+#: vocabulary negatives (`--vocab-negatives`, round 6; the second person is the register the
+#: issue names). The embedding networks train on all of them.
+VOCAB = frozenset("""prompt prompts instruction instructions ignore ignored ignoring previous
+above forget disregard reveal secret secrets password passwords system rules rule answer
+answers respond response responses pretend role assistant model ai output print say tell
+bypass override jailbreak restriction restrictions conversation message messages you
+your""".split())
+_PIECE = re.compile(r"(?<=[.!?:;])\s+|\n+|\s\|\s|^\|\s*|\s*\|$", re.M)
+
+
+#: A code comment: `#`, `//` or `--` and its text, to the end of the line.
+_COMMENT = re.compile(r"(?:^|\s)(?:#|//|--)\s+(\S[^\n]*)")
+
+
+def vocab_pieces(texts: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    """Pieces of benign training units: `n` sentences, lines and table cells of 2-30 words
+    holding a word of `VOCAB`, drawn at random, and every code comment of 2-12 words (one of
+    the injections' hiding places, where real comments are short); no repeats."""
+    vocab = sorted({p.strip() for t in texts for p in _PIECE.split(t)
+                    if 2 <= len(p.split()) <= 30 and VOCAB & set(_WORD.findall(p.lower()))})
+    comments = {m.group(1).strip() for t in texts for m in _COMMENT.finditer(t)
+                if 2 <= len(m.group(1).split()) <= 12}
+    drawn = [vocab[i] for i in rng.permutation(len(vocab))[:n]]
+    return drawn + sorted(comments - set(drawn))
 
 
 def design(texts: list[str]) -> sparse.csr_matrix:
@@ -113,10 +146,12 @@ def build_rows(train: list[Record], attacks_data: Path, window: int, case_split:
                fold: int, rng: np.random.Generator,
                shares: tuple[float, float] = (MIN_ATTACK_SHARE, MIN_WINDOW_SHARE), *,
                pieces: bool = bool(PIECES), markup: bool = bool(MARKUP),
-               min_words: int = MIN_WORDS) -> Rows:
+               min_words: int = MIN_WORDS, salt: str = "", vocab_negatives: int = 0) -> Rows:
     """Units of the training passages (benign, and the attack-carrying ones as positives),
-    their windows, the attack texts, S-Labs rows and the hand-written chat rows."""
+    their windows, the attack texts, S-Labs rows, the hand-written chat rows and
+    `vocab_negatives` pieces of benign units (`vocab_pieces`)."""
     rows = Rows(min_words)
+    benign_units: list[str] = []
     for r, us in zip(train, passage_units(train), strict=True):
         span = r["attack_span"]
         attack_words = set(normalize(str(r["attack"])).lower().split()) if span else set()
@@ -125,6 +160,8 @@ def build_rows(train: list[Record], attacks_data: Path, window: int, case_split:
             text, wins = readings[0], readings[1:]
             if not overlaps(u.start, u.end, span):
                 rows.add(text, 0, 1.0, "doc", normalized=True)
+                if not r["decoy"]:
+                    benign_units.append(u.text)
                 for i in rng.permutation(len(wins))[:NEG_WINDOWS]:
                     rows.add(wins[i], 0, 1.0, "doc-window", normalized=True)
                 continue
@@ -143,9 +180,11 @@ def build_rows(train: list[Record], attacks_data: Path, window: int, case_split:
             sents = [s for s in re.split(r"(?<=[.!?])\s+", attack) if s.strip()]
             if len(sents) > 1:
                 rows.add(sents[-1], 1, 1.0, "attack")
+    for piece in vocab_pieces(benign_units, vocab_negatives, rng) if vocab_negatives else ():
+        rows.add(piece, 0, 1.0, "doc-vocab")
     train_attacks, _ = load_attacks(attacks_data / "train.csv")
     for attack_text in train_attacks:
-        if not val_attack(attack_text, fold):
+        if not val_attack(attack_text, fold, salt):
             rows.add(attack_text, 1, 1.0, "slabs")
     for text, label in read_csv(attacks_data / "train.csv"):
         if label == 0:

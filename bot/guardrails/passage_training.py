@@ -5,7 +5,8 @@ script; `main` needs scikit-learn and scipy, which the runtime does not).
         --attacks-data DIR --out bot/guardrails/data/passage.npz [--cache DIR] \\
         [--fold 0|1|-1 [--threshold T]] [--window 12] [--case-split 1] [--heldout] \\
         [--c-ngram 30] [--alpha 0.35] [--shares 0.4 0.6] [--min-words 2] [--pieces 1] \\
-        [--markup 1] [--read-pieces 0] [--read-markup 0] [--mlp-hidden 32] [--seed 0]
+        [--markup 1] [--read-pieces 0] [--read-markup 0] [--mlp-hidden 32] [--seed 0] \\
+        [--val-salt r6:] [--vocab-negatives 6000]
 
 Data: `--data` is the output of `bot.guardrails.passage_data` (`train.jsonl`; `heldout.jsonl`
 is read only with `--heldout`, once, for the final figures, never for a choice). `--attacks-data`
@@ -87,6 +88,31 @@ pre-declared rule (<= 1%, >= 0.90 on split B) held, but these weights cut one se
 cell of docs/webhook.md, docs/operations.md and docs/admin.md (issue 13's acceptance 4; version
 2 cuts none of them), so they are NOT shipped: the defaults and the shipped weights stay
 version 2's (`--mlp-hidden 32 --read-markup 0`, threshold 0.6496, trained on split A).
+
+Round 6 (split C, `passage_data --split c`: every source of A and B trains; held out are
+python-flask-doc, borgbackup-doc, python-celery-doc and rsyslog-doc). Fixed before any fold
+ran: `--val-salt r6:` (each fold validates on a tenth of the training attacks, unseen), the
+recipe of version 5 (`--mlp-hidden 64 --read-markup 1`), and a gate before split C may be
+read: a candidate whose fold models cut anything of the docs in
+`test_this_projects_docs_are_not_cut`, or more units of this project's docs (guardrails.md
+aside) than version 2 does (2: a quoted phrase each of actions.md and rate-limits.md), is out.
+At <= 0.5% flagged (fold 0 / fold 1, thresholds in brackets):
+
+* R6a, version 5's recipe with the salt: 0.9543 (0.6509) / 0.9629 (0.5964); fold 1's model
+  cuts 4 units of the docs.
+* R6b, + 4,000 vocabulary negatives (`--vocab-negatives`: benign pieces holding a word of the
+  attacks' register, `passage_rows.VOCAB`, then without "you"/"your" and embedded only when
+  among the hardest rows): 0.9570 (0.6201) / 0.9602 (0.6064); fold 1 cuts 3.
+* R6c, 6,000 of them, the second person in `VOCAB`, all embedded: 0.9539 (0.6319) / 0.9612
+  (0.5961); fold 1 cuts 3.
+* R6d (the option as it is now), + every code comment of 2-12 words of the benign training
+  units: 0.9558 (0.6332) / 0.9609 (0.5947); fold 1 cuts 3.
+
+Every fold-1 model cuts actions.md's code comment "# your replay window" (0.61-0.66), so no
+candidate passed the gate: split C was not read and stays unused, and version 2 stays shipped.
+What drives it is the n-gram half: R6d's fold-1 model gives "your replay window" an n-gram
+probability of 0.920 and "replay window" 0.061, while its embedding networks score it benign
+(the mix is 0.633); version 2 gives it 0.794 (mix 0.536).
 """
 
 from __future__ import annotations
@@ -209,6 +235,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alpha", type=float, default=ALPHA)
     ap.add_argument("--shares", type=float, nargs=2, default=(MIN_ATTACK_SHARE, MIN_WINDOW_SHARE),
                     metavar=("UNIT", "WINDOW"), help="attack shares of a positive unit/window")
+    ap.add_argument("--val-salt", default="",
+                    help='prefix of the validation attacks\' bucket key (round 6: "r6:")')
+    ap.add_argument("--vocab-negatives", type=int, default=0,
+                    help="benign pieces holding an attack-register word added as rows")
     ap.add_argument("--heldout", action="store_true", help="report held-out figures once")
     args = ap.parse_args(argv)
     from sklearn.linear_model import LogisticRegression
@@ -218,13 +248,14 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(SEED + args.seed)
     embed = CachedEmbedder(args.cache / "embeddings.npz")
     records = read_jsonl(args.data / "train.jsonl")
-    val = [r for r in records if is_validation(r, args.fold)]
-    train = [r for r in records if not is_validation(r, args.fold)]
+    val = [r for r in records if is_validation(r, args.fold, args.val_salt)]
+    train = [r for r in records if not is_validation(r, args.fold, args.val_salt)]
     print(f"passages: train {len(train)}, validation {len(val)}; window {args.window} words, "
           f"case split {args.case_split}")
     rows = build_rows(train, args.attacks_data, args.window, bool(args.case_split), args.fold,
                       rng, tuple(args.shares), pieces=bool(args.pieces),
-                      markup=bool(args.markup), min_words=args.min_words)
+                      markup=bool(args.markup), min_words=args.min_words,
+                      salt=args.val_salt, vocab_negatives=args.vocab_negatives)
     read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_markup}
     texts, kinds = rows.texts, np.array(rows.kinds)
     y, w = np.array(rows.labels), np.array(rows.weights)
@@ -236,9 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     lr.fit(x, y, sample_weight=w)
     print(f"n-gram model fitted ({time.time() - started:.0f}s)")
 
-    # Embedding networks: every non-doc row, the hardest doc rows, random doc rows.
+    # Embedding networks: every non-doc row (the vocabulary negatives too), the hardest doc
+    # rows, random doc rows.
     train_logit = lr.decision_function(x)
-    doc = np.flatnonzero(np.char.startswith(kinds.astype(str), "doc"))
+    doc = np.flatnonzero(np.char.startswith(kinds.astype(str), "doc") & (kinds != "doc-vocab"))
     hard = doc[np.argsort(-train_logit[doc])[:HARD_NEG]]
     rest = np.setdiff1d(doc, hard)
     pick = np.concatenate([np.setdiff1d(np.arange(len(texts)), doc), hard,
