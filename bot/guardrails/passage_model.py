@@ -13,7 +13,9 @@ documentation text:
   how much of it is code);
 * a small ensemble of one-hidden-layer ReLU networks on the all-MiniLM-L6-v2 embedding.
 
-p = (1 - alpha) * p_ngram + alpha * mean(p_mlp). A unit longer than `window_words` words is
+p = (1 - alpha) * p_ngram + alpha * mean(p_mlp), where a unit of at most `short_words` words
+mixes with `short_alpha` instead (the n-gram half over-reads one word of a short unit: "your
+replay window"). A unit longer than `window_words` words is
 also read as windows of that many words (stride `window_words // 2`, the last one flush with
 the end), so that an attack fused with a line of documentation in one unit is read without it:
 the unit's n-gram logit is the highest of its own and its windows', and the best-scoring text
@@ -24,7 +26,8 @@ a lower bound of their blended score.
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
 `mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
 string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no windows),
-`case_split` (1: also read the pieces between case boundaries), and optionally `pieces` and
+`case_split` (1: also read the pieces between case boundaries), and optionally
+`short_words` and `short_alpha` (0: no short-unit mix; round 6), `pieces` and
 `markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
 see `word_windows`; the shipped weights read neither at inference, they were trained with them
 as rows). Trained by `bot.guardrails.passage_training` (figures in its docstring and output).
@@ -130,6 +133,8 @@ class PassageModel:
         self._ctx_w = ctx_w.astype(np.float64)
         self._mlp = tuple(x.astype(np.float64) for x in mlp)
         self.alpha = float(meta["alpha"])
+        self.short_words = int(meta.get("short_words", 0))
+        self.short_alpha = float(meta.get("short_alpha", self.alpha))
         self.threshold = float(meta["threshold"])
         self.top_k = int(meta["top_k"])
         self.embed_floor = float(meta["embed_floor"])
@@ -200,11 +205,15 @@ class PassageModel:
         if not units:
             return []
         texts, logits = self.best_texts(units)
-        out = (1.0 - self.alpha) * _sigmoid(logits)
+        alpha = np.full(len(units), self.alpha)
+        if self.short_words:
+            alpha[[len(normalize(u).split()) <= self.short_words for u in units]] = (
+                self.short_alpha)
+        out = (1.0 - alpha) * _sigmoid(logits)
         picked = self.embedded(logits)
         if picked:
             vectors = self._embedder()([texts[i][:EMBED_CHARS] for i in picked])
-            out[picked] += self.alpha * self.mlp_proba(vectors)
+            out[picked] += alpha[picked] * self.mlp_proba(vectors)
         return [float(x) for x in out]
 
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`

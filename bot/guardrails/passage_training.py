@@ -108,11 +108,25 @@ At <= 0.5% flagged (fold 0 / fold 1, thresholds in brackets):
 * R6d (the option as it is now), + every code comment of 2-12 words of the benign training
   units: 0.9558 (0.6332) / 0.9609 (0.5947); fold 1 cuts 3.
 
-Every fold-1 model cuts actions.md's code comment "# your replay window" (0.61-0.66), so no
-candidate passed the gate: split C was not read and stays unused, and version 2 stays shipped.
-What drives it is the n-gram half: R6d's fold-1 model gives "your replay window" an n-gram
-probability of 0.920 and "replay window" 0.061, while its embedding networks score it benign
-(the mix is 0.633); version 2 gives it 0.794 (mix 0.536).
+Every fold-1 model above cuts actions.md's code comment "# your replay window" (0.61-0.66):
+the n-gram half gives "your replay window" 0.920 and "replay window" 0.061 (R6d fold 1), its
+embedding networks score it benign. Inference-only variants of R6d's fold models (units of at
+most S words mix with alpha_s; fold 0 / fold 1 recall and cut doc units): S 3 alpha_s 0.6
+0.9585 / 0.9609, 2 / 2; S 4 0.6 0.9619 (0.5990) / 0.9612 (0.5991), 1 / 1; S 4 0.8 0.9566 /
+0.9605, 2 / 1; S 6 0.6 0.9585 / 0.9626, 1 / 2; S 6 0.8 0.9463 / 0.9581, 2 / 2.
+
+Version 6 = R6d + `--short-words 4 --short-alpha 0.6`, trained on all at 0.5990: 2 cut units
+of the docs (version 2's two), measured once on split C: plain benign flagged 0.61% (36 of
+5,914), recall 0.9091 (3,360 of 3,696); its sample (300 / 60 / 150 from flask and borgbackup)
+0 of 300 flagged but 131 of 150 caught, under the rule's 135, so not shipped (the same
+sources' other injected passages: 0.918 and 0.922). Version 2 on split C, measured after:
+1.00%, 0.9012.
+
+Round 7 (split D: sphinx-doc, python-pytest-doc, python-werkzeug-doc, haproxy-doc held out;
+the sample 1,000 / 200 / 600, `passage_data --sample-sizes`). Version 6's recipe, fixed in
+advance: fold 0 0.9589 (0.6075), fold 1 0.9649 (0.5423); trained on all at 0.5749 it cuts 4
+units of the docs, one in docs/architecture.md (3 at 0.6075), so it failed the gate and split
+D is unread.
 """
 
 from __future__ import annotations
@@ -237,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
                     metavar=("UNIT", "WINDOW"), help="attack shares of a positive unit/window")
     ap.add_argument("--val-salt", default="",
                     help='prefix of the validation attacks\' bucket key (round 6: "r6:")')
+    ap.add_argument("--short-words", type=int, default=0,
+                    help="units of at most this many words mix with --short-alpha (stored)")
+    ap.add_argument("--short-alpha", type=float, default=ALPHA)
     ap.add_argument("--vocab-negatives", type=int, default=0,
                     help="benign pieces holding an attack-register word added as rows")
     ap.add_argument("--heldout", action="store_true", help="report held-out figures once")
@@ -256,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
                       rng, tuple(args.shares), pieces=bool(args.pieces),
                       markup=bool(args.markup), min_words=args.min_words,
                       salt=args.val_salt, vocab_negatives=args.vocab_negatives)
-    read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_markup}
+    read = {"pieces": args.pieces * args.read_pieces, "markup": args.markup * args.read_markup,
+            **({"short_words": args.short_words, "short_alpha": args.short_alpha}
+               if args.short_words else {})}
     texts, kinds = rows.texts, np.array(rows.kinds)
     y, w = np.array(rows.labels), np.array(rows.weights)
     print(f"training rows: {len(texts)} ({int(y.sum())} attack); "
@@ -296,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         meta = {"threshold": threshold, "alpha": alpha, "top_k": TOP_K,
                 "embed_floor": EMBED_FLOOR, "window_words": window,
                 "case_split": args.case_split, **read}
+        if alpha == 0.0:  # the n-grams alone, short units too
+            meta.pop("short_words", None)
         mlp = (weights["mlp_w1"], weights["mlp_b1"], weights["mlp_w2"], weights["mlp_b2"])
         return PassageModel(weights["ngram_w"], float(weights["ngram_b"]), weights["ctx_w"],
                             mlp, meta, embed)
