@@ -2,7 +2,7 @@
 the passage rail (a training-time script, issue 13).
 
     python -m bot.guardrails.passage_data --attacks DIR/train.csv --out /tmp/passages \\
-        [--split a|b|c] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
+        [--split a|b|c|d] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
 
 Benign passages: the HTML documentation of Debian packages (`passage_sources.SPLITS`) and the
 README long descriptions (the body of `METADATA`) of the installed Python distributions, parsed
@@ -18,7 +18,9 @@ postgresql-doc-15, debian-reference-en and the distributions with `bucket(name, 
 `--split b` (round 5): train = those four packages and every distribution; heldout =
 sqlite3-doc, apache2-doc (English manual), cmake-doc and bind9-doc. `--split c` (round 6):
 train = all eight and every distribution; heldout = python-flask-doc, borgbackup-doc,
-python-celery-doc and rsyslog-doc. Attacks, in both: the
+python-celery-doc and rsyslog-doc. `--split d` (round 7): train = those twelve and every
+distribution but pytest, sphinx and werkzeug; heldout = sphinx-doc, python-pytest-doc,
+python-werkzeug-doc and haproxy-doc. Attacks, in both: the
 label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and whitespace;
 `bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
 
@@ -42,9 +44,10 @@ one JSON object per passage:
   measure the benign flag rate on `decoy == null`).
 
 `manifest.json` lists the sources (split, licence, benign chunks) and the attack counts.
-`--sample FILE` writes the held-out fixture shipped for the tests: 300 plain benign passages, 60
-with decoys and 150 injected (placements in equal shares), from permissively licensed sources
-only (`is_permissive`).
+`--sample FILE` writes the held-out fixture shipped for the tests: `--sample-sizes` plain
+benign passages, passages with decoys and injected ones (placements in equal shares; default
+300, 60, 150; round 7: 1000, 200, 600), from permissively licensed sources only
+(`is_permissive`).
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def readme_chunks(split_name: str = "a") -> list[tuple[Record, str]]:
         message = email.parser.Parser().parsestr(raw)
         name = re.sub(r"[-_.]+", "-", str(message.get("Name", ""))).lower()
         if not name or name in seen or name in SKIP_DISTRIBUTIONS or (
-                split_name == "c" and name in HELDOUT_DISTRIBUTIONS):
+                name in HELDOUT_DISTRIBUTIONS.get(split_name, ())):
             continue
         seen.add(name)
         body = message.get_payload()
@@ -325,6 +328,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--injected-ratio", type=float, default=0.5)
     parser.add_argument("--decoy-ratio", type=float, default=0.2)
     parser.add_argument("--sample", type=Path, help="write the shipped held-out sample here")
+    parser.add_argument("--sample-sizes", type=int, nargs=3, default=(300, 60, 150),
+                        metavar=("BENIGN", "DECOY", "INJECTED"),
+                        help="the sample's plain benign, decoy and injected passages")
     parser.add_argument("--split", choices=sorted(SPLITS), default="a",
                         help="which sources are held out (module docstring)")
     args = parser.parse_args(argv)
@@ -344,7 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         write_jsonl(args.out / f"{name}.jsonl", records)
         print(counts(name, records))
     if args.sample is not None:
-        sample = shipped_sample(records, random.Random(f"{args.seed}:sample"))
+        n_benign, n_decoy, n_injected = args.sample_sizes
+        sample = shipped_sample(records, random.Random(f"{args.seed}:sample"), n_benign,
+                                n_decoy, n_injected)
         write_jsonl(args.sample, sample)
         print(counts(f"sample {args.sample}", sample))
         for src, lic in sorted({(r.source, r.licence) for r in sample}):
