@@ -20,7 +20,8 @@ sqlite3-doc, apache2-doc (English manual), cmake-doc and bind9-doc. `--split c` 
 train = all eight and every distribution; heldout = python-flask-doc, borgbackup-doc,
 python-celery-doc and rsyslog-doc. `--split d` (round 7): train = those twelve and every
 distribution but pytest, sphinx and werkzeug; heldout = sphinx-doc, python-pytest-doc,
-python-werkzeug-doc and haproxy-doc. Attacks, in both: the
+python-werkzeug-doc and haproxy-doc. `--train-wheels DIR` (round 8) adds the READMEs of the
+wheels in DIR as training sources (`pypi:<name>`, skipped when installed). Attacks, in both: the
 label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and whitespace;
 `bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
 
@@ -60,6 +61,7 @@ import importlib.metadata
 import json
 import random
 import re
+import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -172,13 +174,26 @@ def is_permissive(licence: str) -> bool:
     return all(i in PERMISSIVE for i in ids)
 
 
-def readme_chunks(split_name: str = "a") -> list[tuple[Record, str]]:
+def wheel_metadata(folder: Path) -> list[str]:
+    """The METADATA files of the wheels (`*.whl`) in `folder`, sorted by file name."""
+    out: list[str] = []
+    for path in sorted(folder.glob("*.whl")):
+        with zipfile.ZipFile(path) as z:
+            name = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            out.append(z.read(name).decode("utf-8", "replace"))
+    return out
+
+
+def readme_chunks(split_name: str = "a", extra: list[str] | None = None
+                  ) -> list[tuple[Record, str]]:
     """Chunks of the README long descriptions of the installed distributions (`pypi:<name>`),
-    each with the distribution's split in split `split_name` (`passage_sources.readme_split`)."""
+    each with the distribution's split in split `split_name` (`passage_sources.readme_split`),
+    then those of the `extra` METADATA texts (`--train-wheels`), always train."""
     out: list[tuple[Record, str]] = []
     seen: set[str] = set()
-    for dist in importlib.metadata.distributions():
-        raw = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    installed = [dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+                 for dist in importlib.metadata.distributions()]
+    for i, raw in enumerate([*installed, *(extra or [])]):
         message = email.parser.Parser().parsestr(raw)
         name = re.sub(r"[-_.]+", "-", str(message.get("Name", ""))).lower()
         if not name or name in seen or name in SKIP_DISTRIBUTIONS or (
@@ -196,7 +211,7 @@ def readme_chunks(split_name: str = "a") -> list[tuple[Record, str]]:
             doc = parse(body.encode("utf-8"), f"metadata:{name}", mime)
         except KnowledgeError:
             continue
-        split = readme_split(split_name, bucket(name, 2))
+        split = readme_split(split_name, bucket(name, 2)) if i < len(installed) else "train"
         version = f"METADATA {message.get('Version', '')}"
         out += [(c, split) for c in chunk_document(doc, f"pypi:{name}", licence_of(headers),
                                                    version)]
@@ -295,7 +310,8 @@ def counts(name: str, records: list[Record]) -> str:
     return "\n".join(lines)
 
 
-def collect(max_per_source: int, seed: int, split_name: str = "a") -> dict[str, list[Record]]:
+def collect(max_per_source: int, seed: int, split_name: str = "a",
+            extra: list[str] | None = None) -> dict[str, list[Record]]:
     """Benign chunks per split of `passage_sources.SPLITS[split_name]`, deduplicated, at most
     `max_per_source` per Debian package, in a seeded random order (one generator per source and
     per split)."""
@@ -309,7 +325,7 @@ def collect(max_per_source: int, seed: int, split_name: str = "a") -> dict[str, 
         seen.update(c.text for c in chunks)
         random.Random(f"{seed}:{src.name}").shuffle(chunks)
         splits[src.split] += chunks[:max_per_source]
-    for chunk, split in readme_chunks(split_name):
+    for chunk, split in readme_chunks(split_name, extra):
         if chunk.text not in seen:
             seen.add(chunk.text)
             splits[split].append(chunk)
@@ -331,11 +347,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-sizes", type=int, nargs=3, default=(300, 60, 150),
                         metavar=("BENIGN", "DECOY", "INJECTED"),
                         help="the sample's plain benign, decoy and injected passages")
+    parser.add_argument("--train-wheels", type=Path,
+                        help="a folder of wheels whose READMEs are training sources too")
     parser.add_argument("--split", choices=sorted(SPLITS), default="a",
                         help="which sources are held out (module docstring)")
     args = parser.parse_args(argv)
     attacks = dict(zip(("train", "heldout"), load_attacks(args.attacks), strict=True))
-    splits = collect(args.max_per_source, args.seed, args.split)
+    extra = wheel_metadata(args.train_wheels) if args.train_wheels else None
+    splits = collect(args.max_per_source, args.seed, args.split, extra)
     sources = Counter((c.source, split, c.licence) for split, cs in splits.items() for c in cs)
     manifest = {"split": args.split, "seed": args.seed, "chunk_tokens": CHUNK_TOKENS,
                 "overlap_tokens": OVERLAP_TOKENS,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from bot.guardrails.passage_data import (
     chunk_document,
     is_permissive,
     licence_of,
+    readme_chunks,
     shipped_sample,
     to_json,
+    wheel_metadata,
 )
 from bot.guardrails.passage_inject import PLACEMENTS, insert
 from knowledge.loaders import load_file
@@ -153,3 +156,20 @@ def test_shipped_sample() -> None:
             start, end = r["attack_span"]
             assert r["text"][start:end] == r["attack"]
             assert r["span"][0] <= start < end <= r["span"][1]
+
+
+def test_train_wheels_readmes_are_training_sources(tmp_path: Path) -> None:
+    """`--train-wheels`: the README of a wheel's METADATA becomes a `pypi:<name>` source of
+    the training split, in every split (round 8)."""
+    body = "# Chatbot kit\n\n" + "The bot answers each conversation from its own notes. " * 8
+    metadata = ("Metadata-Version: 2.1\nName: Chatbot_Kit\nVersion: 1.0\nLicense: MIT\n"
+                "Description-Content-Type: text/markdown\n\n" + body)
+    with zipfile.ZipFile(tmp_path / "chatbot_kit-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("chatbot_kit-1.0.dist-info/METADATA", metadata)
+        z.writestr("chatbot_kit/__init__.py", "")
+    extra = wheel_metadata(tmp_path)
+    assert extra == [metadata]
+    for split in ("a", "d"):
+        found = [(c, s) for c, s in readme_chunks(split, extra) if c.source == "pypi:chatbot-kit"]
+        assert found and all(s == "train" and c.licence == "MIT" for c, s in found)
+        assert "answers each conversation" in found[0][0].text
