@@ -127,7 +127,11 @@ the sample 1,000 / 200 / 600, `passage_data --sample-sizes`). Version 6's recipe
 advance: fold 0 0.9589 (0.6075), fold 1 0.9649 (0.5423); trained on all at 0.5749 it cuts 4
 units of the docs, one in docs/architecture.md (3 at 0.6075), so it failed the gate. Round 8,
 the same recipe with the READMEs of 26 chat-bot and LLM framework wheels as training sources
-(`passage_data --train-wheels`): fold 0 0.9623 (0.5753), fold 1 0.9670 (0.5359); the fold
+(`passage_data --train-wheels`; `pip download --no-deps` of aiogram, anthropic,
+botbuilder-core, chainlit, chatterbot, chromadb, crewai, dspy, errbot, haystack-ai, langchain,
+langchain-core, litellm, llama-index, matrix-nio, mattermostdriver, mem0ai, openai-agents,
+pyrogram, qdrant-client, ragas, rasa, semantic-kernel, simplematrixbotlib, slack-bolt, txtai;
+versions of 2026-12-05): fold 0 0.9623 (0.5753), fold 1 0.9670 (0.5359); the fold
 models cut 3 units each (fold 0 one of docs/architecture.md), so it failed the gate too.
 Round 9: round 7's weights (never trained on those READMEs) at the lowest threshold that flags
 <= 0.5% of the READMEs' 482 plain benign passages, 0.6721: gate passed (2 units), split D
