@@ -94,12 +94,15 @@ def _collect(tokens: list[Token], offset: int, stop: int, into: list[Heading]) -
             into.append((offset + tok.map[0], offset + tok.map[1], int(tok.tag[1]), title))
 
 
+def _last_block(tokens: list[Token]) -> Token | None:
+    """The opening token of the last top-level block of `tokens`, or None."""
+    return next((tok for tok in reversed(tokens) if tok.level == 0 and tok.map), None)
+
+
 def _last_block_start(tokens: list[Token]) -> int:
     """The first line of the last top-level block of `tokens` (0 when there is none)."""
-    for tok in reversed(tokens):
-        if tok.level == 0 and tok.map:
-            return tok.map[0]
-    return 0
+    last = _last_block(tokens)
+    return last.map[0] if last is not None and last.map else 0
 
 
 def _candidates(lines: list[str], piece_chars: int) -> list[int]:
@@ -119,7 +122,6 @@ def _candidates(lines: list[str], piece_chars: int) -> list[int]:
 
 def _heading_at(tokens: list[Token], line: int) -> bool:
     """Whether the last top-level block of `tokens` is a heading starting at `line`."""
-    for tok in reversed(tokens):
-        if tok.level == 0 and tok.map:
-            return tok.type == "heading_open" and tok.map[0] == line
-    return False
+    last = _last_block(tokens)
+    return (last is not None and last.map is not None and last.type == "heading_open"
+            and last.map[0] == line)

@@ -191,9 +191,9 @@ def readme_chunks(split_name: str = "a", extra: list[str] | None = None
     then those of the `extra` METADATA texts (`--train-wheels`), always train."""
     out: list[tuple[Record, str]] = []
     seen: set[str] = set()
-    installed = [dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-                 for dist in importlib.metadata.distributions()]
-    for i, raw in enumerate([*installed, *(extra or [])]):
+    texts = [(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "", False)
+             for dist in importlib.metadata.distributions()]
+    for raw, is_extra in [*texts, *((raw, True) for raw in extra or [])]:
         message = email.parser.Parser().parsestr(raw)
         name = re.sub(r"[-_.]+", "-", str(message.get("Name", ""))).lower()
         if not name or name in seen or name in SKIP_DISTRIBUTIONS or (
@@ -211,7 +211,7 @@ def readme_chunks(split_name: str = "a", extra: list[str] | None = None
             doc = parse(body.encode("utf-8"), f"metadata:{name}", mime)
         except KnowledgeError:
             continue
-        split = readme_split(split_name, bucket(name, 2)) if i < len(installed) else "train"
+        split = "train" if is_extra else readme_split(split_name, bucket(name, 2))
         version = f"METADATA {message.get('Version', '')}"
         out += [(c, split) for c in chunk_document(doc, f"pypi:{name}", licence_of(headers),
                                                    version)]

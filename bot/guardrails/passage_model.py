@@ -188,7 +188,13 @@ class PassageModel:
     def best_texts(self, units: list[str]) -> tuple[list[str], npt.NDArray[np.float64]]:
         """For each unit, the text read for it (the normalized unit or its best window) and
         that text's n-gram logit, shape (n,)."""
+        best, logits, _ = self._read(units)
+        return best, logits
+
+    def _read(self, units: list[str]) -> tuple[list[str], npt.NDArray[np.float64], list[int]]:
+        """`best_texts`, and each unit's number of words (normalized, white space collapsed)."""
         best: list[str] = []
+        words: list[int] = []
         logits = np.empty(len(units), dtype=np.float64)
         for i, u in enumerate(units):
             cands = word_windows(normalize(u), self.window_words, self.case_split,
@@ -196,19 +202,19 @@ class PassageModel:
             lg = self.ngram_logits(cands)
             top = int(np.argmax(lg))
             best.append(cands[top])
+            words.append(len(cands[0].split()))  # cands[0]: the whole unit
             logits[i] = lg[top]
-        return best, logits
+        return best, logits, words
 
     def score(self, units: list[str]) -> list[float]:
         """One probability per unit of one passage (see the class docstring). Blocking: run it
         off the event loop. An empty list gives an empty list."""
         if not units:
             return []
-        texts, logits = self.best_texts(units)
+        texts, logits, words = self._read(units)
         alpha = np.full(len(units), self.alpha)
         if self.short_words:
-            alpha[[len(normalize(u).split()) <= self.short_words for u in units]] = (
-                self.short_alpha)
+            alpha[np.array(words) <= self.short_words] = self.short_alpha
         out = (1.0 - alpha) * _sigmoid(logits)
         picked = self.embedded(logits)
         if picked:
