@@ -2,7 +2,7 @@
 the passage rail (a training-time script, issue 13).
 
     python -m bot.guardrails.passage_data --attacks DIR/train.csv --out /tmp/passages \\
-        [--split a|b|c|d] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
+        [--split a|b|c|d|e] [--seed 0] [--sample tests/fixtures/passages/heldout_sample.jsonl]
 
 Benign passages: the HTML documentation of Debian packages (`passage_sources.SPLITS`) and the
 README long descriptions (the body of `METADATA`) of the installed Python distributions, parsed
@@ -21,7 +21,10 @@ train = all eight and every distribution; heldout = python-flask-doc, borgbackup
 python-celery-doc and rsyslog-doc. `--split d` (round 7): train = those twelve and every
 distribution but pytest, sphinx and werkzeug; heldout = sphinx-doc, python-pytest-doc,
 python-werkzeug-doc and haproxy-doc. `--train-wheels DIR` (round 8) adds the READMEs of the
-wheels in DIR as training sources (`pypi:<name>`, skipped when installed). Attacks, in both: the
+wheels in DIR as training sources (`pypi:<name>`, skipped when installed). `--split e` (round
+10): train = the sources of A to D; heldout = python-djangorestframework-doc, python-dask-doc,
+python-black-doc, python-cookiecutter-doc, python-flask-security-doc and docker-doc
+(Markdown). Attacks, in every split: the
 label-1 rows of S-Labs `train.csv` (MIT), deduplicated ignoring case and whitespace;
 `bucket(lower-cased text, 5) == 0` goes to heldout, the rest to train.
 

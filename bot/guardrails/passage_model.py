@@ -23,6 +23,13 @@ is the one embedded. Only the `top_k` units with the highest n-gram logits (and 
 `embed_floor`) are embedded, in one call per passage; the others score (1 - alpha) * p_ngram,
 a lower bound of their blended score.
 
+Context re-reading (round 10, `context_chars` > 0 in the meta): an embedded unit's blend p
+becomes sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), where cos is the cosine of
+its embedding to the embedding of the passage's other units (`context_text`, one more embedding
+call per passage, made only when some p reaches `context_floor`) and lex the share of its words
+found in them (`lexical_overlap`): an attack pasted into a passage does not belong to it, a
+line of documentation addressed to the reader does. Fitted by `bot.guardrails.passage_context`.
+
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
 `mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
 string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no windows),
@@ -30,7 +37,10 @@ string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no 
 `short_words` and `short_alpha` (0: no short-unit mix; round 6), `pieces` and
 `markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
 see `word_windows`; the shipped weights read neither at inference, they were trained with them
-as rows). Trained by `bot.guardrails.passage_training` (figures in its docstring and output).
+as rows), and optionally `context_chars`, `context_floor`, `context_a`, `context_cos`,
+`context_lex` and `context_bias` (the context re-reading; absent: none). Trained by
+`bot.guardrails.passage_training` (figures in its docstring and output), the context by
+`bot.guardrails.passage_context`.
 """
 
 from __future__ import annotations
@@ -107,14 +117,17 @@ class PassageModel:
     """Scores the units of a retrieved passage for indirect prompt injection.
 
     `score(units)` returns one probability in [0, 1] per unit; a unit (and its passage) is
-    adversarial when its score >= `threshold`, the operating point chosen in training
-    (benign passage flag rate <= 0.5% on validation carve-outs of the training sources, carved
-    by source; shipped 0.6496). Figures: docs/guardrails.md and passage_training's docstring
-    (held-out: 0.89% of benign passages flagged, recall 0.901).
+    adversarial when its score >= `threshold` (shipped 0.9344: at most 0.4% of the plain
+    benign passages of the context fit's sets flagged). Figures: docs/guardrails.md (split E,
+    never used before round 10's measurement: 0.23% of held-out benign passages flagged,
+    recall 0.9275).
     Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
-    Cost per passage: hashing every unit and its windows (about 1-5 ms) plus one embedding call
-    of at most `top_k` units (about 5-10 ms on one thread); p50 6-9 ms, p95 17-25 ms per
-    passage through the rail on the held-out passages (the higher figures on a busy machine).
+    Cost per passage: hashing every unit and its windows (about 1-5 ms), one embedding call
+    of at most `top_k` units (about 5-10 ms on one thread) and, for the passages where a unit
+    scores >= `context_floor` (4-14% of benign documentation passages, nearly every injected
+    one), one of the context (600 characters, 20-50 ms); p50 11 ms, p95 71 ms per passage
+    through the rail on split E's sample (1,800 passages, a third of them injected; one thread,
+    a quiet 2-core machine; version 2, without the context: 10 and 26 ms).
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
@@ -142,6 +155,11 @@ class PassageModel:
         self.case_split = bool(meta.get("case_split", 0))
         self.pieces = bool(meta.get("pieces", 0))
         self.markup = bool(meta.get("markup", 0))
+        self.context_chars = int(meta.get("context_chars", 0))
+        self.context_floor = float(meta.get("context_floor", 0.0))
+        self.context_w = tuple(float(meta.get(k, d)) for k, d in
+                               (("context_a", 1.0), ("context_cos", 0.0), ("context_lex", 0.0),
+                                ("context_bias", 0.0)))
         self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
@@ -209,20 +227,80 @@ class PassageModel:
     def score(self, units: list[str]) -> list[float]:
         """One probability per unit of one passage (see the class docstring). Blocking: run it
         off the event loop. An empty list gives an empty list."""
+        out, picked, mixed, vectors = self.parts(units)
+        if picked and self.context_chars:
+            cos, lex = self.context_of(units, picked, mixed, vectors)
+            mixed = self.with_context(mixed, cos, lex)
+        out[picked] = mixed
+        return [float(x) for x in out]
+
+    def parts(self, units: list[str]) -> tuple[npt.NDArray[np.float64], list[int],
+                                                npt.NDArray[np.float64],
+                                                npt.NDArray[np.float32]]:
+        """The pieces of `score` before the context: every unit's n-gram lower bound (n,),
+        the embedded units' indices (k), their blended scores (k,) and embeddings (k, 384)."""
+        none = np.zeros((0, EMBED_DIM), np.float32)
         if not units:
-            return []
+            return np.zeros(0), [], np.zeros(0), none
         texts, logits, words = self._read(units)
         alpha = np.full(len(units), self.alpha)
         if self.short_words:
             alpha[np.array(words) <= self.short_words] = self.short_alpha
         out = (1.0 - alpha) * _sigmoid(logits)
         picked = self.embedded(logits)
-        if picked:
-            vectors = self._embedder()([texts[i][:EMBED_CHARS] for i in picked])
-            out[picked] += alpha[picked] * self.mlp_proba(vectors)
-        return [float(x) for x in out]
+        if not picked:
+            return out, picked, np.zeros(0), none
+        vectors = self._embedder()([texts[i][:EMBED_CHARS] for i in picked])
+        mixed = out[picked] + alpha[picked] * self.mlp_proba(vectors)
+        return out, picked, mixed, vectors
+
+    def context_of(self, units: list[str], picked: list[int], mixed: npt.NDArray[np.float64],
+                   vectors: npt.NDArray[np.float32], floor: float | None = None
+                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """How well each embedded unit fits its passage, shapes (k,): the cosine of its
+        embedding (`vectors`, from `parts`) to the embedding of the other units
+        (`context_text`; one more embedding call, made only when a blended score reaches
+        `floor`, default `context_floor`; 0 otherwise or without other units), and
+        `lexical_overlap`."""
+        lex = np.array([lexical_overlap(units, i) for i in picked])
+        cos = np.zeros(len(picked))
+        context = self.context_text(units, picked)
+        if context and float(np.max(mixed)) >= (self.context_floor if floor is None else floor):
+            cos = (vectors @ self._embedder()([context])[0]).astype(np.float64)
+        return cos, lex
+
+    def context_text(self, units: list[str], picked: list[int]) -> str:
+        """The passage around its embedded units: the other units, normalized and joined, cut
+        to `context_chars` characters; "" when there are none or the context is off."""
+        if not self.context_chars:
+            return ""
+        skip = set(picked)
+        rest = (" ".join(normalize(u).split()) for i, u in enumerate(units) if i not in skip)
+        return " ".join(t for t in rest if t)[:self.context_chars]
+
+    def with_context(self, p: npt.NDArray[np.float64], cos: npt.NDArray[np.float64],
+                     lex: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Embedded units' blended scores `p` re-read with how they fit their passage
+        (`context_of`): sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), shape (k,)."""
+        a, w_cos, w_lex, bias = self.context_w
+        q = np.clip(p, 1e-6, 1.0 - 1e-6)
+        return _sigmoid(a * np.log(q / (1.0 - q)) + w_cos * cos + w_lex * lex + bias)
 
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`
+
+
+_WORD = re.compile(r"[a-z][a-z0-9_]{3,}")
+
+
+def lexical_overlap(units: list[str], i: int) -> float:
+    """Share of unit i's words (lower-cased, 4+ characters, starting with a letter) that occur
+    in the passage's other units, in [0, 1]; 0 when it has none (an attack pasted into a
+    passage shares few of its words)."""
+    mine = set(_WORD.findall(units[i].lower()))
+    if not mine:
+        return 0.0
+    others = set(_WORD.findall(" ".join(u for j, u in enumerate(units) if j != i).lower()))
+    return len(mine & others) / len(mine)
 
 
 def word_windows(text: str, size: int, case_split: bool = False, pieces: bool = False,

@@ -23,6 +23,12 @@ Split "d" (round 7): the sources of A, B and C train; held out, chosen by licenc
 format before any score was seen: sphinx-doc (BSD-2-Clause), python-pytest-doc (MIT),
 python-werkzeug-doc (BSD-3-Clause) and haproxy-doc (GPL-2.0-or-later: measured, not shipped).
 The READMEs of the installed pytest, sphinx and werkzeug distributions are left out.
+
+Split "e" (round 10): the sources of A to D train; held out, chosen by licence and format
+before any score was seen: python-djangorestframework-doc (BSD-2-Clause, MkDocs HTML),
+python-dask-doc (BSD-3-Clause), python-black-doc (MIT), python-cookiecutter-doc
+(BSD-3-Clause), python-flask-security-doc (MIT) and docker-doc (Apache-2.0; Markdown, the
+register of a team's wiki). READMEs of distributions of those names are left out.
 """
 
 from __future__ import annotations
@@ -94,11 +100,30 @@ SPLIT_D = (
               "GPL-2.0-or-later", "heldout"),
 )
 
+SPLIT_E = (
+    *(replace(s, split="train") for s in SPLIT_D),
+    DocSource("python-djangorestframework-doc",
+              Path("/usr/share/doc/python3-djangorestframework/html"), "**/*.html",
+              "BSD-2-Clause", "heldout", ("search.html", "404.html")),
+    DocSource("python-dask-doc", Path("/usr/share/doc/python-dask-doc/html"), "**/*.html",
+              "BSD-3-Clause", "heldout", (*_SPHINX, "_modules", "py-modindex.html")),
+    DocSource("python-black-doc", Path("/usr/share/doc/python-black-doc/html"), "**/*.html",
+              "MIT", "heldout", (*_SPHINX, "_modules", "py-modindex.html")),
+    DocSource("python-cookiecutter-doc", Path("/usr/share/doc/python-cookiecutter-doc/html"),
+              "**/*.html", "BSD-3-Clause", "heldout", (*_SPHINX, "_modules", "py-modindex.html")),
+    DocSource("python-flask-security-doc", Path("/usr/share/doc/python-flask-security-doc/html"),
+              "**/*.html", "MIT", "heldout", (*_SPHINX, "_modules", "py-modindex.html")),
+    DocSource("docker-doc", Path("/usr/share/doc/docker-doc"), "**/*.md", "Apache-2.0",
+              "heldout"),
+)
+
 #: Debian sources per split name (`passage_data --split`).
-SPLITS = {"a": SPLIT_A, "b": SPLIT_B, "c": SPLIT_C, "d": SPLIT_D}
+SPLITS = {"a": SPLIT_A, "b": SPLIT_B, "c": SPLIT_C, "d": SPLIT_D, "e": SPLIT_E}
 #: Distributions whose README would be a held-out source's own text, left out of a split.
 HELDOUT_DISTRIBUTIONS = {"c": frozenset({"flask", "borgbackup", "celery"}),
-                         "d": frozenset({"sphinx", "pytest", "werkzeug"})}
+                         "d": frozenset({"sphinx", "pytest", "werkzeug"}),
+                         "e": frozenset({"djangorestframework", "dask", "black", "cookiecutter",
+                                         "flask-security", "flask-security-too", "docker"})}
 
 
 def readme_split(split: str, name_bucket: int) -> str:

@@ -29,6 +29,7 @@ from bot.guardrails.passage_data import (
     wheel_metadata,
 )
 from bot.guardrails.passage_inject import PLACEMENTS, insert
+from bot.guardrails.passage_sources import SPLITS
 from knowledge.loaders import load_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -146,12 +147,13 @@ def test_sample_is_permissive_and_balanced() -> None:
 
 def test_shipped_sample() -> None:
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
-    assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 300
-    assert 140 <= sum(r["label"] for r in rows)
+    assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 1000
+    assert sum(r["label"] for r in rows) == 600
     assert {r["placement"] for r in rows if r["label"]} == set(PLACEMENTS)
+    heldout = {s.name for s in SPLITS["e"] if s.split == "heldout"}
     for r in rows:
         assert is_permissive(r["licence"]), r["source"]
-        assert r["source"] == "postgresql-doc-15" or r["source"].startswith("pypi:")
+        assert r["source"] in heldout
         if r["label"]:
             start, end = r["attack_span"]
             assert r["text"][start:end] == r["attack"]

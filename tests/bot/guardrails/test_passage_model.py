@@ -101,11 +101,13 @@ def test_short_units_mix_with_their_own_alpha(tmp_path: Path) -> None:
 
     def scores(extra: dict[str, float]) -> list[float]:
         path = tmp_path / f"w{len(extra)}.npz"
-        every = {"top_k": 8, "embed_floor": -100}  # every unit embedded
+        every = {"top_k": 8, "embed_floor": -100,  # every unit embedded
+                 "context_chars": 0}  # no context re-reading (tests/.../test_passage_context)
         np.savez(path, **arrays, meta=json.dumps({**meta, **every, **extra}))
         return PassageModel.load(path, embed=embed).score(units)
 
     model = PassageModel.load(DEFAULT_WEIGHTS, embed=embed)
+    model.context_chars = 0
     _, logits = model.best_texts(units)
     p_ngram = 1 / (1 + np.exp(-logits))
     p_mlp = model.mlp_proba(embed(units))
@@ -146,33 +148,30 @@ def test_the_policy_uses_the_passage_model_at_its_threshold() -> None:
 
 
 def test_shipped_sample_benign_flag_rate(sample_figures: Groups) -> None:
-    """Acceptance 1, benign half: plain benign passages with anything cut <= 1% (the shipped
-    weights: 2 of 300; the previous ones 3)."""
+    """Acceptance 1, benign half: plain benign passages with anything cut <= 1% (round 10's
+    weights: 3 of 1,000; split E's whole held-out set 10 of 4,322)."""
     benign = [x for v in sample_figures["benign"].values() for x in v]
-    assert len(benign) == 300
+    assert len(benign) == 1000
     flag, _ = overall(sample_figures)
     assert flag <= 0.01, sum(benign)
 
 
 def test_shipped_sample_recall(sample_figures: Groups) -> None:
     """Acceptance 1, attack half: injected passages whose attack is cut (or which are
-    dropped). The issue asks >= 0.90 (135 of 150) on this sample; the shipped weights reach 134
-    (0.893; 0.901 on the whole held-out split, 2,537 injected), so this asserts what is reached
-    and the issue stays open (docs/guardrails.md). The previous weights: 131, and 129 before.
-    Version 3 (round 4) caught 135 here but flagged 1.01% of the held-out split's benign
-    passages, so it is not shipped."""
+    dropped) >= 0.90 (round 10's weights: 554 of 600; split E's whole held-out set 0.9275;
+    version 2, the weights before: 0.895 and 0.903, under the line)."""
     caught = [x for v in sample_figures["caught"].values() for x in v]
-    assert len(caught) == 150
+    assert len(caught) == 600
     _, recall = overall(sample_figures)
-    assert recall >= 134 / 150, sum(caught)
+    assert recall >= 0.90, sum(caught)
 
 
 @pytest.mark.parametrize("doc", ["webhook.md", "architecture.md", "operations.md"])
 def test_this_projects_docs_are_not_cut(model: PassageModel, doc: str) -> None:
     """Acceptance 4: the passages of the bundled docs, chunked as `bot ingest` chunks them
     (192 tokens, 32 overlap), lose nothing to the shipped passage rail. (docs/guardrails.md
-    quotes attacks on purpose and is cut; actions.md and rate-limits.md each lose one quoted
-    phrase with the shipped weights.)"""
+    quotes attacks on purpose and is cut; actions.md loses a quoted phrase and a code comment
+    with the shipped weights.)"""
     path = ROOT / "docs" / doc
     loaded = load_file(str(path))
     drafts = chunk_sections(loaded.title, loaded.sections, chunk_tokens=192, overlap_tokens=32,
