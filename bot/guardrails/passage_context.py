@@ -3,7 +3,7 @@
     python -m bot.guardrails.passage_context --weights bot/guardrails/data/passage.npz \\
         --calibrate /tmp/passages_b/heldout.jsonl /tmp/passages_c/heldout.jsonl \\
         /tmp/passages_d/heldout.jsonl --out /tmp/passage_ctx.npz [--every 3] \\
-        [--context-chars 600] [--fit-floor 0.2] [--flag 0.005] [--jobs 2]
+        [--context-chars 600] [--fit-floor 0.2] [--flag 0.005] [--jobs 2] [--alone-threshold T]
 
 An attack pasted into a passage does not belong to it: it shares few of the passage's words and
 little of its meaning, while a sentence of documentation that reads like an order to the reader
@@ -21,10 +21,15 @@ construction). Those sets must be passages the base weights never trained on (th
 sources of earlier splits), so that p is what the model gives unseen documentation. The
 threshold is the lowest with at most `--flag` of the calibration sets' plain benign passages
 flagged (a unit at or above it; the units that are not embedded keep their n-gram lower bound).
-`context_floor`, the blended score under which no context is embedded, is the highest score
-that cannot reach the threshold even with cos = -0.2 and lex = 0, so skipping the embedding
-never changes a verdict. Prints the figures per calibration set; writes the base weights with
-the new meta to `--out`.
+A passage without context (all its units embedded: at most `top_k`; or the text of a neighbour
+join) is left out of the fit: its blend is only shifted onto the new scale, so that it is
+flagged where the base weights flag it (`--alone-threshold`, default their threshold), and it
+counts at that point when the threshold is chosen (round 11: round 10's fit read cos = 0 and
+lex = 0 there as "off topic", which cut a one-sentence passage about a bot's prompt at a blend
+of 0.47). `context_floor`, the blended score under which no context is embedded, is the
+highest score that cannot reach the threshold even with cos = `LOW_COS` and lex = 0, so
+skipping the embedding never changes a verdict. Prints the figures per calibration set;
+writes the base weights with the new meta to `--out`.
 """
 
 from __future__ import annotations
@@ -44,16 +49,17 @@ from bot.guardrails.passage_model import PassageModel
 from bot.guardrails.units import split_units
 
 Array = npt.NDArray[np.float64]
-#: The lowest cosine assumed when `context_floor` is derived (MiniLM cosines of unrelated
-#: English texts are rarely below it).
-LOW_COS = -0.2
+#: The lowest cosine assumed when `context_floor` is derived (the lowest seen between a unit
+#: and its context on 1,800 passages of split E was -0.18).
+LOW_COS = -0.35
 
 
 @dataclass(frozen=True)
 class PassageRow:
     """One passage's embedded units: `x` (k, 3) = [logit(p), cos, lex], `attack` (k,) whether
     each overlaps the attack; `rest` the highest lower bound of the units that are not
-    embedded (of those overlapping the attack, for an injected passage)."""
+    embedded (of those overlapping the attack, for an injected passage); `alone` when the
+    passage has no context (`PassageModel.context_of`)."""
 
     label: int
     decoy: bool
@@ -61,6 +67,7 @@ class PassageRow:
     x: Array
     attack: npt.NDArray[np.bool_]
     rest: float
+    alone: bool = False
 
 
 def _logit(p: Array) -> Array:
@@ -75,15 +82,17 @@ def passage_row(model: PassageModel, r: Record) -> PassageRow:
     out, picked, mixed, vectors = model.parts(texts)
     span = r.get("attack_span") if r["label"] else None
     hit = [overlaps(u.start, u.end, span) for u in units]
+    alone = False
     if picked:
-        cos, lex = model.context_of(texts, picked, mixed, vectors, floor=0.0)
+        cos, lex, alone = model.context_of(texts, picked, mixed, vectors, floor=0.0)
         x = np.stack([_logit(mixed), cos, lex], axis=1)
     else:
         x = np.zeros((0, 3))
     rest = [float(out[i]) for i in range(len(units))
             if i not in picked and (hit[i] or not r["label"])]
     return PassageRow(int(r["label"]), bool(r.get("decoy")), str(r["source"]), x,
-                      np.array([hit[i] for i in picked], dtype=bool), max(rest, default=0.0))
+                      np.array([hit[i] for i in picked], dtype=bool), max(rest, default=0.0),
+                      alone)
 
 
 _MODEL: PassageModel | None = None
@@ -127,7 +136,7 @@ def training_set(rows: list[PassageRow], fit_floor: float) -> tuple[Array, Array
     xs, ys = [], []
     floor = float(_logit(np.array([fit_floor]))[0])
     for row in rows:
-        if row.decoy:
+        if row.decoy or row.alone:
             continue
         keep = row.x[:, 0] >= floor
         if row.label:
@@ -137,14 +146,17 @@ def training_set(rows: list[PassageRow], fit_floor: float) -> tuple[Array, Array
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def maxima(rows: list[PassageRow], w: Array) -> tuple[list[float], list[float]]:
+def maxima(rows: list[PassageRow], w: Array, shift: float = 0.0
+           ) -> tuple[list[float], list[float]]:
     """(highest score of each plain benign passage, highest score of an attack unit of each
-    injected passage) under the re-reading weights `w`."""
+    injected passage) under the re-reading weights `w` (a passage without context: its blend
+    shifted by `shift` in logit)."""
     benign, attack = [], []
     for row in rows:
         if row.decoy:
             continue
-        s = 1.0 / (1.0 + np.exp(-(row.x @ w[:3] + w[3]))) if len(row.x) else np.zeros(0)
+        z = row.x[:, 0] + shift if row.alone else row.x @ w[:3] + w[3]
+        s = 1.0 / (1.0 + np.exp(-z)) if len(row.x) else np.zeros(0)
         if row.label:
             attack.append(max([float(v) for v in s[row.attack]] + [row.rest]))
         else:
@@ -152,8 +164,25 @@ def maxima(rows: list[PassageRow], w: Array) -> tuple[list[float], list[float]]:
     return benign, attack
 
 
+def choose_threshold(rows: list[PassageRow], w: Array, flag: float, alone_threshold: float
+                     ) -> float:
+    """The lowest threshold with at most `flag` of the plain benign passages flagged, where a
+    passage without context is flagged when its blend reaches `alone_threshold` (whatever the
+    threshold: the shift maps one onto the other)."""
+    benign = [r for r in rows if not r.label and not r.decoy]
+    alone = sum(1 for r in benign if r.alone and len(r.x)
+                and float(np.max(r.x[:, 0])) >= float(_logit(np.array([alone_threshold]))[0]))
+    scores, _ = maxima([r for r in benign if not r.alone], w)
+    allowed = max(int(np.floor(flag * len(benign))) - alone, 0)
+    return operating_point(scores, (allowed + 0.5) / max(len(scores), 1))
+
+
 def context_floor(w: Array, threshold: float) -> float:
-    """The highest blended score that stays under `threshold` at cos = LOW_COS, lex = 0."""
+    """The highest blended score that stays under `threshold` at cos = LOW_COS, lex = 0 (the
+    most suspicious values: the weights of cos and lex must be negative, a's positive)."""
+    if not (w[0] > 0 and w[1] < 0 and w[2] < 0):
+        raise ValueError(f"context weights {w} have an unexpected sign; refusing to derive the "
+                         "context floor")
     z = float(_logit(np.array([threshold]))[0])
     return float(1.0 / (1.0 + np.exp(-(z - w[3] - w[1] * LOW_COS) / w[0]))) - 1e-3
 
@@ -168,27 +197,32 @@ def main() -> None:
     parser.add_argument("--fit-floor", type=float, default=0.2)
     parser.add_argument("--flag", type=float, default=0.005)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--alone-threshold", type=float,
+                        help="blend threshold of a passage without context (default: the base "
+                             "weights' threshold)")
     args = parser.parse_args()
     per_set = {}
     for path in args.calibrate:
         records = read_jsonl(path)[::args.every]
         per_set[str(path)] = read_rows(args.weights, records, args.context_chars, args.jobs)
     rows = [row for part in per_set.values() for row in part]
-    x, y = training_set(rows, args.fit_floor)
-    w = fit_logistic(x, y)
-    benign, _ = maxima(rows, w)
-    threshold = operating_point(benign, args.flag)
-    floor = context_floor(w, threshold)
-    print(f"{len(y)} units ({int(y.sum())} attack), weights a {w[0]:.4f} cos {w[1]:.4f} "
-          f"lex {w[2]:.4f} bias {w[3]:.4f}; threshold {threshold:.4f}, context floor {floor:.4f}")
-    for name, part in per_set.items():
-        b, a = maxima(part, w)
-        print(f"  {name}: plain benign flagged {np.mean(np.array(b) >= threshold):.4f} "
-              f"({len(b)}), recall {np.mean(np.array(a) >= threshold):.4f} ({len(a)})")
     with np.load(args.weights, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "meta"}
         meta = json.loads(str(z["meta"]))
-    meta.update(threshold=math.ceil(threshold * 1e4) / 1e4, context_chars=args.context_chars,
+    alone_threshold = args.alone_threshold or float(meta["threshold"])
+    x, y = training_set(rows, args.fit_floor)
+    w = fit_logistic(x, y)
+    threshold = math.ceil(choose_threshold(rows, w, args.flag, alone_threshold) * 1e4) / 1e4
+    shift = float(_logit(np.array([threshold]))[0] - _logit(np.array([alone_threshold]))[0])
+    floor = context_floor(w, threshold)
+    print(f"{len(y)} units ({int(y.sum())} attack), weights a {w[0]:.4f} cos {w[1]:.4f} "
+          f"lex {w[2]:.4f} bias {w[3]:.4f}; threshold {threshold:.4f}, context floor {floor:.4f}"
+          f", without context: blend >= {alone_threshold:.4f} (shift {shift:.4f})")
+    for name, part in per_set.items():
+        b, a = maxima(part, w, shift)
+        print(f"  {name}: plain benign flagged {np.mean(np.array(b) >= threshold):.4f} "
+              f"({len(b)}), recall {np.mean(np.array(a) >= threshold):.4f} ({len(a)})")
+    meta.update(threshold=threshold, context_chars=args.context_chars, context_none_shift=shift,
                 context_floor=round(floor, 4), context_a=float(w[0]), context_cos=float(w[1]),
                 context_lex=float(w[2]), context_bias=float(w[3]))
     np.savez_compressed(args.out, **arrays, meta=json.dumps(meta))

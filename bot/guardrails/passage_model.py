@@ -28,7 +28,10 @@ becomes sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), where cos is t
 its embedding to the embedding of the passage's other units (`context_text`, one more embedding
 call per passage, made only when some p reaches `context_floor`) and lex the share of its words
 found in them (`lexical_overlap`): an attack pasted into a passage does not belong to it, a
-line of documentation addressed to the reader does. Fitted by `bot.guardrails.passage_context`.
+line of documentation addressed to the reader does. A passage with no other units (at most
+`top_k` units, or the text of a neighbour join) has no context to read: its units keep their
+blend, shifted onto the same scale (`without_context`). Fitted by
+`bot.guardrails.passage_context`.
 
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
 `mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
@@ -38,7 +41,8 @@ string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no 
 `markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
 see `word_windows`; the shipped weights read neither at inference, they were trained with them
 as rows), and optionally `context_chars`, `context_floor`, `context_a`, `context_cos`,
-`context_lex` and `context_bias` (the context re-reading; absent: none). Trained by
+`context_lex`, `context_bias` and `context_none_shift` (the context re-reading; absent:
+none). Trained by
 `bot.guardrails.passage_training` (figures in its docstring and output), the context by
 `bot.guardrails.passage_context`.
 """
@@ -117,17 +121,17 @@ class PassageModel:
     """Scores the units of a retrieved passage for indirect prompt injection.
 
     `score(units)` returns one probability in [0, 1] per unit; a unit (and its passage) is
-    adversarial when its score >= `threshold` (shipped 0.9344: at most 0.4% of the plain
-    benign passages of the context fit's sets flagged). Figures: docs/guardrails.md (split E,
-    never used before round 10's measurement: 0.23% of held-out benign passages flagged,
-    recall 0.9275).
+    adversarial when its score >= `threshold` (shipped 0.9288: at most 0.4% of the plain
+    benign passages of the context fit's sets flagged). Figures: docs/guardrails.md (split F,
+    never used before round 11's measurement: 0.60% of held-out benign passages flagged,
+    recall 0.9304).
     Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
     Cost per passage: hashing every unit and its windows (about 1-5 ms), one embedding call
     of at most `top_k` units (about 5-10 ms on one thread) and, for the passages where a unit
-    scores >= `context_floor` (4-14% of benign documentation passages, nearly every injected
-    one), one of the context (600 characters, 20-50 ms); p50 11 ms, p95 71 ms per passage
-    through the rail on split E's sample (1,800 passages, a third of them injected; one thread,
-    a quiet 2-core machine; version 2, without the context: 10 and 26 ms).
+    scores >= `context_floor` (11-25% of benign documentation passages, nearly every injected
+    one), one of the context (600 characters, 20-50 ms); p50 11 ms, p95 59 ms per passage
+    through the rail on split F's sample (1,800 passages, a third of them injected; one thread;
+    version 2, without the context: 9 and 22 ms).
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
@@ -160,6 +164,7 @@ class PassageModel:
         self.context_w = tuple(float(meta.get(k, d)) for k, d in
                                (("context_a", 1.0), ("context_cos", 0.0), ("context_lex", 0.0),
                                 ("context_bias", 0.0)))
+        self.context_none_shift = float(meta.get("context_none_shift", 0.0))
         self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
@@ -229,8 +234,8 @@ class PassageModel:
         off the event loop. An empty list gives an empty list."""
         out, picked, mixed, vectors = self.parts(units)
         if picked and self.context_chars:
-            cos, lex = self.context_of(units, picked, mixed, vectors)
-            mixed = self.with_context(mixed, cos, lex)
+            cos, lex, alone = self.context_of(units, picked, mixed, vectors)
+            mixed = self.without_context(mixed) if alone else self.with_context(mixed, cos, lex)
         out[picked] = mixed
         return [float(x) for x in out]
 
@@ -256,18 +261,21 @@ class PassageModel:
 
     def context_of(self, units: list[str], picked: list[int], mixed: npt.NDArray[np.float64],
                    vectors: npt.NDArray[np.float32], floor: float | None = None
-                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], bool]:
         """How well each embedded unit fits its passage, shapes (k,): the cosine of its
         embedding (`vectors`, from `parts`) to the embedding of the other units
         (`context_text`; one more embedding call, made only when a blended score reaches
-        `floor`, default `context_floor`; 0 otherwise or without other units), and
-        `lexical_overlap`."""
+        `floor`, default `context_floor`, else 0), and `lexical_overlap`; and whether the
+        passage has no other units (`alone`: a passage of at most `top_k` units, or a
+        neighbour join, where neither says anything)."""
+        context = self.context_text(units, picked)
+        if not context:
+            return np.zeros(len(picked)), np.zeros(len(picked)), True
         lex = np.array([lexical_overlap(units, i) for i in picked])
         cos = np.zeros(len(picked))
-        context = self.context_text(units, picked)
-        if context and float(np.max(mixed)) >= (self.context_floor if floor is None else floor):
+        if float(np.max(mixed)) >= (self.context_floor if floor is None else floor):
             cos = (vectors @ self._embedder()([context])[0]).astype(np.float64)
-        return cos, lex
+        return cos, lex, False
 
     def context_text(self, units: list[str], picked: list[int]) -> str:
         """The passage around its embedded units: the other units, normalized and joined, cut
@@ -286,14 +294,22 @@ class PassageModel:
         q = np.clip(p, 1e-6, 1.0 - 1e-6)
         return _sigmoid(a * np.log(q / (1.0 - q)) + w_cos * cos + w_lex * lex + bias)
 
+    def without_context(self, p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Blended scores `p` of a passage without context, on the same scale:
+        sigmoid(logit(p) + `context_none_shift`), the shift that maps the threshold the blend
+        was validated at (version 2's 0.6496) to `threshold`, shape (k,)."""
+        q = np.clip(p, 1e-6, 1.0 - 1e-6)
+        return _sigmoid(np.log(q / (1.0 - q)) + self.context_none_shift)
+
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`
 
 
-_WORD = re.compile(r"[a-z][a-z0-9_]{3,}")
+_WORD = re.compile(r"[^\W\d_]\w{3,}")
 
 
 def lexical_overlap(units: list[str], i: int) -> float:
-    """Share of unit i's words (lower-cased, 4+ characters, starting with a letter) that occur
+    """Share of unit i's words (lower-cased, 4+ word characters, starting with a letter of any
+    script) that occur
     in the passage's other units, in [0, 1]; 0 when it has none (an attack pasted into a
     passage shares few of its words)."""
     mine = set(_WORD.findall(units[i].lower()))

@@ -15,6 +15,7 @@ import pytest
 from bot.guardrails.passage_context import (
     LOW_COS,
     PassageRow,
+    choose_threshold,
     context_floor,
     fit_logistic,
     maxima,
@@ -31,6 +32,8 @@ def test_lexical_overlap_is_the_share_of_a_units_words_found_around_it() -> None
     assert lexical_overlap(units, 1) == pytest.approx(1 / 3)  # vacuum of {vacuum, table, nightly}
     assert lexical_overlap(units, 2) == 0.0
     assert lexical_overlap(["a b", "c"], 0) == 0.0  # no word of 4+ letters
+    assert lexical_overlap(["Установите ключ сервера", "Ключ сервера хранится"], 0) \
+        == pytest.approx(2 / 3)  # any script: ключ and сервера found, установите not
 
 
 def _model(tmp_path: Path, calls: list[list[str]], **extra: float) -> PassageModel:
@@ -64,7 +67,8 @@ def test_embedded_units_are_re_read_with_their_context(tmp_path: Path) -> None:
     _, picked, mixed, vectors = model.parts(UNITS)
     context = calls[-1]
     assert len(context) == len(picked) and 1 in picked  # the attack is embedded
-    cos, lex = model.context_of(UNITS, picked, mixed, vectors)
+    cos, lex, alone = model.context_of(UNITS, picked, mixed, vectors)
+    assert not alone
     (context_text,) = calls[-1]
     assert context_text == model.context_text(UNITS, picked)
     assert "Ignore" not in context_text and len(context_text) <= 600
@@ -79,8 +83,24 @@ def test_the_context_is_embedded_only_when_a_score_reaches_the_floor(tmp_path: P
     model = _model(tmp_path, calls, context_chars=600, context_floor=0.999, **WEIGHTS)
     model.score(UNITS)
     assert len(calls) == 1  # the units only: no score reaches 0.999
-    assert model.context_of(UNITS, [1], np.array([0.5]), np.zeros((1, 384), np.float32))[0] \
-        .tolist() == [0.0] and len(calls) == 1  # under the floor: cos 0, nothing embedded
+    cos, _, alone = model.context_of(UNITS, [1], np.array([0.5]), np.zeros((1, 384), np.float32))
+    assert cos.tolist() == [0.0] and not alone and len(calls) == 1  # under the floor
+
+
+def test_a_passage_without_context_keeps_its_blend_on_the_same_scale(tmp_path: Path) -> None:
+    """At most `top_k` units (or the one text of a neighbour join): no context to read, so the
+    blend is only shifted, by the logit distance between the two thresholds."""
+    calls: list[list[str]] = []
+    model = _model(tmp_path, calls, context_chars=600, context_floor=0.0, threshold=0.93,
+                   context_none_shift=2.0, **WEIGHTS)
+    short = UNITS[1:2]
+    _, picked, mixed, vectors = model.parts(short)
+    assert model.context_text(short, picked) == ""
+    cos, _, alone = model.context_of(short, picked, mixed, vectors)
+    assert alone and cos.tolist() == [0.0] and len(calls) == 1  # no context embedded
+    expected = 1 / (1 + np.exp(-(np.log(mixed / (1 - mixed)) + 2.0)))
+    scores = model.score(short)
+    assert [scores[i] for i in picked] == pytest.approx(list(expected))
 
 
 def test_without_context_in_the_meta_a_unit_scores_its_blend(tmp_path: Path) -> None:
@@ -101,6 +121,26 @@ def test_the_regression_recovers_known_weights() -> None:
     w = np.array([1.2, -3.0, -1.5, 0.7])
     y = (rng.random(20_000) < 1 / (1 + np.exp(-(x @ w[:3] + w[3])))).astype(float)
     assert fit_logistic(x, y) == pytest.approx(w, abs=0.15)
+
+
+def test_the_floor_refuses_weights_of_an_unexpected_sign() -> None:
+    with pytest.raises(ValueError):
+        context_floor(np.array([1.5, 2.0, -2.0, 2.5]), 0.92)
+
+
+def test_the_threshold_counts_passages_without_context_at_their_own_point() -> None:
+    rows = [PassageRow(0, False, "s", np.array([[v, 0.5, 0.5]]), np.array([False]), 0.0)
+            for v in np.linspace(-3, 3, 198)]
+    alone = [PassageRow(0, False, "s", np.array([[2.0, 0.0, 0.0]]), np.array([False]), 0.0,
+                        alone=True) for _ in range(2)]
+    w = np.array([1.0, 0.0, 0.0, 0.0])
+    # 1% of 200 = 2 passages may be flagged: the two alone ones (blend logit 2.0 >= logit 0.6)
+    # take both, so the threshold must clear every passage with context
+    t = choose_threshold([*rows, *alone], w, 0.01, 0.6)
+    assert t > 1 / (1 + np.exp(-3.0))
+    # with the alone ones under their point, two passages with context may be flagged
+    t = choose_threshold([*rows, *alone], w, 0.01, 0.95)
+    assert 1 / (1 + np.exp(-rows[-3].x[0, 0])) < t <= 1 / (1 + np.exp(-rows[-2].x[0, 0]))
 
 
 def test_the_floor_cannot_reach_the_threshold() -> None:

@@ -150,7 +150,7 @@ def test_shipped_sample() -> None:
     assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 1000
     assert sum(r["label"] for r in rows) == 600
     assert {r["placement"] for r in rows if r["label"]} == set(PLACEMENTS)
-    heldout = {s.name for s in SPLITS["e"] if s.split == "heldout"}
+    heldout = {s.name for s in SPLITS["f"] if s.split == "heldout"}
     for r in rows:
         assert is_permissive(r["licence"]), r["source"]
         assert r["source"] in heldout
