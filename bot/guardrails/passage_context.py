@@ -1,9 +1,10 @@
-"""Fit the passage model's context re-reading (round 10; a training-time script, numpy only).
+"""Fit the passage model's context re-reading (rounds 10-12; a training-time script, numpy).
 
     python -m bot.guardrails.passage_context --weights bot/guardrails/data/passage.npz \\
         --calibrate /tmp/passages_b/heldout.jsonl /tmp/passages_c/heldout.jsonl \\
         /tmp/passages_d/heldout.jsonl --out /tmp/passage_ctx.npz [--every 3] \\
-        [--context-chars 600] [--fit-floor 0.2] [--flag 0.005] [--jobs 2] [--alone-threshold T]
+        [--context-chars 600] [--context-min-chars 120] [--fit-floor 0.2] [--flag 0.005] \\
+        [--jobs 2] [--alone-threshold T]
 
 An attack pasted into a passage does not belong to it: it shares few of the passage's words and
 little of its meaning, while a sentence of documentation that reads like an order to the reader
@@ -21,15 +22,17 @@ construction). Those sets must be passages the base weights never trained on (th
 sources of earlier splits), so that p is what the model gives unseen documentation. The
 threshold is the lowest with at most `--flag` of the calibration sets' plain benign passages
 flagged (a unit at or above it; the units that are not embedded keep their n-gram lower bound).
-A passage without context (all its units embedded: at most `top_k`; or the text of a neighbour
-join) is left out of the fit: its blend is only shifted onto the new scale, so that it is
-flagged where the base weights flag it (`--alone-threshold`, default their threshold), and it
-counts at that point when the threshold is chosen (round 11: round 10's fit read cos = 0 and
-lex = 0 there as "off topic", which cut a one-sentence passage about a bot's prompt at a blend
-of 0.47). `context_floor`, the blended score under which no context is embedded, is the
-highest score that cannot reach the threshold even with cos = `LOW_COS` and lex = 0, so
-skipping the embedding never changes a verdict. Prints the figures per calibration set;
-writes the base weights with the new meta to `--out`.
+A passage without enough context (its other units hold fewer than `--context-min-chars`
+characters: two or three sentences, or the text of a neighbour join) is left out of the fit:
+its blend is only shifted onto the new scale, so that it is flagged where the base weights
+flag it (`--alone-threshold`, default their threshold), and it counts at that point when the
+threshold is chosen (round 11: round 10's fit read cos = 0 and lex = 0 there as "off topic",
+which cut a one-sentence passage about a bot's prompt at a blend of 0.47; round 12: a context
+of one short sentence did the same, so the minimum is 120 characters, not 1).
+`context_floor`, the blended score under which no context is embedded, is the highest score
+that cannot reach the threshold even with cos = `LOW_COS` and lex = 0, so skipping the
+embedding never changes a verdict. Prints the figures per calibration set; writes the base
+weights with the new meta to `--out`.
 """
 
 from __future__ import annotations
@@ -98,10 +101,11 @@ def passage_row(model: PassageModel, r: Record) -> PassageRow:
 _MODEL: PassageModel | None = None
 
 
-def _init(weights: str, context_chars: int) -> None:
+def _init(weights: str, context_chars: int, context_min_chars: int) -> None:
     global _MODEL
     _MODEL = PassageModel.load(Path(weights))
     _MODEL.context_chars = context_chars
+    _MODEL.context_min_chars = context_min_chars
 
 
 def _rows(records: list[Record]) -> list[PassageRow]:
@@ -109,12 +113,12 @@ def _rows(records: list[Record]) -> list[PassageRow]:
     return [passage_row(_MODEL, r) for r in records]
 
 
-def read_rows(weights: Path, records: list[Record], context_chars: int, jobs: int
-              ) -> list[PassageRow]:
+def read_rows(weights: Path, records: list[Record], context_chars: int, jobs: int,
+              context_min_chars: int = 1) -> list[PassageRow]:
     """`passage_row` of every record, in `jobs` processes (one embedder thread each)."""
     parts = [records[i::jobs] for i in range(jobs)]
     with ProcessPoolExecutor(jobs, initializer=_init,
-                             initargs=(str(weights), context_chars)) as pool:
+                             initargs=(str(weights), context_chars, context_min_chars)) as pool:
         done = list(pool.map(_rows, parts))
     return [done[i % jobs][i // jobs] for i in range(len(records))]
 
@@ -194,6 +198,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--every", type=int, default=1, help="read every n-th passage")
     parser.add_argument("--context-chars", type=int, default=600)
+    parser.add_argument("--context-min-chars", type=int, default=120,
+                        help="a passage whose context is shorter is read without it")
     parser.add_argument("--fit-floor", type=float, default=0.2)
     parser.add_argument("--flag", type=float, default=0.005)
     parser.add_argument("--jobs", type=int, default=1)
@@ -204,7 +210,8 @@ def main() -> None:
     per_set = {}
     for path in args.calibrate:
         records = read_jsonl(path)[::args.every]
-        per_set[str(path)] = read_rows(args.weights, records, args.context_chars, args.jobs)
+        per_set[str(path)] = read_rows(args.weights, records, args.context_chars, args.jobs,
+                                       args.context_min_chars)
     rows = [row for part in per_set.values() for row in part]
     with np.load(args.weights, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "meta"}
@@ -223,6 +230,7 @@ def main() -> None:
         print(f"  {name}: plain benign flagged {np.mean(np.array(b) >= threshold):.4f} "
               f"({len(b)}), recall {np.mean(np.array(a) >= threshold):.4f} ({len(a)})")
     meta.update(threshold=threshold, context_chars=args.context_chars, context_none_shift=shift,
+                context_min_chars=args.context_min_chars,
                 context_floor=round(floor, 4), context_a=float(w[0]), context_cos=float(w[1]),
                 context_lex=float(w[2]), context_bias=float(w[3]))
     np.savez_compressed(args.out, **arrays, meta=json.dumps(meta))

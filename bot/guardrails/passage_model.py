@@ -28,9 +28,10 @@ becomes sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), where cos is t
 its embedding to the embedding of the passage's other units (`context_text`, one more embedding
 call per passage, made only when some p reaches `context_floor`) and lex the share of its words
 found in them (`lexical_overlap`): an attack pasted into a passage does not belong to it, a
-line of documentation addressed to the reader does. A passage with no other units (at most
-`top_k` units, or the text of a neighbour join) has no context to read: its units keep their
-blend, shifted onto the same scale (`without_context`). Fitted by
+line of documentation addressed to the reader does. A passage whose other units hold fewer
+than `context_min_chars` characters (two or three sentences, or the text of a neighbour join)
+has too little context to read: its units keep their blend, shifted onto the same scale
+(`without_context`). Fitted by
 `bot.guardrails.passage_context`.
 
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
@@ -41,8 +42,8 @@ string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no 
 `markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
 see `word_windows`; the shipped weights read neither at inference, they were trained with them
 as rows), and optionally `context_chars`, `context_floor`, `context_a`, `context_cos`,
-`context_lex`, `context_bias` and `context_none_shift` (the context re-reading; absent:
-none). Trained by
+`context_lex`, `context_bias`, `context_none_shift` and `context_min_chars` (the context
+re-reading; absent: none). Trained by
 `bot.guardrails.passage_training` (figures in its docstring and output), the context by
 `bot.guardrails.passage_context`.
 """
@@ -121,17 +122,17 @@ class PassageModel:
     """Scores the units of a retrieved passage for indirect prompt injection.
 
     `score(units)` returns one probability in [0, 1] per unit; a unit (and its passage) is
-    adversarial when its score >= `threshold` (shipped 0.9288: at most 0.4% of the plain
-    benign passages of the context fit's sets flagged). Figures: docs/guardrails.md (split F,
-    never used before round 11's measurement: 0.60% of held-out benign passages flagged,
-    recall 0.9304).
+    adversarial when its score >= `threshold` (shipped 0.9356: at most 0.4% of the plain
+    benign passages of the context fit's sets flagged). Figures: docs/guardrails.md (split G,
+    never used before round 12's measurement: 0.25% of held-out benign passages flagged,
+    recall 0.9418).
     Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
     Cost per passage: hashing every unit and its windows (about 1-5 ms), one embedding call
     of at most `top_k` units (about 5-10 ms on one thread) and, for the passages where a unit
     scores >= `context_floor` (11-25% of benign documentation passages, nearly every injected
-    one), one of the context (600 characters, 20-50 ms); p50 11 ms, p95 59 ms per passage
-    through the rail on split F's sample (1,800 passages, a third of them injected; one thread;
-    version 2, without the context: 9 and 22 ms).
+    one), one of the context (600 characters, 20-50 ms); p50 11-14 ms, p95 59-77 ms per
+    passage through the rail on splits F and G (a third of the passages injected; one thread;
+    version 2, without the context: 9 and 22-25 ms).
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
@@ -165,6 +166,7 @@ class PassageModel:
                                (("context_a", 1.0), ("context_cos", 0.0), ("context_lex", 0.0),
                                 ("context_bias", 0.0)))
         self.context_none_shift = float(meta.get("context_none_shift", 0.0))
+        self.context_min_chars = int(meta.get("context_min_chars", 1))
         self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
@@ -266,10 +268,11 @@ class PassageModel:
         embedding (`vectors`, from `parts`) to the embedding of the other units
         (`context_text`; one more embedding call, made only when a blended score reaches
         `floor`, default `context_floor`, else 0), and `lexical_overlap`; and whether the
-        passage has no other units (`alone`: a passage of at most `top_k` units, or a
-        neighbour join, where neither says anything)."""
+        passage has too little context for either to say anything (`alone`: its other units
+        hold fewer than `context_min_chars` characters, as in a passage of two or three
+        sentences or a neighbour join)."""
         context = self.context_text(units, picked)
-        if not context:
+        if not picked or len(context) < max(self.context_min_chars, 1):
             return np.zeros(len(picked)), np.zeros(len(picked)), True
         lex = np.array([lexical_overlap(units, i) for i in picked])
         cos = np.zeros(len(picked))
@@ -291,14 +294,14 @@ class PassageModel:
         """Embedded units' blended scores `p` re-read with how they fit their passage
         (`context_of`): sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), shape (k,)."""
         a, w_cos, w_lex, bias = self.context_w
-        q = np.clip(p, 1e-6, 1.0 - 1e-6)
+        q = np.clip(np.nan_to_num(p), 1e-6, 1.0 - 1e-6)
         return _sigmoid(a * np.log(q / (1.0 - q)) + w_cos * cos + w_lex * lex + bias)
 
     def without_context(self, p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Blended scores `p` of a passage without context, on the same scale:
         sigmoid(logit(p) + `context_none_shift`), the shift that maps the threshold the blend
         was validated at (version 2's 0.6496) to `threshold`, shape (k,)."""
-        q = np.clip(p, 1e-6, 1.0 - 1e-6)
+        q = np.clip(np.nan_to_num(p), 1e-6, 1.0 - 1e-6)
         return _sigmoid(np.log(q / (1.0 - q)) + self.context_none_shift)
 
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`

@@ -115,6 +115,23 @@ def test_without_context_in_the_meta_a_unit_scores_its_blend(tmp_path: Path) -> 
     assert scores == pytest.approx(list(out)) and len(calls) == 1
 
 
+def test_a_context_shorter_than_the_minimum_is_not_read(tmp_path: Path) -> None:
+    """Round 12: one short sentence around the embedded units is too little context; the
+    passage is read as one without context, and no context is embedded."""
+    calls: list[list[str]] = []
+    model = _model(tmp_path, calls, context_chars=600, context_floor=0.0, context_min_chars=120,
+                   top_k=1, **WEIGHTS)
+    units = [UNITS[1], "The default port is 8080."]
+    _, picked, mixed, vectors = model.parts(units)
+    assert picked == [0] and 0 < len(model.context_text(units, picked)) < 120
+    assert model.context_of(units, picked, mixed, vectors)[2] and len(calls) == 1
+    longer = [UNITS[1], *UNITS[2:]]
+    _, picked, mixed, vectors = model.parts(longer)
+    assert len(model.context_text(longer, picked)) >= 120
+    assert not model.context_of(longer, picked, mixed, vectors)[2]
+    assert model.context_of(units, [], np.zeros(0), np.zeros((0, 384), np.float32))[2]
+
+
 def test_the_regression_recovers_known_weights() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(20_000, 3))

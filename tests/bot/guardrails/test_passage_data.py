@@ -147,10 +147,10 @@ def test_sample_is_permissive_and_balanced() -> None:
 
 def test_shipped_sample() -> None:
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()]
-    assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 1000
-    assert sum(r["label"] for r in rows) == 600
+    assert sum(r["label"] == 0 and r["decoy"] is None for r in rows) == 798
+    assert sum(r["label"] for r in rows) == 498
     assert {r["placement"] for r in rows if r["label"]} == set(PLACEMENTS)
-    heldout = {s.name for s in SPLITS["f"] if s.split == "heldout"}
+    heldout = {s.name for s in SPLITS["g"] if s.split == "heldout"}
     for r in rows:
         assert is_permissive(r["licence"]), r["source"]
         assert r["source"] in heldout
