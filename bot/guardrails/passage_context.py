@@ -29,9 +29,10 @@ flag it (`--alone-threshold`, default their threshold), and it counts at that po
 threshold is chosen (round 11: round 10's fit read cos = 0 and lex = 0 there as "off topic",
 which cut a one-sentence passage about a bot's prompt at a blend of 0.47; round 12: a context
 of one short sentence did the same, so the minimum is 120 characters, not 1).
-`context_floor`, the blended score under which no context is embedded, is the highest score
-that cannot reach the threshold even with cos = `LOW_COS` and lex = 0, so skipping the
-embedding never changes a verdict. Prints the figures per calibration set; writes the base
+At inference the context is embedded only when some unit could reach the threshold with it,
+at cos = `LOW_COS` (stored as `context_low_cos`) and its own lex, so skipping the embedding
+never changes a verdict; `context_floor`, printed, is the blend under which no unit can.
+Prints the figures per calibration set; writes the base
 weights with the new meta to `--out`.
 """
 
@@ -52,7 +53,7 @@ from bot.guardrails.passage_model import PassageModel
 from bot.guardrails.units import split_units
 
 Array = npt.NDArray[np.float64]
-#: The lowest cosine assumed when `context_floor` is derived (the lowest seen between a unit
+#: The lowest cosine assumed when skipping the context (the lowest seen between a unit
 #: and its context on 1,800 passages of split E was -0.18).
 LOW_COS = -0.35
 
@@ -87,7 +88,7 @@ def passage_row(model: PassageModel, r: Record) -> PassageRow:
     hit = [overlaps(u.start, u.end, span) for u in units]
     alone = False
     if picked:
-        cos, lex, alone = model.context_of(texts, picked, mixed, vectors, floor=0.0)
+        cos, lex, alone = model.context_of(texts, picked, mixed, vectors, force=True)
         x = np.stack([_logit(mixed), cos, lex], axis=1)
     else:
         x = np.zeros((0, 3))
@@ -230,8 +231,8 @@ def main() -> None:
         print(f"  {name}: plain benign flagged {np.mean(np.array(b) >= threshold):.4f} "
               f"({len(b)}), recall {np.mean(np.array(a) >= threshold):.4f} ({len(a)})")
     meta.update(threshold=threshold, context_chars=args.context_chars, context_none_shift=shift,
-                context_min_chars=args.context_min_chars,
-                context_floor=round(floor, 4), context_a=float(w[0]), context_cos=float(w[1]),
+                context_min_chars=args.context_min_chars, context_low_cos=LOW_COS,
+                context_a=float(w[0]), context_cos=float(w[1]),
                 context_lex=float(w[2]), context_bias=float(w[3]))
     np.savez_compressed(args.out, **arrays, meta=json.dumps(meta))
     print(f"wrote {args.out}")

@@ -26,13 +26,12 @@ a lower bound of their blended score.
 Context re-reading (round 10, `context_chars` > 0 in the meta): an embedded unit's blend p
 becomes sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), where cos is the cosine of
 its embedding to the embedding of the passage's other units (`context_text`, one more embedding
-call per passage, made only when some p reaches `context_floor`) and lex the share of its words
-found in them (`lexical_overlap`): an attack pasted into a passage does not belong to it, a
-line of documentation addressed to the reader does. A passage whose other units hold fewer
-than `context_min_chars` characters (two or three sentences, or the text of a neighbour join)
-has too little context to read: its units keep their blend, shifted onto the same scale
-(`without_context`). Fitted by
-`bot.guardrails.passage_context`.
+call per passage, made only when some unit could reach the threshold with it) and lex the share
+of its words found in them (`lexical_overlap`): an attack pasted into a passage does not belong
+to it, a line of documentation addressed to the reader does. A passage whose other units hold
+fewer than `context_min_chars` characters (two or three sentences, or the text of a neighbour
+join) has too little context to read: its units keep their blend, shifted onto the same scale
+(`without_context`). Fitted by `bot.guardrails.passage_context`.
 
 Weights (`.npz`, no pickles): `ngram_w` (N_FEATURES,) float16, `ngram_b`, `ctx_w` (N_CONTEXT,),
 `mlp_w1` (M, 384, H), `mlp_b1` (M, H), `mlp_w2` (M, H), `mlp_b2` (M,), and `meta` a JSON
@@ -41,7 +40,7 @@ string with `threshold`, `alpha`, `top_k`, `embed_floor`, `window_words` (0: no 
 `short_words` and `short_alpha` (0: no short-unit mix; round 6), `pieces` and
 `markup` (1: also read a unit's sentences and capitalized lines, and its words outside markup;
 see `word_windows`; the shipped weights read neither at inference, they were trained with them
-as rows), and optionally `context_chars`, `context_floor`, `context_a`, `context_cos`,
+as rows), and optionally `context_chars`, `context_low_cos`, `context_a`, `context_cos`,
 `context_lex`, `context_bias`, `context_none_shift` and `context_min_chars` (the context
 re-reading; absent: none). Trained by
 `bot.guardrails.passage_training` (figures in its docstring and output), the context by
@@ -129,10 +128,10 @@ class PassageModel:
     Thread-safe: the embedder is created once under a lock; scoring holds no shared state.
     Cost per passage: hashing every unit and its windows (about 1-5 ms), one embedding call
     of at most `top_k` units (about 5-10 ms on one thread) and, for the passages where a unit
-    scores >= `context_floor` (11-25% of benign documentation passages, nearly every injected
-    one), one of the context (600 characters, 20-50 ms); p50 11-14 ms, p95 59-77 ms per
-    passage through the rail on splits F and G (a third of the passages injected; one thread;
-    version 2, without the context: 9 and 22-25 ms).
+    could reach the threshold with its context (9-19% of benign documentation passages,
+    nearly every injected one), one of the context (600 characters, 20-50 ms); p50 11-14 ms,
+    p95 59-77 ms per passage through the rail on splits F and G (a third of the passages
+    injected; one thread; version 2, without the context: 9 and 22-25 ms).
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
@@ -161,12 +160,15 @@ class PassageModel:
         self.pieces = bool(meta.get("pieces", 0))
         self.markup = bool(meta.get("markup", 0))
         self.context_chars = int(meta.get("context_chars", 0))
-        self.context_floor = float(meta.get("context_floor", 0.0))
+        self.context_low_cos = float(meta.get("context_low_cos", -1.0))
         self.context_w = tuple(float(meta.get(k, d)) for k, d in
                                (("context_a", 1.0), ("context_cos", 0.0), ("context_lex", 0.0),
                                 ("context_bias", 0.0)))
         self.context_none_shift = float(meta.get("context_none_shift", 0.0))
         self.context_min_chars = int(meta.get("context_min_chars", 1))
+        #: the threshold the rail decides at (the policy sets it when it overrides `threshold`):
+        #: the context is embedded only when some unit could reach it
+        self.decide_at = self.threshold
         self._embed: Embed = embed or LazyMiniLM()
 
     @classmethod
@@ -262,12 +264,12 @@ class PassageModel:
         return out, picked, mixed, vectors
 
     def context_of(self, units: list[str], picked: list[int], mixed: npt.NDArray[np.float64],
-                   vectors: npt.NDArray[np.float32], floor: float | None = None
+                   vectors: npt.NDArray[np.float32], force: bool = False
                    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], bool]:
         """How well each embedded unit fits its passage, shapes (k,): the cosine of its
         embedding (`vectors`, from `parts`) to the embedding of the other units
-        (`context_text`; one more embedding call, made only when a blended score reaches
-        `floor`, default `context_floor`, else 0), and `lexical_overlap`; and whether the
+        (`context_text`; one more embedding call, made only when `context_may_decide` or
+        `force`, else 0), and `lexical_overlap`; and whether the
         passage has too little context for either to say anything (`alone`: its other units
         hold fewer than `context_min_chars` characters, as in a passage of two or three
         sentences or a neighbour join)."""
@@ -276,9 +278,23 @@ class PassageModel:
             return np.zeros(len(picked)), np.zeros(len(picked)), True
         lex = np.array([lexical_overlap(units, i) for i in picked])
         cos = np.zeros(len(picked))
-        if float(np.max(mixed)) >= (self.context_floor if floor is None else floor):
+        if force or self.context_may_decide(mixed, lex):
             cos = (vectors @ self._embedder()([context])[0]).astype(np.float64)
         return cos, lex, False
+
+    def context_may_decide(self, mixed: npt.NDArray[np.float64],
+                           lex: npt.NDArray[np.float64]) -> bool:
+        """Whether some embedded unit could score >= `decide_at` with its context: at the
+        most suspicious cosine the fit allows (`context_low_cos`) and its own lex. When none
+        could, the context is not embedded: no unit is cut either way, so the passage's
+        verdict is the same (cos is then 0 in the scores, all under `decide_at`)."""
+        a, w_cos, w_lex, bias = self.context_w
+        if a <= 0 or w_cos >= 0 or w_lex > 0:
+            return True  # no bound from these weights: always read the context
+        q = np.clip(np.nan_to_num(mixed), 1e-6, 1.0 - 1e-6)
+        z = a * np.log(q / (1.0 - q)) + w_cos * self.context_low_cos + w_lex * lex + bias
+        t = min(max(self.decide_at, 1e-6), 1.0 - 1e-6)
+        return bool(np.max(z) >= np.log(t / (1.0 - t)))
 
     def context_text(self, units: list[str], picked: list[int]) -> str:
         """The passage around its embedded units: the other units, normalized and joined, cut

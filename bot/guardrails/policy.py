@@ -175,6 +175,7 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         p_threshold = policy.passages.injection_threshold
         if p_threshold is None:
             p_threshold = passage_model.threshold
+        passage_model.decide_at = p_threshold  # where the context may change a verdict
         # the input rail's decisions only: texts the n-grams settle are not embedded
         scorer = functools.partial(classifier.score, decide_at=threshold)
         rails.injection = InjectionRail(scorer, threshold, p_in.injection_message,

@@ -22,6 +22,9 @@ from bot.guardrails.passage_context import (
     training_set,
 )
 from bot.guardrails.passage_model import DEFAULT_WEIGHTS, PassageModel, lexical_overlap
+from bot.guardrails.passages import check_passage
+
+SAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "passages" / "heldout_sample.jsonl"
 
 WEIGHTS = {"context_a": 1.5, "context_cos": -4.0, "context_lex": -2.0, "context_bias": 2.5}
 
@@ -63,7 +66,7 @@ UNITS = ["Run pg_dump with the --schema-only option to copy the table definition
 
 def test_embedded_units_are_re_read_with_their_context(tmp_path: Path) -> None:
     calls: list[list[str]] = []
-    model = _model(tmp_path, calls, context_chars=600, context_floor=0.0, **WEIGHTS)
+    model = _model(tmp_path, calls, context_chars=600, context_low_cos=-100.0, **WEIGHTS)
     _, picked, mixed, vectors = model.parts(UNITS)
     context = calls[-1]
     assert len(context) == len(picked) and 1 in picked  # the attack is embedded
@@ -78,29 +81,21 @@ def test_embedded_units_are_re_read_with_their_context(tmp_path: Path) -> None:
     assert lex == pytest.approx([lexical_overlap(UNITS, i) for i in picked])
 
 
-def test_the_context_is_embedded_only_when_a_score_reaches_the_floor(tmp_path: Path) -> None:
+def test_the_context_is_embedded_only_when_a_unit_could_reach_the_threshold(
+        tmp_path: Path) -> None:
     calls: list[list[str]] = []
-    model = _model(tmp_path, calls, context_chars=600, context_floor=0.999, **WEIGHTS)
+    model = _model(tmp_path, calls, context_chars=600, context_low_cos=-0.35, **WEIGHTS)
+    # z = 1.5 logit(p) - 4 * -0.35 - 2 lex + 2.5 against logit(decide_at)
+    p, lex = np.array([0.5, 0.2]), np.array([0.0, 0.5])
+    model.decide_at = 1 / (1 + np.exp(-3.8))  # z of the first unit: 3.9
+    assert model.context_may_decide(p, lex)
+    model.decide_at = 1 / (1 + np.exp(-4.0))
+    assert not model.context_may_decide(p, lex)
+    model.decide_at = 1 - 1e-12  # logit 27.6: no blend (clipped at 1 - 1e-6) can reach it
     model.score(UNITS)
-    assert len(calls) == 1  # the units only: no score reaches 0.999
+    assert len(calls) == 1  # the units only: no unit could reach the threshold
     cos, _, alone = model.context_of(UNITS, [1], np.array([0.5]), np.zeros((1, 384), np.float32))
-    assert cos.tolist() == [0.0] and not alone and len(calls) == 1  # under the floor
-
-
-def test_a_passage_without_context_keeps_its_blend_on_the_same_scale(tmp_path: Path) -> None:
-    """At most `top_k` units (or the one text of a neighbour join): no context to read, so the
-    blend is only shifted, by the logit distance between the two thresholds."""
-    calls: list[list[str]] = []
-    model = _model(tmp_path, calls, context_chars=600, context_floor=0.0, threshold=0.93,
-                   context_none_shift=2.0, **WEIGHTS)
-    short = UNITS[1:2]
-    _, picked, mixed, vectors = model.parts(short)
-    assert model.context_text(short, picked) == ""
-    cos, _, alone = model.context_of(short, picked, mixed, vectors)
-    assert alone and cos.tolist() == [0.0] and len(calls) == 1  # no context embedded
-    expected = 1 / (1 + np.exp(-(np.log(mixed / (1 - mixed)) + 2.0)))
-    scores = model.score(short)
-    assert [scores[i] for i in picked] == pytest.approx(list(expected))
+    assert cos.tolist() == [0.0] and not alone and len(calls) == 1
 
 
 def test_without_context_in_the_meta_a_unit_scores_its_blend(tmp_path: Path) -> None:
@@ -119,8 +114,8 @@ def test_a_context_shorter_than_the_minimum_is_not_read(tmp_path: Path) -> None:
     """Round 12: one short sentence around the embedded units is too little context; the
     passage is read as one without context, and no context is embedded."""
     calls: list[list[str]] = []
-    model = _model(tmp_path, calls, context_chars=600, context_floor=0.0, context_min_chars=120,
-                   top_k=1, **WEIGHTS)
+    model = _model(tmp_path, calls, context_chars=600, context_low_cos=-100.0,
+                   context_min_chars=120, top_k=1, **WEIGHTS)
     units = [UNITS[1], "The default port is 8080."]
     _, picked, mixed, vectors = model.parts(units)
     assert picked == [0] and 0 < len(model.context_text(units, picked)) < 120
@@ -138,6 +133,23 @@ def test_the_regression_recovers_known_weights() -> None:
     w = np.array([1.2, -3.0, -1.5, 0.7])
     y = (rng.random(20_000) < 1 / (1 + np.exp(-(x @ w[:3] + w[3])))).astype(float)
     assert fit_logistic(x, y) == pytest.approx(w, abs=0.15)
+
+
+def test_skipping_the_context_never_changes_a_verdict() -> None:
+    """The shipped weights on the first 150 passages of the shipped sample: verdicts with the
+    context embedded only where a unit could reach the threshold are those with it always
+    embedded."""
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines()[:150]]
+    lazy, always = PassageModel.load(), PassageModel.load()
+    always.context_may_decide = lambda p, lex: True  # type: ignore[method-assign,assignment]
+    cut = 0
+    for r in rows:
+        a = check_passage(r["text"], lazy.score, lazy.threshold)
+        b = check_passage(r["text"], always.score, always.threshold)
+        assert (a.dropped, [(c.start, c.end) for c in a.cuts]) == \
+            (b.dropped, [(c.start, c.end) for c in b.cuts]), r["text"][:80]
+        cut += bool(a.cuts)
+    assert cut > 10  # the sample has cuts to compare
 
 
 def test_the_floor_refuses_weights_of_an_unexpected_sign() -> None:

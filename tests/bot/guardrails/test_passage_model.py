@@ -165,6 +165,20 @@ def test_the_policy_uses_the_passage_model_at_its_threshold() -> None:
         rails.close()
 
 
+def test_an_overridden_threshold_is_where_the_model_reads_the_context() -> None:
+    """With `[passages] injection_threshold` set, the model embeds a passage's context
+    wherever a unit could reach that threshold (not the trained one)."""
+    policy = GuardrailPolicy.model_validate({"passages": {"injection_threshold": 0.5}})
+    rails = build_guardrails(policy)
+    try:
+        assert rails.injection is not None and rails.injection.passage_threshold == 0.5
+        scorer = rails.injection._passage_scorer
+        assert isinstance(scorer.__self__, PassageModel)  # type: ignore[attr-defined]
+        assert scorer.__self__.decide_at == 0.5  # type: ignore[attr-defined]
+    finally:
+        rails.close()
+
+
 def test_shipped_sample_benign_flag_rate(sample_figures: Groups) -> None:
     """Acceptance 1, benign half: plain benign passages with anything cut <= 1% (split G,
     round 12's weights: 2 of 798)."""
