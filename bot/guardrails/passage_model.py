@@ -129,9 +129,10 @@ class PassageModel:
     Cost per passage: hashing every unit and its windows (about 1-5 ms), one embedding call
     of at most `top_k` units (about 5-10 ms on one thread) and, for the passages where a unit
     could reach the threshold with its context (9-19% of benign documentation passages,
-    nearly every injected one), one of the context (600 characters, 20-50 ms); p50 11-14 ms,
-    p95 59-77 ms per passage through the rail on splits F and G (a third of the passages
-    injected; one thread; version 2, without the context: 9 and 22-25 ms).
+    nearly every injected one), one of the context (600 characters, 20-50 ms). Through the
+    rail on split G's 798 plain benign passages p50 3.5 ms, p95 27.5 ms per passage (version
+    2, without the context: 4.3 and 18.0 ms); on all 1,495, a third of them injected, 12.7
+    and 70.7 ms (10.7 and 25.5 ms). One thread, a quiet 2-core machine.
 
     Raises:
         ConfigError: from `load` when the weights file is missing or malformed.
