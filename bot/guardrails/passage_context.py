@@ -3,7 +3,7 @@
     python -m bot.guardrails.passage_context --weights bot/guardrails/data/passage.npz \\
         --calibrate /tmp/passages_b/heldout.jsonl /tmp/passages_c/heldout.jsonl \\
         /tmp/passages_d/heldout.jsonl --out /tmp/passage_ctx.npz [--every 3] \\
-        [--context-chars 600] [--context-min-chars 120] [--fit-floor 0.2] [--flag 0.005] \\
+        [--context-chars 600] [--context-min-chars 120] [--fit-floor 0.4] [--flag 0.004] \\
         [--jobs 2] [--alone-threshold T]
 
 An attack pasted into a passage does not belong to it: it shares few of the passage's words and
@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.guardrails.passage_eval import Record, operating_point, overlaps, read_jsonl
-from bot.guardrails.passage_model import PassageModel
+from bot.guardrails.passage_model import PassageModel, logit
 from bot.guardrails.units import split_units
 
 Array = npt.NDArray[np.float64]
@@ -74,12 +74,6 @@ class PassageRow:
     alone: bool = False
 
 
-def _logit(p: Array) -> Array:
-    q = np.clip(p, 1e-6, 1.0 - 1e-6)
-    out: Array = np.log(q / (1.0 - q))
-    return out
-
-
 def passage_row(model: PassageModel, r: Record) -> PassageRow:
     units = split_units(r["text"])
     texts = [u.text for u in units]
@@ -89,7 +83,7 @@ def passage_row(model: PassageModel, r: Record) -> PassageRow:
     alone = False
     if picked:
         cos, lex, alone = model.context_of(texts, picked, mixed, vectors, force=True)
-        x = np.stack([_logit(mixed), cos, lex], axis=1)
+        x = np.stack([logit(mixed), cos, lex], axis=1)
     else:
         x = np.zeros((0, 3))
     rest = [float(out[i]) for i in range(len(units))
@@ -139,7 +133,7 @@ def fit_logistic(x: Array, y: Array, l2: float = 1e-3, iters: int = 30) -> Array
 def training_set(rows: list[PassageRow], fit_floor: float) -> tuple[Array, Array]:
     """(x, y) of the regression: see the module docstring."""
     xs, ys = [], []
-    floor = float(_logit(np.array([fit_floor]))[0])
+    floor = float(logit(np.array([fit_floor]))[0])
     for row in rows:
         if row.decoy or row.alone:
             continue
@@ -176,7 +170,7 @@ def choose_threshold(rows: list[PassageRow], w: Array, flag: float, alone_thresh
     threshold: the shift maps one onto the other)."""
     benign = [r for r in rows if not r.label and not r.decoy]
     alone = sum(1 for r in benign if r.alone and len(r.x)
-                and float(np.max(r.x[:, 0])) >= float(_logit(np.array([alone_threshold]))[0]))
+                and float(np.max(r.x[:, 0])) >= float(logit(np.array([alone_threshold]))[0]))
     scores, _ = maxima([r for r in benign if not r.alone], w)
     allowed = max(int(np.floor(flag * len(benign))) - alone, 0)
     return operating_point(scores, (allowed + 0.5) / max(len(scores), 1))
@@ -188,7 +182,7 @@ def context_floor(w: Array, threshold: float) -> float:
     if not (w[0] > 0 and w[1] < 0 and w[2] < 0):
         raise ValueError(f"context weights {w} have an unexpected sign; refusing to derive the "
                          "context floor")
-    z = float(_logit(np.array([threshold]))[0])
+    z = float(logit(np.array([threshold]))[0])
     return float(1.0 / (1.0 + np.exp(-(z - w[3] - w[1] * LOW_COS) / w[0]))) - 1e-3
 
 
@@ -201,8 +195,8 @@ def main() -> None:
     parser.add_argument("--context-chars", type=int, default=600)
     parser.add_argument("--context-min-chars", type=int, default=120,
                         help="a passage whose context is shorter is read without it")
-    parser.add_argument("--fit-floor", type=float, default=0.2)
-    parser.add_argument("--flag", type=float, default=0.005)
+    parser.add_argument("--fit-floor", type=float, default=0.4)
+    parser.add_argument("--flag", type=float, default=0.004)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--alone-threshold", type=float,
                         help="blend threshold of a passage without context (default: the base "
@@ -221,7 +215,7 @@ def main() -> None:
     x, y = training_set(rows, args.fit_floor)
     w = fit_logistic(x, y)
     threshold = math.ceil(choose_threshold(rows, w, args.flag, alone_threshold) * 1e4) / 1e4
-    shift = float(_logit(np.array([threshold]))[0] - _logit(np.array([alone_threshold]))[0])
+    shift = float(logit(np.array([threshold]))[0] - logit(np.array([alone_threshold]))[0])
     floor = context_floor(w, threshold)
     print(f"{len(y)} units ({int(y.sum())} attack), weights a {w[0]:.4f} cos {w[1]:.4f} "
           f"lex {w[2]:.4f} bias {w[3]:.4f}; threshold {threshold:.4f}, context floor {floor:.4f}"

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,13 @@ def context_features(text: str) -> npt.NDArray[np.float32]:
         min(len(_IDENT.findall(text)) / words * 3.0, 1.0),
         min(np.log1p(n) / 7.0, 1.0),
     ], dtype=np.float32)
+
+
+def logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """log(p / (1 - p)) with p clipped to [1e-6, 1 - 1e-6] (NaN read as 0), same shape."""
+    q = np.clip(np.nan_to_num(p), 1e-6, 1.0 - 1e-6)
+    out: npt.NDArray[np.float64] = np.log(q / (1.0 - q))
+    return out
 
 
 def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -270,14 +278,14 @@ class PassageModel:
         """How well each embedded unit fits its passage, shapes (k,): the cosine of its
         embedding (`vectors`, from `parts`) to the embedding of the other units
         (`context_text`; one more embedding call, made only when `context_may_decide` or
-        `force`, else 0), and `lexical_overlap`; and whether the
-        passage has too little context for either to say anything (`alone`: its other units
-        hold fewer than `context_min_chars` characters, as in a passage of two or three
-        sentences or a neighbour join)."""
+        `force`, else 0), and `lexical_overlap`; and whether the passage has too little context
+        for either to say anything (`alone`: its other units hold fewer than
+        `context_min_chars` characters, as in a passage of two or three sentences or a
+        neighbour join)."""
         context = self.context_text(units, picked)
         if not picked or len(context) < max(self.context_min_chars, 1):
             return np.zeros(len(picked)), np.zeros(len(picked)), True
-        lex = np.array([lexical_overlap(units, i) for i in picked])
+        lex = lexical_overlaps(units, picked)
         cos = np.zeros(len(picked))
         if force or self.context_may_decide(mixed, lex):
             cos = (vectors @ self._embedder()([context])[0]).astype(np.float64)
@@ -292,10 +300,8 @@ class PassageModel:
         a, w_cos, w_lex, bias = self.context_w
         if a <= 0 or w_cos >= 0 or w_lex > 0:
             return True  # no bound from these weights: always read the context
-        q = np.clip(np.nan_to_num(mixed), 1e-6, 1.0 - 1e-6)
-        z = a * np.log(q / (1.0 - q)) + w_cos * self.context_low_cos + w_lex * lex + bias
-        t = min(max(self.decide_at, 1e-6), 1.0 - 1e-6)
-        return bool(np.max(z) >= np.log(t / (1.0 - t)))
+        z = a * logit(mixed) + w_cos * self.context_low_cos + w_lex * lex + bias
+        return bool(np.max(z) >= logit(np.array([self.decide_at]))[0])
 
     def context_text(self, units: list[str], picked: list[int]) -> str:
         """The passage around its embedded units: the other units, normalized and joined, cut
@@ -311,15 +317,13 @@ class PassageModel:
         """Embedded units' blended scores `p` re-read with how they fit their passage
         (`context_of`): sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias), shape (k,)."""
         a, w_cos, w_lex, bias = self.context_w
-        q = np.clip(np.nan_to_num(p), 1e-6, 1.0 - 1e-6)
-        return _sigmoid(a * np.log(q / (1.0 - q)) + w_cos * cos + w_lex * lex + bias)
+        return _sigmoid(a * logit(p) + w_cos * cos + w_lex * lex + bias)
 
     def without_context(self, p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Blended scores `p` of a passage without context, on the same scale:
         sigmoid(logit(p) + `context_none_shift`), the shift that maps the threshold the blend
         was validated at (version 2's 0.6496) to `threshold`, shape (k,)."""
-        q = np.clip(np.nan_to_num(p), 1e-6, 1.0 - 1e-6)
-        return _sigmoid(np.log(q / (1.0 - q)) + self.context_none_shift)
+        return _sigmoid(logit(p) + self.context_none_shift)
 
     __call__ = score  # a `bot.guardrails.passages.UnitScorer`
 
@@ -329,14 +333,18 @@ _WORD = re.compile(r"[^\W\d_]\w{3,}")
 
 def lexical_overlap(units: list[str], i: int) -> float:
     """Share of unit i's words (lower-cased, 4+ word characters, starting with a letter of any
-    script) that occur
-    in the passage's other units, in [0, 1]; 0 when it has none (an attack pasted into a
-    passage shares few of its words)."""
-    mine = set(_WORD.findall(units[i].lower()))
-    if not mine:
-        return 0.0
-    others = set(_WORD.findall(" ".join(u for j, u in enumerate(units) if j != i).lower()))
-    return len(mine & others) / len(mine)
+    script) that occur in the passage's other units, in [0, 1]; 0 when it has none (an attack
+    pasted into a passage shares few of its words)."""
+    return float(lexical_overlaps(units, [i])[0])
+
+
+def lexical_overlaps(units: list[str], picked: list[int]) -> npt.NDArray[np.float64]:
+    """`lexical_overlap` of each unit in `picked`, shape (k,), reading each unit's words once:
+    a word is in the other units when more units than this one hold it."""
+    words = [set(_WORD.findall(u.lower())) for u in units]
+    held = Counter(w for ws in words for w in ws)
+    return np.array([sum(held[w] > 1 for w in words[i]) / len(words[i]) if words[i] else 0.0
+                     for i in picked])
 
 
 def word_windows(text: str, size: int, case_split: bool = False, pieces: bool = False,

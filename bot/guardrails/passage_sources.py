@@ -129,11 +129,11 @@ SPLIT_E = (
               "heldout"),
 )
 
-_F_SKIP = (*_SPHINX, "_modules", "py-modindex.html", "404.html")
+_SPHINX_API = (*_SPHINX, "_modules", "py-modindex.html", "404.html")
 SPLIT_F = (
     *(replace(s, split="train") for s in SPLIT_E),
     *(DocSource(name, Path(f"/usr/share/doc/{name}/html"), "**/*.html", licence, "heldout",
-                _F_SKIP)
+                _SPHINX_API)
       for name, licence in (("python-cherrypy3-doc", "BSD-3-Clause"),
                             ("python-cmd2-doc", "MIT"), ("python-fsspec-doc", "BSD-3-Clause"),
                             ("python-behave-doc", "BSD-2-Clause"),
@@ -146,9 +146,9 @@ SPLIT_F = (
 SPLIT_G = (
     *(replace(s, split="train") for s in SPLIT_F),
     DocSource("python-cachelib-doc", Path("/usr/share/doc/python3-cachelib/html"), "**/*.html",
-              "BSD-3-Clause", "heldout", _F_SKIP),
+              "BSD-3-Clause", "heldout", _SPHINX_API),
     *(DocSource(name, Path(f"/usr/share/doc/{name}/html"), "**/*.html", licence, "heldout",
-                _F_SKIP)
+                _SPHINX_API)
       for name, licence in (("python-configobj-doc", "BSD-3-Clause"),
                             ("python-flask-babel-doc", "BSD-3-Clause"),
                             ("python-django-taggit-doc", "BSD-3-Clause"),
