@@ -8,31 +8,24 @@ that fails `breaker_failures` calls in a row is skipped for `breaker_cooldown_s`
 breaker, per process), then gets one trial call (half-open). When every provider fails,
 `LLMUnavailable` carries a trace id that the user sees and the logs and transcript record.
 
-Requests go through the SDK client's `post("/chat/completions", body=...)` (its documented way
-to call an endpoint with a prebuilt body; timeouts, errors and response types are the SDK's),
-not `chat.completions.create`: `create` re-transforms every message of the list through the
-SDK's TypedDicts on each call, which was half the worker's CPU for a 20-turn history; the
-messages here are plain JSON dicts already.
+Chat requests go over aiohttp (bot/llm/transport.py: a fifth of the SDK client's CPU per
+request), with the SDK's error types; the messages are plain JSON dicts already (the SDK's
+`chat.completions.create` re-transforms every message through its TypedDicts, which was half the
+worker's CPU for a 20-turn history). Structured replies go through `instructor` on the SDK
+client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatCompletionMessageFunctionToolCall,
-    ChatCompletionMessageParam,
-)
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 from tenacity import (
     AsyncRetrying,
@@ -45,7 +38,16 @@ from bot import tracing
 from bot.errors import BotError
 from bot.llm.cache import ResponseCache
 from bot.llm.completion import Completion, ToolCall, gen_ai_request, gen_ai_usage
+from bot.llm.failures import (
+    CircuitBreaker,
+    counts_against_provider,
+    describe,
+    is_retryable,
+    retry_after_s,
+    unwrap,
+)
 from bot.llm.providers import ProviderConfig
+from bot.llm.transport import ChatTransport
 from bot.log import get_logger
 from bot.metrics import LLM_BREAKER_OPEN, LLM_CALLS, LLM_TIME_TO_FIRST_TOKEN, observe_llm
 
@@ -54,9 +56,6 @@ log = get_logger("bot.llm")
 T = TypeVar("T", bound=BaseModel)
 #: Called with the whole text so far each time a streamed chunk arrives.
 DeltaSink = Callable[[str], Awaitable[None]]
-
-RETRY_STATUSES = frozenset({408, 409, 429})
-
 
 class LLMUnavailable(BotError):
     """Every provider failed (or is cooling down). `trace_id` names this failure in the logs,
@@ -69,120 +68,6 @@ class LLMUnavailable(BotError):
                          + "; ".join(failures))
 
 
-@dataclass
-class CircuitBreaker:
-    """Opens after `failures_to_open` failed calls in a row; while open (for `cooldown_s`
-    seconds, monotonic clock) the provider is skipped; afterwards one trial call decides."""
-
-    failures_to_open: int
-    cooldown_s: float
-    failures: int = 0
-    opened_at: float | None = None
-    clock: Callable[[], float] = field(default=time.monotonic)
-
-    trial_in_flight: bool = False
-
-    def acquire(self) -> bool:
-        """May a call go to this provider now? While open: no. After the cooldown: exactly one
-        caller (the half-open trial) until it reports back; the others keep skipping."""
-        if self.opened_at is None:
-            return True
-        if self.trial_in_flight or self.clock() - self.opened_at < self.cooldown_s:
-            return False
-        self.trial_in_flight = True
-        return True
-
-    def release(self) -> None:
-        """The admitted call ended without a verdict on the provider (cancelled, or an error
-        that says nothing about its health): let another trial through."""
-        self.trial_in_flight = False
-
-    def record_success(self) -> bool:
-        """Close the breaker; True when it was open (half-open trial succeeded)."""
-        was_open = self.opened_at is not None
-        self.failures = 0
-        self.opened_at = None
-        self.trial_in_flight = False
-        return was_open
-
-    def record_failure(self) -> bool:
-        """Count a failed call; True when this failure opens (or re-opens) the breaker."""
-        self.trial_in_flight = False
-        self.failures += 1
-        if self.failures >= self.failures_to_open:
-            self.opened_at = self.clock()
-            return True
-        return False
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """The server's `Retry-After` on an HTTP error, in seconds, or None.
-
-    Accepts delay-seconds and HTTP-date forms (RFC 9110 §10.2.3) and OpenAI's
-    `retry-after-ms`."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _root(exc: BaseException) -> BaseException:
-    """The API error inside instructor's wrapper, if any."""
-    cause = exc.__cause__
-    if type(exc).__name__ == "InstructorRetryException" and cause is not None:
-        return cause
-    return exc
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True for timeouts, lost connections, 408/409/429 and 5xx answers."""
-    exc = _root(exc)
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRY_STATUSES or exc.status_code >= 500
-    return False
-
-
-def counts_against_provider(exc: BaseException) -> bool:
-    """True for errors that say the provider is unhealthy or misconfigured (retryable errors,
-    401, 403), not that this one request was bad."""
-    root = _root(exc)
-    if is_retryable(root):
-        return True
-    return isinstance(root, openai.APIStatusError) and root.status_code in (401, 403)
-
-
-def describe(exc: BaseException) -> str:
-    """A short, secret-free description of a provider error (no response bodies)."""
-    exc = _root(exc)
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}"
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection failed"
-    return type(exc).__name__
-
-
 class Provider:
     """A configured endpoint with its client and circuit breaker."""
 
@@ -192,9 +77,12 @@ class Provider:
         self.name = config.name
         self.model = config.model
         self.breaker = breaker
-        # retries are the router's (with Retry-After and failover), not the SDK's
-        self.client = AsyncOpenAI(base_url=config.base_url,
-                                  api_key=api_key or config.api_key() or "unused",
+        key = api_key or config.api_key() or "unused"
+        #: chat requests (see bot/llm/transport.py)
+        self.chat = ChatTransport(config.base_url, key, config.timeout_s)
+        #: structured replies (instructor) and model listing; retries are the router's (with
+        #: Retry-After and failover), not the SDK's
+        self.client = AsyncOpenAI(base_url=config.base_url, api_key=key,
                                   timeout=config.timeout_s, max_retries=0)
 
 
@@ -243,14 +131,14 @@ class LLMRouter:
 
     def _wait_s(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_s(_root(exc)) if exc is not None else None
+        hinted = retry_after_s(unwrap(exc)) if exc is not None else None
         return hinted if hinted is not None else self._wait(state)
 
     def _should_stop(self, state: RetryCallState) -> bool:
         if state.attempt_number > self.retries:
             return True
         exc = state.outcome.exception() if state.outcome else None
-        hinted = retry_after_s(_root(exc)) if exc is not None else None
+        hinted = retry_after_s(unwrap(exc)) if exc is not None else None
         return hinted is not None and hinted > self.retry_after_max_s
 
     @staticmethod
@@ -375,45 +263,45 @@ class LLMRouter:
         extra: dict[str, Any] = {"tools": tools} if tools else {}
         if tools and tool_choice:
             extra["tool_choice"] = tool_choice
-        completion = await provider.client.post(
-            "/chat/completions", cast_to=ChatCompletion,
-            body={"model": provider.model, "messages": messages, "temperature": temperature,
-                  "max_tokens": max_tokens, **extra})
-        message = completion.choices[0].message if completion.choices else None
-        text = (message.content or "") if message is not None else ""
-        raw_calls = (message.tool_calls or []) if message is not None else []
+        data = await provider.chat.complete(
+            {"model": provider.model, "messages": messages, "temperature": temperature,
+             "max_tokens": max_tokens, **extra})
+        choices = data.get("choices") or [{}]
+        message = _object(_object(choices[0]).get("message"))
         calls = tuple(
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-            for c in raw_calls if isinstance(c, ChatCompletionMessageFunctionToolCall))
-        usage = completion.usage
-        return Completion(text=text.strip(), model=provider.model, provider=provider.name,
-                          tokens_in=usage.prompt_tokens if usage else 0,
-                          tokens_out=usage.completion_tokens if usage else 0,
+            ToolCall(id=str(c.get("id", "")), name=str(_object(c.get("function")).get("name")),
+                     arguments=_object(c.get("function")).get("arguments") or "{}")
+            for c in map(_object, message.get("tool_calls") or ())
+            if c.get("type", "function") == "function")
+        usage = _object(data.get("usage"))
+        return Completion(text=str(message.get("content") or "").strip(),
+                          model=provider.model, provider=provider.name,
+                          tokens_in=int(usage.get("prompt_tokens") or 0),
+                          tokens_out=int(usage.get("completion_tokens") or 0),
                           tool_calls=calls)
 
     async def _stream_once(self, provider: Provider, messages: list[ChatCompletionMessageParam],
                            temperature: float, max_tokens: int, on_delta: DeltaSink
                            ) -> Completion:
-        stream = await provider.client.post(
-            "/chat/completions", cast_to=ChatCompletion, stream=True,
-            stream_cls=AsyncStream[ChatCompletionChunk],
-            body={"model": provider.model, "messages": messages, "temperature": temperature,
-                  "max_tokens": max_tokens, "stream": True,
-                  "stream_options": {"include_usage": True}})
         parts: list[str] = []
         tokens_in = tokens_out = 0
         started = time.perf_counter()
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    tokens_in = chunk.usage.prompt_tokens
-                    tokens_out = chunk.usage.completion_tokens
-                for choice in chunk.choices:
-                    if choice.delta.content:
+        async with contextlib.aclosing(provider.chat.stream(
+                {"model": provider.model, "messages": messages, "temperature": temperature,
+                 "max_tokens": max_tokens, "stream": True,
+                 "stream_options": {"include_usage": True}})) as chunks:
+            async for chunk in chunks:
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):
+                    tokens_in = int(usage.get("prompt_tokens") or 0)
+                    tokens_out = int(usage.get("completion_tokens") or 0)
+                for choice in map(_object, chunk.get("choices") or ()):
+                    content = _object(choice.get("delta")).get("content")
+                    if content:
                         if not parts:
                             LLM_TIME_TO_FIRST_TOKEN.labels(provider.name, provider.model) \
                                 .observe(time.perf_counter() - started)
-                        parts.append(choice.delta.content)
+                        parts.append(str(content))
                         await on_delta("".join(parts))
         return Completion(text="".join(parts).strip(), model=provider.model,
                           provider=provider.name, tokens_in=tokens_in, tokens_out=tokens_out)
@@ -441,4 +329,11 @@ class LLMRouter:
 
     async def aclose(self) -> None:
         for provider in self.providers:
+            await provider.chat.aclose()
             await provider.client.close()
+
+
+def _object(value: object) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (a field some server left out or
+    sent as null)."""
+    return value if isinstance(value, dict) else {}
