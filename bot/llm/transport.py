@@ -21,6 +21,8 @@ object.
 from __future__ import annotations
 
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -53,12 +55,16 @@ class ChatTransport:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s,
                                               sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        #: the proxy for this URL from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: a
+        # session with trust_env=True looks them up, and reads ~/.netrc, on a worker thread
+        # for every request (4% of the worker's CPU on a model answer)
+        self.proxy = _env_proxy(self.url)
 
     def _http(self) -> aiohttp.ClientSession:
         # made on first use: a session belongs to the running event loop
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, trust_env=True,
+                timeout=self._timeout, proxy=self.proxy,
                 connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True))
         return self._session
 
@@ -125,6 +131,15 @@ class ChatTransport:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (as curl and httpx read it), or None."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(urllib.parse.urlsplit(url).scheme) or proxies.get("all")
 
 
 async def _events(content: aiohttp.StreamReader) -> AsyncIterator[str]:

@@ -207,3 +207,16 @@ async def test_a_stream_that_stalls_or_reports_an_error_raises(
     finally:
         await stalled.aclose()
         await failed.aclose()
+
+
+def test_the_environments_proxy_is_read_once_for_the_endpoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert ChatTransport(None, "k", 5).proxy == "http://proxy.internal:3128"
+    assert ChatTransport("http://127.0.0.1:8080/v1", "k", 5).proxy is None
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert ChatTransport(None, "k", 5).proxy is None
