@@ -161,7 +161,12 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         rails.input_rails.append(TopicRail(p_in.blocked_topics, p_in.allowed_topics,
                                            p_in.blocked_message, p_in.off_topic_message))
     if p_in.injection or policy.passages.injection:
-        from bot.guardrails.injection import TOP_K, TOP_K_PASSAGE, InjectionClassifier
+        from bot.guardrails.injection import (
+            SINGLE_WINDOW_CHARS,
+            TOP_K,
+            TOP_K_PASSAGE,
+            InjectionClassifier,
+        )
         from bot.guardrails.passage_model import PassageModel
 
         # Passages: the documentation-register model, sharing the classifier's embedder (both
@@ -181,7 +186,10 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         rails.injection = InjectionRail(scorer, threshold, p_in.injection_message,
                                         passage_threshold=p_threshold,
                                         passage_scorer=passage_model.score,
-                                        drop_share=policy.passages.drop_share)
+                                        drop_share=policy.passages.drop_share,
+                                        quick=functools.partial(classifier.settled_score,
+                                                                decide_at=threshold),
+                                        quick_max_chars=SINGLE_WINDOW_CHARS)
         rails.passage_injection = policy.passages.injection
         if p_in.injection:
             rails.input_rails.append(rails.injection)

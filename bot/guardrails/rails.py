@@ -134,6 +134,11 @@ class InjectionRail:
     unit with `passage_scorer` (default: `scorer` on each unit) at `passage_threshold`,
     cutting the adversarial units and dropping a passage only when more than `drop_share` of
     it would be cut (`bot.guardrails.passages`).
+
+    `quick` (optional) scores a message of at most `quick_max_chars` characters on the event
+    loop when it can do so cheaply, or returns None: most chat messages are settled by the
+    classifier's n-gram part alone (about 0.1 ms), and only the others pay the hand-off to the
+    scoring thread and the embedding.
     """
 
     name = "injection"
@@ -141,8 +146,12 @@ class InjectionRail:
     def __init__(self, scorer: Callable[[list[str]], list[float]], threshold: float,
                  message: str, passage_threshold: float | None = None, *,
                  passage_scorer: UnitScorer | None = None,
-                 drop_share: float = DROP_SHARE) -> None:
+                 drop_share: float = DROP_SHARE,
+                 quick: Callable[[str], float | None] | None = None,
+                 quick_max_chars: int = 320) -> None:
         self._scorer = scorer
+        self._quick = quick
+        self._quick_max_chars = quick_max_chars
         self._passage_scorer = passage_scorer or scorer
         self.threshold = threshold
         self.passage_threshold = threshold if passage_threshold is None else passage_threshold
@@ -157,7 +166,10 @@ class InjectionRail:
         return await loop.run_in_executor(self._executor, self._scorer, texts)
 
     async def check(self, text: str, ctx: RailContext) -> Verdict:
-        [score] = await self.scores([text])
+        score = self._quick(text) if self._quick is not None \
+            and len(text) <= self._quick_max_chars else None
+        if score is None:
+            [score] = await self.scores([text])
         if score < self.threshold:
             return allow(self.name, round(score, 4))
         return Verdict(Action.BLOCK, self.name, message=self.message,

@@ -236,6 +236,10 @@ def test_validation_split_figures(clf: InjectionClassifier) -> None:
     assert ((fast >= t) == flagged).all()
     settled = (fast != scores).mean()
     assert settled > 0.5, settled  # measured 0.80
+    # the rail's quick path on the event loop: the same texts settle, to the same score
+    quick = [clf.settled_score(r["text"], t) for r in rows]
+    assert [q is not None for q in quick] == list(fast != scores)
+    assert all(q is None or q == f for q, f in zip(quick, fast, strict=True))
 
 
 #: Per category of the held-out input set: the least recall (attacks) or the most

@@ -13,6 +13,7 @@ from bot.guardrails.policy import GuardrailPolicy, build_guardrails
 from bot.guardrails.rails import (
     GroundingJudgement,
     GroundingRail,
+    InjectionRail,
     LanguageRail,
     LengthRail,
     PIIRail,
@@ -66,6 +67,29 @@ async def test_topic_rail_blocks_and_restricts_to_allowed_topics() -> None:
     on = RailContext()
     assert (await rail.check("When is my REFUND due?", on)).action is Action.ALLOW
     assert on.knowledge_base_only  # allowed topics are answered from the knowledge base
+
+
+async def test_injection_rail_scores_settled_short_texts_without_its_thread() -> None:
+    threads: list[list[str]] = []
+
+    def scorer(texts: list[str]) -> list[float]:  # runs on the rail's thread
+        threads.append(texts)
+        return [0.9 for _ in texts]
+
+    def quick(text: str) -> float | None:  # runs on the event loop
+        return None if "unsure" in text else 0.1
+
+    rail = InjectionRail(scorer, 0.5, "no", quick=quick, quick_max_chars=40)
+    try:
+        ctx = RailContext()
+        assert (await rail.check("settled", ctx)).action is Action.ALLOW
+        assert threads == []
+        assert (await rail.check("unsure", ctx)).action is Action.BLOCK
+        assert (await rail.check("settled, but longer than forty characters", ctx)).action \
+            is Action.BLOCK
+        assert threads == [["unsure"], ["settled, but longer than forty characters"]]
+    finally:
+        rail.close()
 
 
 def test_lexical_support() -> None:
