@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from actions.arguments import ArgumentError, parse_json_object, parse_text, usage, validate
 from actions.audit import AuditLog, Status, redact_args, redact_text, secret_values
@@ -44,6 +43,7 @@ from bot.keys import Keys
 from bot.log import get_logger
 from bot.messages import Button, Message
 from bot.protocols import Memory, Retriever
+from bot.retrying import retried
 
 log = get_logger("actions")
 CONFIRM_TTL_S = 15 * 60
@@ -324,12 +324,8 @@ class ActionRunner:
         payloads: list[tuple[Any, str]] = []
         try:
             if spec.idempotent and spec.retries > 0:
-                async for retry in AsyncRetrying(
-                        stop=stop_after_attempt(spec.retries + 1),
-                        wait=wait_exponential_jitter(initial=0.2, max=2.0),
-                        retry=retry_if_exception(_retryable), reraise=True):
-                    with retry:
-                        result = await attempt()
+                result = await retried(attempt, retry_if=_retryable,
+                                       attempts=spec.retries + 1, initial_s=0.2, max_s=2.0)
             else:
                 result = await attempt()
             reply, buttons = _render(result)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from bot.keys import Keys
-from bot.messages import Button, Reply
+from bot.messages import Button, Reply, jsonable
 from bot.protocols import AfterSend, Generated
 
 
@@ -54,7 +54,7 @@ class Kept:
     answered_by: Literal["action", "model", "outage"]
 
     def to_json(self) -> str:
-        return json.dumps({"reply": self.reply.to_json(), "generated": asdict(self.generated),
+        return json.dumps({"reply": self.reply.to_json(), "generated": jsonable(self.generated),
                            "railed": self.railed, "action": self.action,
                            "verdicts": self.verdicts, "answered_by": self.answered_by})
 

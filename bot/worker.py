@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -42,12 +43,6 @@ import openai
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from bot import tracing
 from bot.answers import AnswerStore, Lookup
@@ -65,6 +60,7 @@ from bot.metrics import (
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
 from bot.protocols import AfterSend
+from bot.retrying import retried, retry_on
 
 log = get_logger("bot.worker")
 
@@ -369,20 +365,22 @@ class Worker:
         mark always did): a redelivery without the mark would send the reply again. Running it
         twice is harmless: the writes and the acknowledgement are idempotent, and a second pop
         finds the head moved on (or the lease released, which `_drain` takes as lost)."""
-        retried = False
-        async for attempt in AsyncRetrying(
-                stop=stop_after_delay(FINISH_RETRY_S),
-                wait=wait_exponential_jitter(initial=0.1, max=2),
-                retry=retry_if_exception_type((RedisError, OSError)), reraise=True):
-            retried = attempt.retry_state.attempt_number > 1
-            with attempt:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for write in after_send:
-                        write.queue(pipe)
-                    self._inbox.queue_ack(pipe, entry_id)
-                    if pop is not None:
-                        lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
-                    replies = await pipe.execute(raise_on_error=False)
+        tries = 0
+
+        async def execute() -> list[Any]:
+            nonlocal tries
+            tries += 1
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for write in after_send:
+                    write.queue(pipe)
+                self._inbox.queue_ack(pipe, entry_id)
+                if pop is not None:
+                    lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
+                return await pipe.execute(raise_on_error=False)
+
+        replies = await retried(execute, retry_if=retry_on(RedisError, OSError),
+                                within_s=FINISH_RETRY_S, initial_s=0.1, max_s=2)
+        retried_exec = tries > 1
         for write, reply in zip(after_send, replies, strict=False):
             try:
                 await write.settle(reply)
@@ -397,7 +395,7 @@ class Worker:
             try:
                 await lease.popped(rest[-1], pop[0], release_when_empty=pop[1])
             except LeaseLost:
-                if not retried:
+                if not retried_exec:
                     raise
                 # an earlier EXEC was applied and its reply lost: it popped the entry and
                 # released the lease (or the lease expired meanwhile): either way this entry

@@ -6,18 +6,13 @@ import json
 from typing import Any
 
 import aiohttp
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from adapters.verification import sha256_signature
 from bot.errors import TransientError
 from bot.log import get_logger
 from bot.messages import NOTICE_META, Reply
 from bot.rendezvous import ReplyRendezvous
+from bot.retrying import retried, retry_on
 
 log = get_logger("adapters.webhook")
 
@@ -70,7 +65,8 @@ class WebhookSender:
 
     async def post_callback(self, reply: Reply) -> None:
         """POST the reply to `callback_url` (retried; see the class docstring)."""
-        if not self._callback_url:
+        url = self._callback_url
+        if not url:
             log.warning("webhook reply dropped: no caller waits and WEBHOOK_CALLBACK_URL is "
                         "unset", message_id=reply.message_id)
             return
@@ -79,16 +75,16 @@ class WebhookSender:
         headers = {"Content-Type": "application/json", "Idempotency-Key": reply.message_id}
         if self._secret:
             headers["X-Signature"] = sha256_signature(self._secret, body)
-        async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(3), wait=wait_exponential_jitter(initial=0.5, max=5),
-                retry=retry_if_exception_type((aiohttp.ClientError, CallbackError, TimeoutError)),
-                reraise=True):
-            with attempt:
-                async with self._session.post(self._callback_url, data=body, headers=headers,
-                                              timeout=self._timeout) as response:
-                    if response.status == 429 or response.status >= 500:
-                        raise CallbackError(f"callback answered {response.status}")
-                    if response.status >= 400:
-                        log.error("callback rejected the reply", status=response.status,
-                                  message_id=reply.message_id)
+
+        async def post() -> None:
+            async with self._session.post(url, data=body, headers=headers,
+                                          timeout=self._timeout) as response:
+                if response.status == 429 or response.status >= 500:
+                    raise CallbackError(f"callback answered {response.status}")
+                if response.status >= 400:
+                    log.error("callback rejected the reply", status=response.status,
+                              message_id=reply.message_id)
+
+        await retried(post, retry_if=retry_on(aiohttp.ClientError, CallbackError, TimeoutError),
+                      attempts=3, initial_s=0.5, max_s=5)
         log.debug("callback delivered", message_id=reply.message_id)

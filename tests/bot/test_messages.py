@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
-from bot.messages import Conversation, Reply
+from bot.messages import Button, Conversation, Filtered, Message, Reply, Source, jsonable
 
 
 def test_a_reply_kept_with_the_old_meta_flags_reads_as_typed_fields() -> None:
@@ -19,3 +20,14 @@ def test_a_reply_kept_with_the_old_meta_flags_reads_as_typed_fields() -> None:
     assert read.ephemeral and read.draft == "1700000001.000100"
     assert read.meta == {"response_url": "https://hooks.slack.test/1"}
     assert Reply.from_json(reply.to_json()) == reply
+
+
+def test_jsonable_writes_what_asdict_writes() -> None:
+    conversation = Conversation("slack", "C1", "T1", "171.2", None)
+    message = Message("m1", conversation, "U1", "hi", 1.5, {"k": "v"}, True)
+    reply = Reply("m1", conversation, "answer", (Source("kb:a", "A", 0.5, "s", 3),),
+                  {"k": "v"}, (Button("Yes", "tok", "primary"),),
+                  (Filtered("kb:a", "cut", 0.9, 12),), True, "D1")
+    for value in (message, reply, conversation, ()):
+        assert json.dumps(jsonable(value)) == json.dumps(asdict(value) if value != () else [])
+    assert Message.from_json(message.to_json()) == message
