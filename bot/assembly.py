@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 from pgvector.asyncpg import register_vector
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from actions.arguments import command_spec
@@ -62,6 +62,7 @@ from bot.pipeline import (
 from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
 from bot.ratelimit import Paced, RateLimiter, SendPacer
 from bot.ratelimit_inbound import InboundLimiter, InboundRateLimit
+from bot.redis_pool import WaitingConnectionPool
 from bot.rendezvous import ReplyRendezvous
 from bot.transcript import Transcript
 from knowledge.embedders import Embedder, LocalEmbedder
@@ -104,7 +105,8 @@ async def reset_connection(conn: asyncpg.Connection) -> None:
 @dataclass(frozen=True)
 class Connections:
     """The process's clients: a Postgres pool (pgvector registered; at most 10
-    connections), Redis (a blocking pool of `REDIS_CONNECTIONS`) and one HTTP session."""
+    connections), Redis (a pool of `REDIS_CONNECTIONS` that waits when all are in use) and one
+    HTTP session."""
 
     pool: asyncpg.Pool
     redis: Redis
@@ -154,9 +156,9 @@ async def connect(database_url: str, redis_url: str, resources: AsyncExitStack
         reset=reset_connection)
     resources.push_async_callback(pool.close)
     try:
-        # a blocking pool: under load a command waits (up to 10 s) for a free connection
-        # instead of failing at once (redis-py's default pool raises past 100)
-        redis_pool = BlockingConnectionPool.from_url(
+        # under load a command waits (up to 10 s) for a free connection instead of failing
+        # at once (redis-py's default pool raises past its maximum)
+        redis_pool = WaitingConnectionPool.from_url(
             redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, socket_connect_timeout=5,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S, health_check_interval=30)
         redis = Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
@@ -269,7 +271,11 @@ async def build_engine(settings: Settings, connections: Connections, state: Stat
                  stream_interval_s=s.llm_stream_edit_interval_s
                  if s.llm_stream and s.llm_configured else None,
                  draft_transform=guardrails.redact_draft,
-                 tools=toolbox_factory(action_runner) if router is not None else None),
+                 tools=toolbox_factory(action_runner) if router is not None else None,
+                 # the output rails keep the railed answer; kept before them only when they
+                 # may call the model (a crash or failure there would pay for it twice)
+                 keep_before_rails=not guardrails.output_rails
+                 or guardrails.output_calls_model),
         OutputRails(guardrails, answers),
         RecordTranscript(state.transcript),
         SendReply(senders, answers),

@@ -48,11 +48,9 @@ class RedisMemory:
         if self._max_items == 0:
             return []
         raw = await self._redis.lrange(self._key(conversation_key), -self._max_items, -1)
-        turns = []
-        for item in raw:
-            data = json.loads(item)
-            turns.append(Turn(role=data["role"], content=data["content"]))
-        return turns
+        # one parse of the whole list, not one per turn (a full memory holds max_items)
+        items = json.loads(b"[" + b",".join(_bytes(item) for item in raw) + b"]")
+        return [Turn(role=data["role"], content=data["content"]) for data in items]
 
     async def append(self, conversation_key: str, turns: list[Turn], once_id: str = "") -> None:
         """Append turns atomically; with `once_id`, a second append with the same id (a retried
@@ -103,3 +101,7 @@ class _AppendAfterSend:
 
     async def run(self) -> None:
         await self.memory.append(self.conversation_key, self.turns, self.once_id)
+
+
+def _bytes(item: bytes | str) -> bytes:
+    return item if isinstance(item, bytes) else item.encode()

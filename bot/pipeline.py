@@ -167,14 +167,21 @@ class Generate:
 
     Tools: `tools(message)` gives the tools the model may call for this message (the actions
     its author may run), or None.
+
+    `keep_before_rails=False` (the output rails that follow keep the answer themselves, and
+    make no call that could fail or take long): the answer is kept once, railed, instead of
+    twice; it is still kept here when a draft was shown, tools were offered (an action may
+    have run) or it is the apology for a model outage (the output rails skip it).
     """
 
     def __init__(self, generator: Generator, answers: AnswerStore, redis: Redis, prefix: str, *,
                  senders: Mapping[str, Sender] | None = None,
                  stream_interval_s: float | None = None,
                  draft_transform: Callable[[str], str] | None = None,
-                 tools: Callable[[Message], Awaitable[Toolbox | None]] | None = None) -> None:
+                 tools: Callable[[Message], Awaitable[Toolbox | None]] | None = None,
+                 keep_before_rails: bool = True) -> None:
         self._generator = generator
+        self._keep_before_rails = keep_before_rails
         self._tools = tools
         self._answers = answers
         self._redis = redis
@@ -215,7 +222,9 @@ class Generate:
                           meta=dict(ctx.message.meta), buttons=ctx.generated.buttons,
                           filtered=tuple(ctx.filtered), draft=handle)
         ctx.answered_by = "outage" if ctx.generated.error else "model"
-        await keep_answer(ctx, self._answers)
+        if self._keep_before_rails or handle is not None or toolbox is not None \
+                or ctx.answered_by == "outage":
+            await keep_answer(ctx, self._answers)
 
 
 async def restore_answer(ctx: Context, answers: AnswerStore) -> bool:

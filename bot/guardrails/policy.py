@@ -127,6 +127,8 @@ class Guardrails:
     passage_injection: bool = False
     output_rails: list[Rail] = field(default_factory=list)
     redactor: PIIRedactor | None = None
+    #: an output rail calls the language model (the grounding judge): it may take long or fail
+    output_calls_model: bool = False
 
     def redact_draft(self, text: str) -> str:
         return self.redactor.redact(text)[0] if self.redactor is not None else text
@@ -205,6 +207,7 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
             raise ConfigError("GUARDRAILS_POLICY: output.grounding = \"llm\" needs a language "
                               "model (LLM_BASE_URL, OPENAI_API_KEY or LLM_PROVIDERS)")
         judge = llm_judge(router)
+        rails.output_calls_model = True
     rails.output_rails.append(GroundingRail(p_out.not_in_kb_message,
                                             always=p_out.knowledge_base_only,
                                             min_support=p_out.min_support, judge=judge))

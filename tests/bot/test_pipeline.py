@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from adapters.webhook.send import CallbackError
-from bot.answers import AnswerStore
+from bot.answers import AnswerStore, Kept
 from bot.config import Settings
+from bot.guardrails.policy import GuardrailPolicy, build_guardrails
+from bot.guardrails.stages import OutputRails
 from bot.messages import Conversation, Message, Passage
 from bot.pipeline import Generate, Pipeline, SaveMemory
 from bot.protocols import Generated, Toolbox, Turn
@@ -116,3 +118,38 @@ async def test_text_that_shows_nothing_is_not_sent_to_the_model(
             conversation=Conversation("webhook", "blank", "w")))
         assert ctx.reply is not None
     assert len(fake_llm.requests) == 1
+
+
+async def test_with_deterministic_output_rails_the_railed_answer_is_kept_once(
+        runtime: Runtime) -> None:
+    """`keep_before_rails=False`: the output rails keep the railed answer (one SET, not two);
+    a retry after a failed send reuses it (one generation). A failure between generation and
+    the rails' keep would pay for the model again: nothing was sent, so no reply doubles."""
+    generator = CountingGenerator()
+    send = FailingSend()
+    prefix = runtime.settings.bot_key_prefix
+    answers = AnswerStore(runtime.redis, prefix, ttl_s=60, answered_ttl_s=60)
+    rails = build_guardrails(GuardrailPolicy.model_validate({"input": {"injection": False}}))
+    assert rails.output_rails and not rails.output_calls_model
+    kept: list[str] = []
+    keep = answers.keep
+
+    async def counted_keep(message_id: str, answer: Kept) -> None:
+        kept.append(answer.reply.text)
+        await keep(message_id, answer)
+
+    answers.keep = counted_keep  # type: ignore[method-assign, assignment]
+    pipeline = Pipeline([Generate(generator, answers, runtime.redis, prefix,
+                                  keep_before_rails=False),
+                         OutputRails(rails, answers), send])
+    msg = Message(id="railed-once", conversation=Conversation("webhook", "c", "w"), user="u",
+                  text="question")
+    for _ in range(3):
+        try:
+            await pipeline.run(msg)
+        except ConnectionResetError:
+            pass
+    assert generator.calls == 1
+    assert kept == ["answer #1"]  # kept once, by the output rails
+    assert (await answers.load(msg.id)).railed  # type: ignore[union-attr]
+    assert send.seen == ["answer #1"] * 3
