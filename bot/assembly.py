@@ -250,8 +250,7 @@ async def build_engine(settings: Settings, connections: Connections, state: Stat
     # the rails share the runtime's MiniLM when it is the same model (int8 ONNX)
     shared = embedder.embed_blocking if isinstance(embedder, LocalEmbedder) \
         and s.embedding_backend is EmbeddingBackend.ONNX else None
-    guardrails = build_guardrails(policy, router, max_text_chars=max_text_chars, embed=shared,
-                                  embed_batch_size=s.embedding_batch_size)
+    guardrails = build_guardrails(policy, router, max_text_chars=max_text_chars, embed=shared)
     resources.callback(guardrails.close)
     action_runner = ActionRunner(
         actions, Permissions(actions_policy, senders), AuditLog(connections.pool), redis,

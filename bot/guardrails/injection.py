@@ -268,10 +268,6 @@ def ensemble_proba(mlp: tuple[npt.NDArray[np.float64], ...],
     return out
 
 
-def _no_embed(texts: list[str]) -> npt.NDArray[np.float32]:
-    raise AssertionError("every text was settled by its n-grams")
-
-
 def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
     return out
@@ -339,9 +335,7 @@ class InjectionClassifier:
         return self._embed
 
     def embed(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        """(n, 384) embeddings of n texts in one call of the embedder (blocking). The int8
-        embedder quantizes activations per call: batch only texts whose scores may depend on
-        one another (the units of one passage)."""
+        """(n, 384) embeddings of n texts in one call of the embedder (blocking)."""
         return self._embedder()(texts)
 
     def ngram_logit(self, feats: Features) -> float:
@@ -400,8 +394,18 @@ class InjectionClassifier:
             picked.append(cands)
         if not picked:
             return []
-        # One embedding call per text: the int8 model quantizes activations per batch, so a
-        # text's score would otherwise depend on the texts batched with it.
-        embed = self._embedder() if len(settled) < len(picked) else _no_embed
-        return [settled[i] if i in settled else float(self.score_candidates(c, embed(c)).max())
-                for i, c in enumerate(picked)]
+        # one embedding call for every text's candidates: an embedding does not depend on
+        # the texts embedded with it (the model's int8 weights are dequantized at load, its
+        # activations are float; tests/bot/guardrails/test_injection.py checks it)
+        flat = [c for cands in picked for c in cands]
+        vectors = self._embedder()(flat) if flat else np.zeros((0, EMBED_DIM), np.float32)
+        out: list[float] = []
+        start = 0
+        for i, cands in enumerate(picked):
+            if i in settled:
+                out.append(settled[i])
+                continue
+            out.append(float(self.score_candidates(
+                cands, vectors[start:start + len(cands)]).max()))
+            start += len(cands)
+        return out

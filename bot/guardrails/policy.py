@@ -139,14 +139,14 @@ class Guardrails:
 
 
 def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *,
-                     max_text_chars: int = 4000, embed: Embed | None = None,
-                     embed_batch_size: int = 0) -> Guardrails:
+                     max_text_chars: int = 4000, embed: Embed | None = None) -> Guardrails:
     """The rails `policy` asks for. The injection classifier's weights are read here; its
     embedding model loads at the first check. `max_text_chars` (BOT_MAX_TEXT_CHARS) is the
     length rail's limit when the policy sets none. `embed` is the process's all-MiniLM-L6-v2
-    (int8 ONNX) embedder to share, with the batch size it splits calls into: used only when
-    no call of the rails' models is split (the int8 model quantizes per batch, so a split
-    call would score differently from training); otherwise the rails load their own.
+    (int8 ONNX) embedder to share (None: the rails load their own). A text's embedding does
+    not depend on the texts embedded with it, nor on how the embedder splits a call into
+    batches (tests/bot/guardrails/test_injection.py checks it), so the rails can batch texts
+    of concurrent messages and share the runtime's model whatever its batch size.
 
     Raises:
         ConfigError: `grounding = "llm"` without a language model configured.
@@ -165,8 +165,6 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
     if p_in.injection or policy.passages.injection:
         from bot.guardrails.injection import (
             SINGLE_WINDOW_CHARS,
-            TOP_K,
-            TOP_K_PASSAGE,
             InjectionClassifier,
         )
         from bot.guardrails.passage_model import PassageModel
@@ -174,9 +172,7 @@ def build_guardrails(policy: GuardrailPolicy, router: LLMRouter | None = None, *
         # Passages: the documentation-register model, sharing the classifier's embedder (both
         # score on the rail's one worker thread).
         passage_model = PassageModel.load(embed=lambda texts: classifier.embed(texts))
-        most = max(TOP_K, TOP_K_PASSAGE, passage_model.top_k)  # texts per embedding call
-        classifier = InjectionClassifier.load(
-            embed=embed if embed is not None and embed_batch_size >= most else None)
+        classifier = InjectionClassifier.load(embed=embed)
         threshold = p_in.injection_threshold if p_in.injection_threshold is not None \
             else classifier.default_threshold
         p_threshold = policy.passages.injection_threshold

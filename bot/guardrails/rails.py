@@ -158,12 +158,47 @@ class InjectionRail:
         self.drop_share = drop_share
         self.message = message
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rails")
+        self._pending: list[tuple[list[str], asyncio.Future[list[float]]]] = []
+        self._batcher: asyncio.Task[None] | None = None
 
     async def scores(self, texts: list[str]) -> list[float]:
+        """The scorer's scores of `texts`. Concurrent calls are scored together: texts that
+        arrive while a batch is on the scoring thread wait for it, then go in one call (one
+        embedding call, where the fixed cost of a run is paid once for the batch)."""
         if not texts:
             return []
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        self._pending.append((texts, future))
+        if self._batcher is None or self._batcher.done():
+            self._batcher = asyncio.create_task(self._score_pending())
+        return await future
+
+    async def _score_pending(self) -> None:
+        """Score what is pending, batch after batch, until nothing is."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._scorer, texts)
+        while self._pending:
+            batch, self._pending = self._pending, []
+            batch = [(texts, f) for texts, f in batch if not f.done()]  # (cancelled callers)
+            if not batch:
+                continue
+            try:
+                scores = await loop.run_in_executor(
+                    self._executor, self._scorer, [t for texts, _ in batch for t in texts])
+            except asyncio.CancelledError:  # shutting down: so are the callers
+                for _, f in [*batch, *self._pending]:
+                    f.cancel()
+                self._pending = []
+                raise
+            except Exception as exc:
+                for _, f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            start = 0
+            for texts, f in batch:
+                if not f.done():
+                    f.set_result(scores[start:start + len(texts)])
+                start += len(texts)
 
     async def check(self, text: str, ctx: RailContext) -> Verdict:
         score = self._quick(text) if self._quick is not None \

@@ -127,8 +127,8 @@ def read_csv(path: Path) -> Rows:
 
 class CachedEmbedder:
     """OnnxMiniLM with an in-memory (optionally on-disk) cache keyed by text, for the training
-    units only: evaluation goes through `InjectionClassifier.score` with its own per-text
-    embedder, exactly as at runtime (int8 activations are quantized per batch)."""
+    units only: evaluation goes through `InjectionClassifier.score` with its own embedder,
+    exactly as at runtime."""
 
     def __init__(self, cache: Path | None) -> None:
         self._model = OnnxMiniLM(threads=1, batch_size=64)

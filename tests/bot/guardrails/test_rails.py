@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,43 @@ async def test_injection_rail_scores_settled_short_texts_without_its_thread() ->
         assert (await rail.check("settled, but longer than forty characters", ctx)).action \
             is Action.BLOCK
         assert threads == [["unsure"], ["settled, but longer than forty characters"]]
+    finally:
+        rail.close()
+
+
+async def test_injection_rail_scores_concurrent_messages_in_batches() -> None:
+    """Texts that arrive while a batch is on the scoring thread go together in the next call;
+    each caller gets its own scores; a cancelled caller is left out; a scorer failure reaches
+    the callers of that batch only."""
+    calls: list[list[str]] = []
+    first_in = threading.Event()
+    release = threading.Event()
+
+    def scorer(texts: list[str]) -> list[float]:
+        calls.append(texts)
+        if len(calls) == 1:
+            first_in.set()
+            release.wait(5)
+        if "boom" in texts:
+            raise RuntimeError("scorer failed")
+        return [0.9 if "attack" in t else 0.1 for t in texts]
+
+    rail = InjectionRail(scorer, 0.5, "no")
+    try:
+        first = asyncio.create_task(rail.scores(["one"]))
+        await asyncio.to_thread(first_in.wait, 5)
+        waiting = [asyncio.create_task(rail.scores(texts))
+                   for texts in (["two", "attack"], ["three"], ["gone"])]
+        await asyncio.sleep(0.05)
+        waiting[2].cancel()
+        release.set()
+        assert await first == [0.1]
+        assert await waiting[0] == [0.1, 0.9] and await waiting[1] == [0.1]
+        assert calls == [["one"], ["two", "attack", "three"]]
+        failing = asyncio.create_task(rail.scores(["boom"]))
+        with pytest.raises(RuntimeError):
+            await failing
+        assert await rail.scores(["after"]) == [0.1]
     finally:
         rail.close()
 
