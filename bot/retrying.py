@@ -7,8 +7,11 @@ first time, and an `AsyncRetrying` loop costs about 20 us of CPU even then: with
 calls on a message's path (the worker's finishing transaction, the webhook callback, an
 action) that was 3% of the worker's CPU.
 
-The waits are exponential with up to 1 s of random jitter: `initial_s`, `2 * initial_s`,
-`4 * initial_s` ... each capped at `max_s`, plus jitter (tenacity's `wait_exponential_jitter`).
+The waits are exponential with up to `jitter_s` (1 s) of random jitter: `initial_s`,
+`2 * initial_s`, `4 * initial_s` ... plus jitter, each capped at `max_s` (tenacity's
+`wait_exponential_jitter`). With `within_s`, tenacity's `stop_after_delay` rule holds from the
+first try on: no retry once the time is up (a first try that failed too late for its wait
+included).
 """
 
 from __future__ import annotations
@@ -21,12 +24,11 @@ from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     stop_after_delay,
     stop_any,
-    wait_exponential,
-    wait_random,
 )
 from tenacity.stop import stop_base
 
@@ -57,15 +59,24 @@ async def retried(call: Callable[[], Awaitable[T]], *,
     except Exception as exc:
         if attempts == 1 or not retry_if(exc):
             raise
-    await asyncio.sleep(min(initial_s, max_s) + random.uniform(0, jitter_s))
+        first_wait_s = min(initial_s + random.uniform(0, jitter_s), max_s)
+        if within_s is not None and time.monotonic() - started + first_wait_s >= within_s:
+            raise  # no time left for another try
+    await asyncio.sleep(first_wait_s)
     stops: list[stop_base] = []
     if attempts is not None:
         stops.append(stop_after_attempt(attempts - 1))
     if within_s is not None:
         stops.append(stop_after_delay(max(within_s - (time.monotonic() - started), 0.0)))
+
+    def wait_s(state: RetryCallState) -> float:
+        # tenacity's wait_exponential_jitter, continued from the second wait: capped at max_s
+        # jitter included
+        exponent = state.attempt_number  # 1 after the second try: 2 * initial_s
+        return min(initial_s * 2.0 ** exponent + random.uniform(0, jitter_s), max_s)
+
     async for attempt in AsyncRetrying(
-            stop=stop_any(*stops),
-            wait=wait_exponential(multiplier=2 * initial_s, max=max_s) + wait_random(0, jitter_s),
+            stop=stop_any(*stops), wait=wait_s,
             retry=retry_if_exception(retry_if), reraise=True):
         with attempt:
             return await call()

@@ -175,30 +175,41 @@ class InjectionRail:
 
     async def _score_pending(self) -> None:
         """Score what is pending, batch after batch, until nothing is."""
+        batch: list[tuple[list[str], asyncio.Future[list[float]]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                batch = [(texts, f) for texts, f in batch if not f.done()]  # (cancelled)
+                if batch:
+                    await self._score_batch(batch)
+        except asyncio.CancelledError:  # shutting down: so are the callers
+            for _, f in [*batch, *self._pending]:
+                f.cancel()
+            self._pending = []
+            raise
+
+    async def _score_batch(self, batch: list[tuple[list[str], asyncio.Future[list[float]]]]
+                           ) -> None:
         loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
-            batch = [(texts, f) for texts, f in batch if not f.done()]  # (cancelled callers)
-            if not batch:
-                continue
-            try:
-                scores = await loop.run_in_executor(
-                    self._executor, self._scorer, [t for texts, _ in batch for t in texts])
-            except asyncio.CancelledError:  # shutting down: so are the callers
-                for _, f in [*batch, *self._pending]:
-                    f.cancel()
-                self._pending = []
-                raise
-            except Exception as exc:
-                for _, f in batch:
-                    if not f.done():
-                        f.set_exception(exc)
-                continue
-            start = 0
+        try:
+            scores = await loop.run_in_executor(
+                self._executor, self._scorer, [t for texts, _ in batch for t in texts])
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0][1], exc)
+                return
+            # one message's text may be what failed: each caller's texts alone, so that the
+            # others still get their scores
             for texts, f in batch:
-                if not f.done():
-                    f.set_result(scores[start:start + len(texts)])
-                start += len(texts)
+                try:
+                    _settle(f, await loop.run_in_executor(self._executor, self._scorer, texts))
+                except Exception as one:
+                    _settle(f, one)
+            return
+        start = 0
+        for texts, f in batch:
+            _settle(f, scores[start:start + len(texts)])
+            start += len(texts)
 
     async def check(self, text: str, ctx: RailContext) -> Verdict:
         score = self._quick(text) if self._quick is not None \
@@ -363,3 +374,13 @@ class GroundingRail:
         return Verdict(Action.BLOCK, self.name, message=self.message, score=0.0,
                        reason=f"llm judge: {len(judgement.unsupported_claims)} "
                               "unsupported claim(s)")
+
+
+def _settle(future: asyncio.Future[list[float]], outcome: list[float] | Exception) -> None:
+    """Give a waiting caller its scores or its error (not one that gave up waiting)."""
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

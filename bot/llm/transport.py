@@ -21,6 +21,7 @@ object.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -29,6 +30,7 @@ from typing import Any
 import aiohttp
 import httpx
 import openai
+import yarl
 
 #: The SDK's exception class for each HTTP status (5xx: InternalServerError).
 _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
@@ -44,27 +46,28 @@ class ChatTransport:
     Args:
         base_url: the endpoint's `/v1` URL (None: https://api.openai.com/v1).
         api_key: sent as `Authorization: Bearer <key>`; never logged.
-        timeout_s: connecting, and each wait for the next bytes of the answer (as the SDK's
-            timeout: a stream may take longer in all, as long as it keeps sending).
+        timeout_s: connecting (name lookup, proxy, TLS included), and each wait for the next
+            bytes of the answer (as the SDK's timeout: a stream may take longer in all, as
+            long as it keeps sending).
     """
 
     def __init__(self, base_url: str | None, api_key: str, timeout_s: float) -> None:
         self.url = (base_url or "https://api.openai.com/v1").rstrip("/") + "/chat/completions"
         self._headers = {"Authorization": f"Bearer {api_key}",
                          "Content-Type": "application/json", "Accept": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s,
-                                              sock_read=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s,
+                                              sock_connect=timeout_s, sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         #: the proxy for this URL from HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once: a
         # session with trust_env=True looks them up, and reads ~/.netrc, on a worker thread
         # for every request (4% of the worker's CPU on a model answer)
-        self.proxy = _env_proxy(self.url)
+        self.proxy, self._proxy_auth = _env_proxy(self.url)
 
     def _http(self) -> aiohttp.ClientSession:
         # made on first use: a session belongs to the running event loop
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                timeout=self._timeout, proxy=self.proxy,
+                timeout=self._timeout, proxy=self.proxy, proxy_auth=self._proxy_auth,
                 connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True))
         return self._session
 
@@ -79,7 +82,7 @@ class ChatTransport:
             async with self._http().post(self.url, data=json.dumps(body),
                                          headers=self._headers) as response:
                 raw = await response.read()
-                if response.status >= 400:
+                if not 200 <= response.status < 300:  # (a 3xx aiohttp did not follow)
                     raise _status_error(request, response, raw)
         except TimeoutError:
             raise openai.APITimeoutError(request) from None
@@ -107,22 +110,27 @@ class ChatTransport:
         try:
             async with self._http().post(self.url, data=json.dumps(body),
                                          headers=self._headers) as response:
-                if response.status >= 400:
+                if not 200 <= response.status < 300:
                     raise _status_error(request, response, await response.read())
                 async for data in _events(response.content):
                     if data == "[DONE]":
                         return
+                    if not data.strip():
+                        continue  # an empty event (a keep-alive of some servers)
                     try:
                         chunk = json.loads(data)
                     except ValueError:
-                        continue  # not a chunk (a comment or keep-alive of some servers)
-                    if isinstance(chunk, dict) and "error" in chunk:
-                        error = chunk["error"]
+                        raise openai.APIError("a stream event is not JSON", request,
+                                              body=None) from None
+                    if not isinstance(chunk, dict):
+                        raise openai.APIError("a stream event is not a JSON object", request,
+                                              body=None)
+                    if error := chunk.get("error"):  # (as the SDK: a null error is none)
                         message = error.get("message") if isinstance(error, dict) else None
-                        raise openai.APIError(str(message or "error in the stream"), request,
-                                              body=chunk)
-                    if isinstance(chunk, dict):
-                        yield chunk
+                        raise openai.APIError(
+                            message if isinstance(message, str) and message
+                            else "error in the stream", request, body=error)
+                    yield chunk
         except TimeoutError:
             raise openai.APITimeoutError(request) from None
         except aiohttp.ClientError as exc:
@@ -133,28 +141,59 @@ class ChatTransport:
             await self._session.close()
 
 
-def _env_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (as curl and httpx read it), or None."""
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
-        return None
+def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment names for `url` (as curl and httpx read it: a `NO_PROXY`
+    entry may carry a port), or None; its credentials apart, so that no error message, log
+    line or trace span quotes them (aiohttp's errors quote the proxy URL)."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or "") or urllib.request.proxy_bypass(
+            parts.netloc):
+        return None, None
     proxies = urllib.request.getproxies()
-    return proxies.get(urllib.parse.urlsplit(url).scheme) or proxies.get("all")
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None, None
+    parsed = yarl.URL(proxy)
+    if parsed.user is None:
+        return proxy, None
+    return str(parsed.with_user(None)), aiohttp.BasicAuth(parsed.user, parsed.password or "")
 
 
 async def _events(content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The data of each server-sent event (its `data:` lines joined by newlines)."""
-    lines: list[str] = []
-    async for raw_line in content:
-        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-        elif line.startswith("data:"):
-            lines.append(line[5:].removeprefix(" "))
-    if lines:
-        yield "\n".join(lines)
+    """The data of each server-sent event (its `data:` lines joined by newlines). Lines end
+    with CRLF, LF or a lone CR, as the format allows."""
+    data: list[str] = []
+    pending = b""
+    async for piece in content.iter_any():
+        pending += piece
+        # a CR at the very end may be the first half of a CRLF: keep it for the next piece
+        cut = len(pending) - 1 if pending.endswith(b"\r") else len(pending)
+        *lines, rest = _LINE_END.split(pending[:cut])
+        pending = rest + pending[cut:]
+        for line in lines:
+            if (event := _line(line.decode("utf-8", errors="replace"), data)) is not None:
+                yield event
+    for line in _LINE_END.split(pending.rstrip(b"\r")) if pending else ():
+        if (event := _line(line.decode("utf-8", errors="replace"), data)) is not None:
+            yield event
+    if data:
+        yield "\n".join(data)
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _line(line: str, data: list[str]) -> str | None:
+    """Take one line of the stream into `data`; the finished event's data at a blank line."""
+    if not line:
+        if data:
+            event = "\n".join(data)
+            data.clear()
+            return event
+        return None
+    if line.startswith("data:"):
+        data.append(line[5:].removeprefix(" "))
+    return None
 
 
 def _response(request: httpx.Request, response: aiohttp.ClientResponse,

@@ -3,6 +3,7 @@ limits (attempts, time) and the same notion of what is retried."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -78,3 +79,33 @@ async def test_waits_grow_exponentially_to_the_cap() -> None:
 async def test_limits_are_required() -> None:
     with pytest.raises(ValueError):
         await retried(Flaky(0, OSError()), retry_if=retry_on(OSError), initial_s=0.1, max_s=1)
+
+
+async def test_a_first_try_that_failed_too_late_is_not_retried() -> None:
+    calls = 0
+
+    async def slow_failure() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.3)
+        raise OSError("hung, then failed")
+
+    with pytest.raises(OSError):
+        await retried(slow_failure, retry_if=retry_on(OSError), within_s=0.25, initial_s=0.05,
+                      max_s=0.05, jitter_s=0)
+    assert calls == 1
+
+
+async def test_jitter_stays_under_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record(delay: float, *args: object) -> None:
+        waits.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(asyncio, "sleep", record)
+    call = Flaky(5, OSError())
+    assert await retried(call, retry_if=retry_on(OSError), attempts=6, initial_s=0.5,
+                         max_s=2.0, jitter_s=1.0) == 6
+    assert len(waits) == 5 and max(waits) <= 2.0 and min(waits) >= 0.5

@@ -104,7 +104,7 @@ async def test_injection_rail_scores_concurrent_messages_in_batches() -> None:
 
     def scorer(texts: list[str]) -> list[float]:
         calls.append(texts)
-        if len(calls) == 1:
+        if texts in (["one"], ["hold"]):
             first_in.set()
             release.wait(5)
         if "boom" in texts:
@@ -127,6 +127,21 @@ async def test_injection_rail_scores_concurrent_messages_in_batches() -> None:
         with pytest.raises(RuntimeError):
             await failing
         assert await rail.scores(["after"]) == [0.1]
+        # a text that fails its batch fails its own caller only
+        first_in.clear()
+        release.clear()
+        calls.clear()
+        holder = asyncio.create_task(rail.scores(["hold"]))
+        await asyncio.to_thread(first_in.wait, 5)
+        together = [asyncio.create_task(rail.scores(texts))
+                    for texts in (["fine"], ["boom"], ["attack"])]
+        await asyncio.sleep(0.05)
+        release.set()
+        assert await holder == [0.1]
+        results = await asyncio.gather(*together, return_exceptions=True)
+        assert results[0] == [0.1] and results[2] == [0.9]
+        assert isinstance(results[1], RuntimeError)
+        assert calls[1] == ["fine", "boom", "attack"]
     finally:
         rail.close()
 

@@ -5,7 +5,9 @@ the router's retry policy and the worker read), and a slow but live answer must 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import openai
@@ -220,3 +222,111 @@ def test_the_environments_proxy_is_read_once_for_the_endpoint(
     assert ChatTransport("http://127.0.0.1:8080/v1", "k", 5).proxy is None
     monkeypatch.delenv("HTTPS_PROXY")
     assert ChatTransport(None, "k", 5).proxy is None
+
+
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def _https_proxy(monkeypatch: pytest.MonkeyPatch, handler: ConnectionHandler,
+                       credentials: str = "") -> AsyncIterator[None]:
+    """A loopback proxy served by `handler`, named by HTTPS_PROXY for the test."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    for name in ("https_proxy", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY",
+                       f"http://{credentials}127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_proxy_that_never_answers_connect_is_a_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    done = asyncio.Event()
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the CONNECT request, never answered
+        await done.wait()
+        writer.close()
+
+    async with _https_proxy(monkeypatch, hold):
+        transport = ChatTransport("https://llm.example.invalid/v1", "k", timeout_s=0.5)
+        try:
+            with pytest.raises(openai.APITimeoutError) as caught:
+                await asyncio.wait_for(transport.complete({}), 10)
+        finally:
+            await transport.aclose()
+            done.set()
+            await asyncio.sleep(0.05)
+    assert is_retryable(caught.value)
+
+
+async def test_proxy_credentials_are_sent_but_never_quoted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with _https_proxy(monkeypatch, refuse, credentials="proxyuser:pr0xy-s3cret@"):
+        transport = ChatTransport("https://llm.example.invalid/v1", "sk-key", timeout_s=5)
+        try:
+            with pytest.raises(openai.APIConnectionError) as caught:
+                await transport.complete({})
+        finally:
+            await transport.aclose()
+    assert b"Proxy-Authorization: Basic " in seen[0]
+    told = "".join(traceback.format_exception(caught.value))
+    assert "pr0xy-s3cret" not in told and "sk-key" not in told
+
+
+async def test_a_stream_with_null_errors_and_bare_cr_line_ends_reads_as_the_sdk_does(
+        serve: Callable[[Handler], Awaitable[str]]) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for word in ("A", "B"):
+            chunk = json.dumps({"choices": [{"delta": {"content": word}}], "error": None})
+            await response.write(f"data: {chunk}\r".encode())
+            await response.write(b"\r")  # a lone CR ends the line, another the event
+        await response.write(b"data: [DONE]\r\r")
+        return response
+
+    transport = ChatTransport(await serve(handler), "k", timeout_s=5)
+    try:
+        chunks = [c async for c in transport.stream({})]
+    finally:
+        await transport.aclose()
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == ["A", "B"]
+
+
+async def test_a_stream_event_that_is_not_json_is_an_error(
+        serve: Callable[[Handler], Awaitable[str]]) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: <html>\n\n")
+        return response
+
+    transport = ChatTransport(await serve(handler), "k", timeout_s=5)
+    try:
+        with pytest.raises(openai.APIError, match="not JSON"):
+            _ = [c async for c in transport.stream({})]
+    finally:
+        await transport.aclose()
+
+
+def test_no_proxy_entries_may_name_a_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "vllm:8000")
+    assert ChatTransport("http://vllm:8000/v1", "k", 5).proxy is None
+    assert ChatTransport("http://vllm:9000/v1", "k", 5).proxy == "http://proxy.internal:3128"
