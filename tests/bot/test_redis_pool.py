@@ -14,6 +14,11 @@ from bot.redis_pool import WaitingConnectionPool
 from tests.conftest import Services
 
 
+async def _hold(redis: Redis, key: str, timeout_s: float) -> object:
+    """Hold one connection for `timeout_s` seconds (BLPOP on an empty key)."""
+    return await redis.blpop([key], timeout=timeout_s)
+
+
 def _client(services: Services, *, max_connections: int, timeout: float) -> Redis:
     pool = WaitingConnectionPool.from_url(services.redis_url, max_connections=max_connections,
                                           timeout=timeout, socket_timeout=10)
@@ -24,8 +29,7 @@ async def test_commands_wait_for_a_connection_and_then_run(services: Services) -
     redis = _client(services, max_connections=2, timeout=10)
     try:
         # two commands hold both connections for 0.5 s (BLPOP on an empty key); a third waits
-        holders = [asyncio.create_task(redis.blpop([f"empty-{i}"], timeout=0.5))
-                   for i in range(2)]
+        holders = [asyncio.create_task(_hold(redis, f"empty-{i}", 0.5)) for i in range(2)]
         await asyncio.sleep(0.1)
         pool = redis.connection_pool
         assert isinstance(pool, WaitingConnectionPool)
@@ -43,7 +47,7 @@ async def test_no_release_within_the_timeout_is_a_connection_error(
         services: Services) -> None:
     redis = _client(services, max_connections=1, timeout=0.2)
     try:
-        holder = asyncio.create_task(redis.blpop(["empty-x"], timeout=1))
+        holder = asyncio.create_task(_hold(redis, "empty-x", 1))
         await asyncio.sleep(0.1)
         with pytest.raises(RedisConnectionError, match="No connection available"):
             await redis.ping()
