@@ -1,13 +1,18 @@
 """The hot path's cost per message: server CPU, Redis commands and SQL statements, per path.
 
     python -m bench.hotpath [--messages 1000] [--conversations 50] [--warmup 100]
-        [--paths ingress command answer answer-rails] [--tree DIR ...]
+        [--paths ingress command answer answer-rails] [--tree DIR ...] [--repeat N]
 
 Each `--tree` is a source tree of this project (default: this checkout); give the commit
 before a change as a `git worktree` to measure before and after in one run:
 
     git worktree add /tmp/hotpath-before <commit>
     python -m bench.hotpath --tree /tmp/hotpath-before .
+
+Paths are measured one after the other, each on every tree in turn, so the before and after
+rows of a path are minutes apart (a VM's CPU time per unit of work can drift by a third within
+an hour). `--repeat N` goes over everything N times and also prints each tree's and path's
+median CPU per message and msg/s, with the lowest and highest.
 
 For each tree and path: fresh embedded Valkey and Postgres (with `pg_stat_statements` preloaded)
 started by this process in a temporary `BOT_DATA_DIR`, and `bot run` from that tree as a
@@ -43,6 +48,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -346,21 +352,45 @@ def table(rows: list[Row]) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     rows: list[Row] = []
-    for tree in [t.resolve() for t in args.tree or [ROOT]]:
+    trees = [t.resolve() for t in args.tree or [ROOT]]
+    # path by path, the trees in turn: a before and an after row of one path are measured
+    # minutes apart, not a whole run apart (a VM's CPU time per unit of work drifts)
+    for _ in range(args.repeat):
         for path in args.paths:
-            row = await run_path(tree, path, args)
-            rows.append(row)
-            print(table([row]).splitlines()[-1], flush=True)
+            for tree in trees:
+                row = await run_path(tree, path, args)
+                rows.append(row)
+                print(table([row]).splitlines()[-1], flush=True)
     print()
     print(f"{args.messages} messages per path after {args.warmup} warm-up, "
           f"{args.conversations} conversations, bot run --workers {args.workers}; "
           f"baseline: the first ingress row")
     print(table(rows))
+    if args.repeat > 1:
+        print()
+        print(spread(rows))
     if args.breakdown:
         for r in rows:
             n = max(r.messages, 1)
             print(f"\n{r.tree} {r.path}: Redis commands per message: " + ", ".join(
                 f"{name} {calls / n:.2f}" for name, calls in r.redis_by_command.most_common()))
+
+
+def spread(rows: list[Row]) -> str:
+    """Per tree and path over the repeats: the median, lowest and highest CPU per message and
+    msg/s (a Markdown table)."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.tree, r.path), []).append(r)
+    lines = ["| tree | path | runs | CPU ms/msg median (min-max) | msg/s median (min-max) |",
+             "|---|---|---|---|---|"]
+    for (tree, path), group in groups.items():
+        cpu = sorted(sum(r.cpu_s.values()) / max(r.messages, 1) * 1000 for r in group)
+        rate = sorted(r.messages / r.wall_s if r.wall_s else 0.0 for r in group)
+        lines.append(f"| {tree} | {path} | {len(group)} | {statistics.median(cpu):.2f} "
+                     f"({cpu[0]:.2f}-{cpu[-1]:.2f}) | {statistics.median(rate):,.0f} "
+                     f"({rate[0]:,.0f}-{rate[-1]:,.0f}) |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
@@ -372,6 +402,9 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=4, help="worker tasks of bot run")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--tree", nargs="+", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure every path and tree this many times, in turn, and print "
+                             "the median and spread")
     parser.add_argument("--breakdown", action="store_true",
                         help="also print the Redis commands per message by command")
     parser.add_argument("--texts", choices=("questions", "numbered"), default="questions",
