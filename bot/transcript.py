@@ -5,12 +5,11 @@ not add rows twice."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 import asyncpg
 
-from bot.messages import Filtered, Message, Reply
+from bot.messages import Filtered, Message, Reply, jsonable
 from bot.protocols import Generated
 
 
@@ -32,7 +31,7 @@ class Transcript:
         removed; `stage_ms` (column `stage_ms`, a JSON list of [stage name, milliseconds] in
         pipeline order) how long each stage took before the reply was recorded."""
         conv = message.conversation
-        sources = json.dumps([asdict(s) for s in reply.sources])
+        sources = json.dumps(jsonable(reply.sources))
         await self._pool.execute(
             """WITH conv AS (
                    INSERT INTO conversations (id, platform, workspace, channel, thread)
@@ -62,7 +61,7 @@ class Transcript:
             generated.tokens_out if generated else None,
             (generated.error or None) if generated else None,
             (generated.trace_id or None) if generated else None, action,
-            json.dumps([asdict(f) for f in filtered]), json.dumps(list((stage_ms or {}).items())))
+            json.dumps(jsonable(filtered)), json.dumps(list((stage_ms or {}).items())))
 
     async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:
         """The sources of the conversation's last answer not written by an action (a list of

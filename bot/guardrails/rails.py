@@ -196,19 +196,19 @@ class InjectionRail:
                 self._executor, self._scorer, [t for texts, _ in batch for t in texts])
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0][1], exc)
+                _resolve(batch[0][1], exc)
                 return
             # one message's text may be what failed: each caller's texts alone, so that the
             # others still get their scores
             for texts, f in batch:
                 try:
-                    _settle(f, await loop.run_in_executor(self._executor, self._scorer, texts))
+                    _resolve(f, await loop.run_in_executor(self._executor, self._scorer, texts))
                 except Exception as one:
-                    _settle(f, one)
+                    _resolve(f, one)
             return
         start = 0
         for texts, f in batch:
-            _settle(f, scores[start:start + len(texts)])
+            _resolve(f, scores[start:start + len(texts)])
             start += len(texts)
 
     async def check(self, text: str, ctx: RailContext) -> Verdict:
@@ -376,7 +376,7 @@ class GroundingRail:
                               "unsupported claim(s)")
 
 
-def _settle(future: asyncio.Future[list[float]], outcome: list[float] | Exception) -> None:
+def _resolve(future: asyncio.Future[list[float]], outcome: list[float] | Exception) -> None:
     """Give a waiting caller its scores or its error (not one that gave up waiting)."""
     if future.done():
         return

@@ -268,11 +268,8 @@ class LLMRouter:
              "max_tokens": max_tokens, **extra})
         choices = data.get("choices") or [{}]
         message = _object(_object(choices[0]).get("message"))
-        calls = tuple(
-            ToolCall(id=str(c.get("id", "")), name=str(_object(c.get("function")).get("name")),
-                     arguments=_object(c.get("function")).get("arguments") or "{}")
-            for c in map(_object, message.get("tool_calls") or ())
-            if c.get("type", "function") == "function")
+        calls = tuple(_tool_call(c) for c in map(_object, message.get("tool_calls") or ())
+                      if c.get("type", "function") == "function")
         usage = _object(data.get("usage"))
         return Completion(text=str(message.get("content") or "").strip(),
                           model=provider.model, provider=provider.name,
@@ -337,3 +334,10 @@ def _object(value: object) -> dict[str, Any]:
     """`value` when it is a JSON object, else an empty one (a field some server left out or
     sent as null)."""
     return value if isinstance(value, dict) else {}
+
+
+def _tool_call(call: dict[str, Any]) -> ToolCall:
+    """A function call of the model's message (`tool_calls[i]`)."""
+    function = _object(call.get("function"))
+    return ToolCall(id=str(call.get("id", "")), name=str(function.get("name")),
+                    arguments=function.get("arguments") or "{}")

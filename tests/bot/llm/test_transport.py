@@ -60,14 +60,20 @@ async def test_sends_the_body_and_key_and_returns_the_json(serve: Callable[[Hand
     assert seen == {"auth": "Bearer sk-test", "body": {"model": "m", "messages": []}}
 
 
+async def _answering_after(serve: Callable[[Handler], Awaitable[str]], delay_s: float,
+                           timeout_s: float) -> ChatTransport:
+    """A transport to a model that answers after `delay_s` seconds."""
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay_s)
+        return web.json_response(COMPLETION)
+
+    return ChatTransport(await serve(handler), "k", timeout_s=timeout_s)
+
+
 async def test_a_model_slower_than_every_client_default_still_answers(
         serve: Callable[[Handler], Awaitable[str]]) -> None:
     # 6 s: longer than redis-py's 5 s socket timeout; the transport waits timeout_s (8 s)
-    async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(6)
-        return web.json_response(COMPLETION)
-
-    transport = ChatTransport(await serve(handler), "k", timeout_s=8)
+    transport = await _answering_after(serve, 6, timeout_s=8)
     try:
         assert (await transport.complete({}))["usage"]["completion_tokens"] == 1
     finally:
@@ -76,11 +82,7 @@ async def test_a_model_slower_than_every_client_default_still_answers(
 
 async def test_no_answer_within_timeout_is_the_sdks_timeout_error(
         serve: Callable[[Handler], Awaitable[str]]) -> None:
-    async def handler(request: web.Request) -> web.Response:
-        await asyncio.sleep(1.5)
-        return web.json_response(COMPLETION)
-
-    transport = ChatTransport(await serve(handler), "k", timeout_s=0.5)
+    transport = await _answering_after(serve, 1.5, timeout_s=0.5)
     try:
         with pytest.raises(openai.APITimeoutError) as caught:
             await transport.complete({})
