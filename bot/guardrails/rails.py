@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from pydantic import BaseModel
 
+from bot.batching import Batched
 from bot.guardrails.base import Action, RailContext, Verdict, allow
 from bot.guardrails.passages import DROP_SHARE, PassageCheck, UnitScorer, check_passage
 from bot.guardrails.pii import PIIRedactor
@@ -158,58 +159,25 @@ class InjectionRail:
         self.drop_share = drop_share
         self.message = message
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rails")
-        self._pending: list[tuple[list[str], asyncio.Future[list[float]]]] = []
-        self._batcher: asyncio.Task[None] | None = None
+        self._batched: Batched[list[str], list[float]] = Batched(self._score_batch)
 
     async def scores(self, texts: list[str]) -> list[float]:
         """The scorer's scores of `texts`. Concurrent calls are scored together: texts that
         arrive while a batch is on the scoring thread wait for it, then go in one call (one
-        embedding call, where the fixed cost of a run is paid once for the batch)."""
+        embedding call, where the fixed cost of a run is paid once for the batch); a failed
+        batch is scored again caller by caller (bot/batching.py)."""
         if not texts:
             return []
-        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._pending.append((texts, future))
-        if self._batcher is None or self._batcher.done():
-            self._batcher = asyncio.create_task(self._score_pending())
-        return await future
+        return await self._batched(texts)
 
-    async def _score_pending(self) -> None:
-        """Score what is pending, batch after batch, until nothing is."""
-        batch: list[tuple[list[str], asyncio.Future[list[float]]]] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                batch = [(texts, f) for texts, f in batch if not f.done()]  # (cancelled)
-                if batch:
-                    await self._score_batch(batch)
-        except asyncio.CancelledError:  # shutting down: so are the callers
-            for _, f in [*batch, *self._pending]:
-                f.cancel()
-            self._pending = []
-            raise
-
-    async def _score_batch(self, batch: list[tuple[list[str], asyncio.Future[list[float]]]]
-                           ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            scores = await loop.run_in_executor(
-                self._executor, self._scorer, [t for texts, _ in batch for t in texts])
-        except Exception as exc:
-            if len(batch) == 1:
-                _resolve(batch[0][1], exc)
-                return
-            # one message's text may be what failed: each caller's texts alone, so that the
-            # others still get their scores
-            for texts, f in batch:
-                try:
-                    _resolve(f, await loop.run_in_executor(self._executor, self._scorer, texts))
-                except Exception as one:
-                    _resolve(f, one)
-            return
-        start = 0
-        for texts, f in batch:
-            _resolve(f, scores[start:start + len(texts)])
+    async def _score_batch(self, batch: list[list[str]]) -> list[list[float]]:
+        scores = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._scorer, [t for texts in batch for t in texts])
+        out, start = [], 0
+        for texts in batch:
+            out.append(scores[start:start + len(texts)])
             start += len(texts)
+        return out
 
     async def check(self, text: str, ctx: RailContext) -> Verdict:
         score = self._quick(text) if self._quick is not None \
@@ -375,12 +343,3 @@ class GroundingRail:
                        reason=f"llm judge: {len(judgement.unsupported_claims)} "
                               "unsupported claim(s)")
 
-
-def _resolve(future: asyncio.Future[list[float]], outcome: list[float] | Exception) -> None:
-    """Give a waiting caller its scores or its error (not one that gave up waiting)."""
-    if future.done():
-        return
-    if isinstance(outcome, Exception):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
