@@ -252,6 +252,30 @@ class ConversationOrder:
         got = await self.acquire_script(
             keys=[self.lock_key(conversation_key), self.fifo_key(conversation_key)],
             args=[token, self.ttl_ms])
+        return self._lease(conversation_key, token, got)
+
+    def queue_acquire(self, pipe: Pipeline, conversation_key: str) -> str:
+        """Queue `acquire` on `pipe`; returns the lease's token, to pass with the reply to
+        `acquired`."""
+        token = uuid.uuid4().hex
+        pipe.evalsha(self.acquire_script.sha, 2, self.lock_key(conversation_key),
+                     self.fifo_key(conversation_key), token, self.ttl_ms)
+        return token
+
+    async def acquired(self, reply: Any, conversation_key: str, token: str
+                       ) -> ConversationLease | None:
+        """The result of a queued `acquire`, from its reply (a pipeline's, run with
+        `raise_on_error=False`); a script the server does not have (NOSCRIPT) is run again
+        on its own. Raises the reply's error."""
+        if isinstance(reply, NoScriptError):
+            reply = await self.acquire_script(
+                keys=[self.lock_key(conversation_key), self.fifo_key(conversation_key)],
+                args=[token, self.ttl_ms])
+        if isinstance(reply, Exception):
+            raise reply
+        return self._lease(conversation_key, token, reply)
+
+    def _lease(self, conversation_key: str, token: str, got: Any) -> ConversationLease | None:
         if not int(got[0]):
             return None
         return ConversationLease(self, conversation_key, token, _text(got[1]) or None)

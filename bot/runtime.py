@@ -45,6 +45,7 @@ from bot.ordering import ConversationOrder
 from bot.pipeline import Pipeline
 from bot.protocols import Generator, Retriever, Sender
 from bot.ratelimit_inbound import InboundLimiter
+from bot.redis_pool import Coalesced
 from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
@@ -310,13 +311,16 @@ class Runtime:
         """Start `count` worker tasks on this event loop."""
         s = self.settings
         self._stop_workers.clear()
+        # the workers' round trips that fall together go together (bot/redis_pool.Coalesced)
+        coalesced = Coalesced(self.order.redis)
+        finishing = Coalesced(self.order.redis, transaction=True)
         for index in range(count):
             worker = Worker(self.inbox, self.pipeline, self.order, index=index,
                             claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries,
                             turn_messages=s.bot_turn_messages, turn_s=s.bot_turn_s,
                             max_retry_age_s=s.bot_max_retry_age_s,
                             on_dead_letter=self._tell_dead_letter, redact=self._redactor.redact,
-                            answers=self.answers)
+                            answers=self.answers, coalesced=coalesced, finishing=finishing)
             self.workers.append(worker)
             self._workers.append(asyncio.create_task(worker.run(self._stop_workers),
                                                      name=f"worker-{index}"))

@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import openai
+from redis.asyncio.client import Pipeline as RedisPipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -60,6 +61,7 @@ from bot.metrics import (
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
 from bot.protocols import AfterSend
+from bot.redis_pool import Coalesced, raise_first
 from bot.retrying import retried, retry_on
 
 log = get_logger("bot.worker")
@@ -102,6 +104,9 @@ class Worker:
         redact: applied to error texts before they are stored with a dead letter.
         answers: the answer store; with it, a run's attempt count and the message's answer
             state (`AlreadyAnswered`) are read in one round trip.
+        coalesced, finishing: round trips shared with the process's other workers (a
+            pipeline, and a transaction for the finishing writes; bot/redis_pool.py); by
+            default this worker's own.
     """
 
     def __init__(self, inbox: Inbox, pipeline: Pipeline, order: ConversationOrder, *,
@@ -110,12 +115,15 @@ class Worker:
                  max_retry_age_s: float = 600.0,
                  on_dead_letter: Callable[[Message, str], Awaitable[None]] | None = None,
                  redact: Callable[[str], str] = str,
-                 answers: AnswerStore | None = None) -> None:
+                 answers: AnswerStore | None = None, coalesced: Coalesced | None = None,
+                 finishing: Coalesced | None = None) -> None:
         self._inbox = inbox
         self._pipeline = pipeline
         self._order = order
         self._redis = order.redis
         self._answers = answers
+        self._coalesced = coalesced or Coalesced(self._redis)
+        self._finishing = finishing or Coalesced(self._redis, transaction=True)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
@@ -145,10 +153,8 @@ class Worker:
                     # one turn of a conversation left with work, then one new entry: neither
                     # busy conversations nor new arrivals wait behind the other (both asked
                     # in one round trip; only when neither has work does the read block)
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        self._order.queue_next_ready(pipe)
-                        self._inbox.queue_read(pipe, self.consumer, 1)
-                        ready_reply, read_reply = await pipe.execute()
+                    ready_reply, read_reply = raise_first(
+                        await self._coalesced.execute(self._queue_ready_and_read))
                     deliveries = self._inbox.read_reply(read_reply)
                     if ready_reply is not None:
                         await self.handle_ready(_text(ready_reply))
@@ -168,6 +174,10 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, 30.0)
+
+    def _queue_ready_and_read(self, pipe: RedisPipeline) -> None:
+        self._order.queue_next_ready(pipe)
+        self._inbox.queue_read(pipe, self.consumer, 1)
 
     async def _keep_alive(self, entry_id: str, lease: ConversationLease,
                           done: asyncio.Event) -> None:
@@ -210,7 +220,14 @@ class Worker:
     async def _turn(self, conversation: str, trigger: Delivery | None) -> bool | None:
         """One turn of `conversation`: None if another worker holds it, else whether `trigger`
         was run in it (True without a trigger)."""
-        lease = await self._order.acquire(conversation)
+        token = ""
+
+        def queue(pipe: RedisPipeline) -> None:
+            nonlocal token
+            token = self._order.queue_acquire(pipe, conversation)
+
+        [reply] = await self._coalesced.execute(queue)
+        lease = await self._order.acquired(reply, conversation, token)
         if lease is None:
             return None
         try:
@@ -280,10 +297,13 @@ class Worker:
                 delivery = replace(delivery,
                                    attempt=await self._inbox.count_attempt(delivery.entry_id))
             else:  # and the message's answer state read in the same round trip
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    self._inbox.queue_count_attempt(pipe, delivery.entry_id)
-                    self._answers.queue_lookup(pipe, message.id)
-                    attempt, answer_state = await pipe.execute()
+                answers, entry_id = self._answers, delivery.entry_id
+
+                def queue(pipe: RedisPipeline) -> None:
+                    self._inbox.queue_count_attempt(pipe, entry_id)
+                    answers.queue_lookup(pipe, message.id)
+
+                attempt, answer_state = raise_first(await self._coalesced.execute(queue))
                 delivery = replace(delivery, attempt=int(attempt))
                 lookup = self._answers.lookup_reply(answer_state)
         if delivery.attempt > self._max_deliveries:
@@ -359,7 +379,8 @@ class Worker:
                       ) -> None:
         """Acknowledge a processed entry and pop it from its FIFO, with the writes that follow
         its sent reply (the answered mark, memory) first: one round trip (a transaction: the
-        writes, XACK, XDEL, HDEL and the pop script).
+        writes, XACK, XDEL, HDEL and the pop script; shared with the workers finishing at the
+        same time, `finishing`).
 
         The reply is out, so this rides out a short Redis blip (up to 10 s, as the answered
         mark always did): a redelivery without the mark would send the reply again. Running it
@@ -367,16 +388,17 @@ class Worker:
         finds the head moved on (or the lease released, which `_drain` takes as lost)."""
         tries = 0
 
+        def queue(pipe: RedisPipeline) -> None:
+            for write in after_send:
+                write.queue(pipe)
+            self._inbox.queue_ack(pipe, entry_id)
+            if pop is not None:
+                lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
+
         async def execute() -> list[Any]:
             nonlocal tries
             tries += 1
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for write in after_send:
-                    write.queue(pipe)
-                self._inbox.queue_ack(pipe, entry_id)
-                if pop is not None:
-                    lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
-                return await pipe.execute(raise_on_error=False)
+            return await self._finishing.execute(queue)
 
         replies = await retried(execute, retry_if=retry_on(RedisError, OSError),
                                 within_s=FINISH_RETRY_S, initial_s=0.1, max_s=2)

@@ -7,7 +7,9 @@ import asyncio
 import random
 from collections import defaultdict
 
+import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from bot.messages import Conversation, Message
 from bot.ordering import ConversationOrder
@@ -143,3 +145,26 @@ async def test_an_entry_arriving_after_an_empty_head_is_seen(redis: Redis, prefi
     assert await lease.head() is None
     assert await lease.head() == "1-0"
     assert not await lease.release_if_done()
+
+
+async def test_a_queued_acquire_learns_the_head_and_survives_a_script_flush(
+        redis: Redis, prefix: str) -> None:
+    """`queue_acquire` + `acquired` (the workers' shared round trip) give the lease `acquire`
+    gives; after SCRIPT FLUSH (a Valkey that restarted empty) the NOSCRIPT reply is retried
+    with the script itself."""
+    order = ConversationOrder(redis, prefix, ttl_ms=30_000)
+    await redis.rpush(order.fifo_key("c"), "1-0")
+    await redis.script_flush()
+    async with redis.pipeline(transaction=False) as pipe:
+        token = order.queue_acquire(pipe, "c")
+        [reply] = await pipe.execute(raise_on_error=False)
+    assert isinstance(reply, NoScriptError)
+    lease = await order.acquired(reply, "c", token)
+    assert lease is not None and lease.token == token
+    assert await lease.head() == "1-0"
+    async with redis.pipeline(transaction=False) as pipe:
+        other = order.queue_acquire(pipe, "c")
+        [reply] = await pipe.execute(raise_on_error=False)
+    assert await order.acquired(reply, "c", other) is None  # held by the first
+    with pytest.raises(ResponseError):
+        await order.acquired(ResponseError("WRONGTYPE"), "c", other)

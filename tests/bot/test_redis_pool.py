@@ -1,16 +1,20 @@
 """WaitingConnectionPool against the real Valkey: with every connection in use, a command
 waits for the next release (instead of failing as redis-py's plain pool does), gives up after
-its timeout, and a waiter cancelled after being woken passes its turn on."""
+its timeout, and a waiter cancelled after being woken passes its turn on. Coalesced: callers
+share round trips and each gets its own replies and errors."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from bot.redis_pool import WaitingConnectionPool
+from bot.redis_pool import Coalesced, WaitingConnectionPool, raise_first
 from tests.conftest import Services
 
 
@@ -72,3 +76,62 @@ async def test_a_waiter_cancelled_after_its_wake_passes_it_on(services: Services
         await pool.release(connection)
     finally:
         await pool.disconnect()
+
+
+async def test_coalesced_callers_share_round_trips_and_keep_their_own_replies(
+        services: Services) -> None:
+    redis = _client(services, max_connections=4, timeout=10)
+    try:
+        await redis.set("coalesced-text", "not a number")
+        coalesced = Coalesced(redis)
+
+        def incr(n: int) -> Callable[[Pipeline], object]:
+            def queue(pipe: Pipeline) -> None:
+                pipe.incrby("coalesced-counter", n)
+                pipe.get("coalesced-counter")
+            return queue
+
+        def bad(pipe: Pipeline) -> None:
+            pipe.incr("coalesced-text")  # an error reply, for this caller only
+            pipe.exists("coalesced-text")
+
+        outcomes = await asyncio.gather(*[coalesced.execute(incr(1)) for _ in range(20)],
+                                        coalesced.execute(bad))
+        # 21 callers, fewer round trips: the first went alone, the rest together
+        assert coalesced.batched.batches < 21 and coalesced.batched.items == 21
+        totals = sorted(int(replies[0]) for replies in outcomes[:20])
+        assert totals == list(range(1, 21))
+        error, exists = outcomes[20]
+        assert isinstance(error, ResponseError) and exists == 1
+        with pytest.raises(ResponseError):
+            raise_first(outcomes[20])
+        assert raise_first(outcomes[0]) == outcomes[0]
+    finally:
+        await redis.delete("coalesced-counter", "coalesced-text")
+        await redis.aclose()
+
+
+async def test_coalesced_transaction_and_a_broken_connection_fail_every_caller(
+        services: Services) -> None:
+    redis = _client(services, max_connections=4, timeout=10)
+    try:
+        finishing = Coalesced(redis, transaction=True)
+
+        def push(value: str) -> Callable[[Pipeline], object]:
+            return lambda pipe: pipe.rpush("coalesced-list", value)
+
+        replies = await asyncio.gather(*[finishing.execute(push(str(i))) for i in range(5)])
+        assert sorted(r[0] for r in replies) == [1, 2, 3, 4, 5]
+        assert await redis.llen("coalesced-list") == 5
+        # a server that is gone: every caller of the round trip gets the error, none is
+        # run again on its own (its commands may have run)
+        gone = Redis.from_url("unix:///nonexistent/valkey.sock")
+        lost = Coalesced(gone)
+        outcomes = await asyncio.gather(*[lost.execute(push("x")) for _ in range(3)],
+                                        return_exceptions=True)
+        assert all(isinstance(o, RedisConnectionError) for o in outcomes)
+        assert lost.batched.items == 3
+        await gone.aclose()
+    finally:
+        await redis.delete("coalesced-list")
+        await redis.aclose()
