@@ -26,6 +26,9 @@ Paths:
 - `command`: `!help`, a built-in action: routed before retrieval and the model, one audit row.
 - `answer`: a question answered by the model, guardrails off (`enabled = false`).
 - `answer-rails`: the same with the default guardrails (the injection classifier on input).
+- `floor`: not the bot but bench/floor.py, the same parts and nothing else (verify, XADD,
+  202; XREADGROUP of up to 16, one transcript row each in one `executemany`, one callback
+  each, XACK): what the minimal durable path costs on this machine, this checkout's only.
 Retrieval is off (`RETRIEVAL_TOP_K=0`) on every path: the query embedding is the knowledge
 base's cost, measured by bench/ask.py. Texts: `--texts questions` (default) cycles 16 user
 questions; `--texts numbered` sends "question N?".
@@ -71,7 +74,7 @@ from tests.fakes.processes import free_port
 
 SECRET = "bench-hotpath-secret"
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("ingress", "command", "answer", "answer-rails")
+PATHS = ("ingress", "command", "answer", "answer-rails", "floor")
 #: `--texts questions`: what users of a team's bot ask (written for this bench), in turn
 QUESTIONS = (
     "How do I reset my password?", "Where do I find the deployment runbook?",
@@ -88,7 +91,7 @@ QUESTIONS = (
 def _text(path: str, seq: int, texts: str) -> str:
     """The message text of `path` for message `seq`: `!help` for the command path; else
     "question N?" (`--texts numbered`) or the user questions in turn."""
-    if path == "command":
+    if path in ("command", "floor"):
         return "!help"
     return f"question {seq}?" if texts == "numbered" else QUESTIONS[seq % len(QUESTIONS)]
 
@@ -247,9 +250,15 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
         proxy = RoundTrips(unquote(redis_url.removeprefix("unix://")), data_dir / "proxy.sock")
         proxy_url = await proxy.start()
         workers = "0" if path == "ingress" else str(args.workers)
+        command = [sys.executable, "-m", "bot", "run", "--workers", workers, "--port", str(port)]
+        if path == "floor":  # this checkout's (bench/floor.py), whatever the tree
+            tree = ROOT
+            command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--redis-url",
+                       proxy_url, "--database-url", pg_url, "--callback-url", callback.url,
+                       "--workers", workers]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--workers", workers, "--port", str(port)],
-            cwd=tree, env=_env(tree, data_dir, path, llm.base_url, callback.url, proxy_url),
+            command, cwd=tree, env=_env(tree, data_dir, path, llm.base_url, callback.url,
+                                        proxy_url),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rclient = aioredis.from_url(redis_url)
         conn = await asyncpg.connect(pg_url)
@@ -357,7 +366,7 @@ async def main(args: argparse.Namespace) -> None:
     # minutes apart, not a whole run apart (a VM's CPU time per unit of work drifts)
     for _ in range(args.repeat):
         for path in args.paths:
-            for tree in trees:
+            for tree in trees[:1] if path == "floor" else trees:
                 row = await run_path(tree, path, args)
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)

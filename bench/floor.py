@@ -1,0 +1,150 @@
+"""The floor of the webhook hot path: the same parts, nothing else, to show what the minimal
+durable path costs in server CPU per message on this machine.
+
+    WEBHOOK_SECRET=... python -m bench.floor --port P --redis-url U --database-url D \\
+        --callback-url C [--workers 4]
+
+Runs until SIGTERM (or SIGINT), in its own process, so bench/hotpath.py can start it as it
+starts `bot run` and count its CPU (and Valkey's and Postgres's) the same way. With the same
+libraries as the bot (an aiohttp server and client session, redis.asyncio on a plain
+ConnectionPool, an asyncpg pool) it does per message:
+- ingress, `POST /webhooks/load`: verify the HMAC-SHA256 `X-Signature` of the body (401 if
+  wrong), parse the JSON, XADD the raw body to a stream (field `m`, one round trip), 202;
+- `--workers` consumer tasks: XREADGROUP (up to 16 entries, blocking 250 ms), one transcript
+  row per message in `floor_messages` written for the whole batch by one `executemany` (one
+  round trip, one commit), one signed callback POST per message (`Idempotency-Key:
+  webhook:load:<id>`, as the bot's), all of the batch's concurrently, then XACK + XDEL of the
+  batch in one pipeline.
+Batching across the messages in flight is the floor's only trick, so its CPU per message is a
+lower bound for verify+store, read, one transcript row, one callback and ack on this machine,
+against which `bot run`'s figure can be read. It is not durable-correct in every way the bot
+is: no dedupe (a repeated id is stored again and answered again; its row is kept once), no
+per-conversation order, no retries (a failed batch stays pending in the group, never
+reclaimed), no rate limits, no payload validation but the JSON's `id`.
+Its row goes to a table of its own with two indexes, where the transcript's `messages` has ten
+and a stored tsvector (the admin console's search): the floor's Postgres share is low.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ResponseError
+
+from adapters.verification import sha256_signature, verify_sha256_signature
+
+STREAM, GROUP = "floor:inbox", "floor"
+BATCH, BLOCK_MS = 16, 250
+log = logging.getLogger("bench.floor")
+
+
+async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
+                      callback_url: str, stop: asyncio.Event, workers: int = 4) -> None:
+    """Serve the floor path on 127.0.0.1:`port` until `stop` is set."""
+    # the socket timeout must exceed XREADGROUP's block (redis-py 8 defaults to 5 s)
+    redis = Redis.from_pool(ConnectionPool.from_url(redis_url, socket_timeout=10))
+    pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
+    session = aiohttp.ClientSession()
+    await pool.execute(
+        "CREATE TABLE IF NOT EXISTS floor_messages (id bigserial PRIMARY KEY, message_id text"
+        " UNIQUE, conversation text, text text, reply text, created_at timestamptz"
+        " DEFAULT now())")
+    with contextlib.suppress(ResponseError):  # BUSYGROUP: made by an earlier run
+        await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+
+    async def ingress(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify_sha256_signature(secret, body, request.headers.get("X-Signature")):
+            return web.json_response({"error": "invalid signature"}, status=401)
+        try:
+            payload = json.loads(body)
+            public_id = str(payload["id"])
+        except (ValueError, RecursionError, TypeError, KeyError):
+            return web.json_response({"error": "body is not a JSON message"}, status=400)
+        await redis.xadd(STREAM, {"m": body})
+        return web.json_response({"id": public_id, "status": "accepted"}, status=202)
+
+    async def ready(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ready"})
+
+    async def callback(message: dict[str, Any], reply: str) -> None:
+        body = json.dumps({"text": reply}, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json",
+                   "Idempotency-Key": f"webhook:load:{message['id']}",
+                   "X-Signature": sha256_signature(secret, body)}
+        async with session.post(callback_url, data=body, headers=headers) as response:
+            await response.read()
+
+    async def consume(name: str) -> None:
+        while not stop.is_set():
+            try:
+                read: Any = await redis.xreadgroup(GROUP, name, {STREAM: ">"}, count=BATCH,
+                                                   block=BLOCK_MS)
+                if not read:
+                    continue
+                ids = [entry_id for entry_id, _ in read[0][1]]
+                messages = [json.loads(fields[b"m"]) for _, fields in read[0][1]]
+                replies = [f"ok: {m.get('text', '')}" for m in messages]
+                await pool.executemany(
+                    "INSERT INTO floor_messages (message_id, conversation, text, reply) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                    [(str(m["id"]), str(m.get("conversation", "")), str(m.get("text", "")), r)
+                     for m, r in zip(messages, replies, strict=True)])
+                await asyncio.gather(*[callback(m, r)
+                                       for m, r in zip(messages, replies, strict=True)])
+                async with redis.pipeline(transaction=False) as pipe:
+                    pipe.xack(STREAM, GROUP, *ids)
+                    pipe.xdel(STREAM, *ids)
+                    await pipe.execute()
+            except Exception:  # the batch stays pending: no retries in the floor
+                log.exception("batch failed")
+                await asyncio.sleep(0.1)
+
+    app = web.Application()
+    app.add_routes([web.post("/webhooks/load", ingress), web.get("/health/ready", ready)])
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    tasks = [asyncio.create_task(consume(f"floor-{i}")) for i in range(workers)]
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # no new messages; the consumers stop within one block
+        _done, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+        await session.close()
+        await pool.close()
+        await redis.aclose()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await serve_floor(args.port, args.redis_url, args.database_url,
+                      os.environ["WEBHOOK_SECRET"], args.callback_url, stop, args.workers)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--callback-url", required=True)
+    parser.add_argument("--workers", type=int, default=4, help="consumer tasks")
+    asyncio.run(_main(parser.parse_args()))
