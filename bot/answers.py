@@ -30,6 +30,7 @@ from tenacity import (
 from bot.keys import Keys
 from bot.messages import Button, Reply, jsonable
 from bot.protocols import AfterSend, Generated
+from bot.redis_pool import Coalesced, call
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,13 @@ class AnswerStore:
     Args:
         ttl_s: how long a kept answer lives, seconds (longer than any retry).
         answered_ttl_s: how long the answered mark lives, seconds (the dedupe window).
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `keep`.
     """
 
-    def __init__(self, redis: Redis, prefix: str, *, ttl_s: int, answered_ttl_s: int) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, ttl_s: int, answered_ttl_s: int,
+                 coalesced: Coalesced | None = None) -> None:
         self._redis = redis
+        self._coalesced = coalesced
         self._prefix = prefix
         self._keys = Keys(prefix)
         self._ttl_s = ttl_s
@@ -125,7 +129,8 @@ class AnswerStore:
 
     async def keep(self, message_id: str, kept: Kept) -> None:
         """Keep (or replace) a message's answer for `ttl_s`."""
-        await self._redis.set(self._answer_key(message_id), kept.to_json(), ex=self._ttl_s)
+        key, value, ttl_s = self._answer_key(message_id), kept.to_json(), self._ttl_s
+        await call(self._redis, self._coalesced, lambda pipe: pipe.set(key, value, ex=ttl_s))
 
     def mark_answered_after_send(self, message_id: str) -> AfterSend:
         """`mark_answered` as a write the worker queues on the transaction that acknowledges

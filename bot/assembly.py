@@ -62,7 +62,7 @@ from bot.pipeline import (
 from bot.protocols import CommandOption, CommandSpec, Generator, Retriever, Sender
 from bot.ratelimit import Paced, RateLimiter, SendPacer
 from bot.ratelimit_inbound import InboundLimiter, InboundRateLimit
-from bot.redis_pool import WaitingConnectionPool
+from bot.redis_pool import Coalesced, WaitingConnectionPool
 from bot.rendezvous import ReplyRendezvous
 from bot.transcript import Transcript
 from knowledge.embedders import Embedder, LocalEmbedder
@@ -125,6 +125,7 @@ class State:
     answers: AnswerStore
     transcript: Transcript
     inbound_limiter: InboundLimiter
+    coalesced: Coalesced  # the hot commands' shared round trips
 
 
 @dataclass(frozen=True)
@@ -175,18 +176,23 @@ async def connect(database_url: str, redis_url: str, resources: AsyncExitStack
 async def build_state(settings: Settings, connections: Connections) -> State:
     """The state owners over `connections`; creates the inbox's consumer group if missing."""
     s, redis, prefix = settings, connections.redis, settings.bot_key_prefix
-    inbox = Inbox(redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s, max_backlog=s.bot_max_backlog)
+    # one set of shared round trips for the process's hot commands (bot/redis_pool.py)
+    shared = Coalesced(redis)
+    inbox = Inbox(redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s, max_backlog=s.bot_max_backlog,
+                  coalesced=shared)
     await inbox.ensure_group()
     return State(
         store=ChunkStore(connections.pool),
         inbox=inbox,
         order=ConversationOrder(redis, prefix, ttl_ms=int(s.bot_claim_idle_s * 1000)),
         rendezvous=ReplyRendezvous(redis, prefix, result_ttl_s=s.webhook_reply_ttl_s),
-        memory=RedisMemory(redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s),
+        memory=RedisMemory(redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s,
+                           coalesced=shared),
         answers=AnswerStore(redis, prefix, ttl_s=ANSWER_TTL_S,
-                            answered_ttl_s=s.bot_dedupe_ttl_s),
+                            answered_ttl_s=s.bot_dedupe_ttl_s, coalesced=shared),
         transcript=Transcript(connections.pool),
-        inbound_limiter=InboundLimiter.from_settings(redis, s))
+        inbound_limiter=InboundLimiter.from_settings(redis, s, coalesced=shared),
+        coalesced=shared)
 
 
 def llm_router(settings: Settings, redis: Redis) -> LLMRouter:

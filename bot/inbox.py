@@ -25,6 +25,7 @@ from bot import tracing
 from bot.errors import BacklogFull
 from bot.keys import Keys
 from bot.messages import Message
+from bot.redis_pool import Coalesced, run_script
 
 GROUP = "engine"
 
@@ -89,11 +90,14 @@ class Inbox:
 
     Args:
         dedupe_ttl_s: how long a message id is remembered; longer than any platform retries.
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `enqueue` and
+            `fetch`.
     """
 
     def __init__(self, redis: Redis, prefix: str, *, dedupe_ttl_s: int,
-                 max_backlog: int = 0) -> None:
+                 max_backlog: int = 0, coalesced: Coalesced | None = None) -> None:
         self._redis = redis
+        self._coalesced = coalesced
         self._prefix = prefix
         self._keys = Keys(prefix)
         self.stream = self._keys.inbox()
@@ -129,11 +133,12 @@ class Inbox:
                 "messaging.system": "redis", "messaging.operation.type": "send",
                 "messaging.destination.name": self.stream,
                 "switchboard.message.id": message.id}) as span:
-            entry = await self._enqueue_script(
-                keys=[self._keys.seen(message.id), self.stream, wait_marker,
-                      self._keys.conversation_fifo(message.conversation.key)],
-                args=[self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
-                      self._max_backlog, tracing.traceparent()])
+            entry = await run_script(
+                self._enqueue_script,
+                [self._keys.seen(message.id), self.stream, wait_marker,
+                 self._keys.conversation_fifo(message.conversation.key)],
+                [self._dedupe_ttl_s, message.to_json(), max(int(wait_ttl_s), 1),
+                 self._max_backlog, tracing.traceparent()], self._coalesced)
             if entry and entry != -1:
                 tracing.set_attributes(span, {"messaging.message.id": _text(entry)})
         if entry == -1:
@@ -270,8 +275,8 @@ class Inbox:
         """Take an entry over for `consumer` (the worker holding its conversation, about to run
         it) and count the run (`count_attempt`), in one round trip; None if the entry no longer
         exists (already finished)."""
-        got: Any = await self._fetch_script(keys=[self.stream, self._attempts],
-                                            args=[GROUP, consumer, entry_id])
+        got: Any = await run_script(self._fetch_script, [self.stream, self._attempts],
+                                    [GROUP, consumer, entry_id], self._coalesced)
         return _parse(got[0], got[1], got[2]) if got else None
 
     async def backlog(self) -> int:

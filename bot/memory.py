@@ -12,6 +12,7 @@ from redis.asyncio.client import Pipeline
 
 from bot.keys import Keys
 from bot.protocols import Turn
+from bot.redis_pool import Coalesced, call
 
 # KEYS: memory list, once-marker ("" for none); ARGV: max items, ttl s, turn JSON...
 _APPEND = """
@@ -31,10 +32,13 @@ class RedisMemory:
     Args:
         turns: exchanges kept (one exchange = a user turn and an assistant turn); 0 disables.
         ttl_s: seconds of inactivity after which a conversation is forgotten.
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `load`.
     """
 
-    def __init__(self, redis: Redis, prefix: str, *, turns: int, ttl_s: int) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, turns: int, ttl_s: int,
+                 coalesced: Coalesced | None = None) -> None:
         self._redis = redis
+        self._coalesced = coalesced
         self._prefix = prefix
         self._keys = Keys(prefix)
         self._max_items = 2 * turns
@@ -47,7 +51,8 @@ class RedisMemory:
     async def load(self, conversation_key: str) -> list[Turn]:
         if self._max_items == 0:
             return []
-        raw = await self._redis.lrange(self._key(conversation_key), -self._max_items, -1)
+        key, count = self._key(conversation_key), self._max_items
+        raw = await call(self._redis, self._coalesced, lambda pipe: pipe.lrange(key, -count, -1))
         # one parse of the whole list, not one per turn (a full memory holds max_items)
         items = json.loads(b"[" + b",".join(_bytes(item) for item in raw) + b"]")
         return [Turn(role=data["role"], content=data["content"]) for data in items]

@@ -37,6 +37,7 @@ from bot.errors import TransientError
 from bot.keys import Keys
 from bot.log import get_logger
 from bot.metrics import REGISTRY
+from bot.redis_pool import Coalesced, run_script
 
 log = get_logger("bot.ratelimit")
 
@@ -202,11 +203,13 @@ class Decision:
 class RateLimiter:
     """Token buckets in Redis under `<prefix>:rl:`; see the module docstring."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, coalesced: Coalesced | None = None
+                 ) -> None:
         self.redis = redis
         self.prefix = prefix
         self._keys = Keys(prefix)
         self._take = redis.register_script(_TAKE)
+        self._coalesced = coalesced  # the process's shared round trips, for `take`
 
     def key(self, name: str) -> str:
         """The Redis key of the bucket (or mark) `name`."""
@@ -240,7 +243,7 @@ class RateLimiter:
                                          int(at * 1000) if at is not None else 0]
         for b in buckets:
             args += [repr(float(b.rate.capacity)), repr(float(b.rate.per_s))]
-        status, wait_ms, worst, seen = await self._take(keys=keys, args=args)
+        status, wait_ms, worst, seen = await run_script(self._take, keys, args, self._coalesced)
         if int(status) == 2:
             return Decision(True, memo=seen.decode() if isinstance(seen, bytes) else str(seen))
         if int(status) == 1:

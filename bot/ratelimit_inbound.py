@@ -33,6 +33,7 @@ from bot.metrics import REGISTRY
 from bot.pipeline import Context
 from bot.protocols import Sender
 from bot.ratelimit import Bucket, Rate, RateLimiter
+from bot.redis_pool import Coalesced
 
 log = get_logger("bot.ratelimit")
 
@@ -88,11 +89,12 @@ class InboundLimiter:
         self._exempt = exempt
 
     @classmethod
-    def from_settings(cls, redis: Redis, settings: Settings) -> InboundLimiter:
+    def from_settings(cls, redis: Redis, settings: Settings, *,
+                      coalesced: Coalesced | None = None) -> InboundLimiter:
         """From BOT_RATE_USER_PER_MIN / _BURST and BOT_RATE_CONVERSATION_PER_MIN / _BURST
-        (a rate of 0 disables that limit)."""
+        (a rate of 0 disables that limit); `coalesced`: the process's shared round trips."""
         s = settings
-        return cls(RateLimiter(redis, s.bot_key_prefix),
+        return cls(RateLimiter(redis, s.bot_key_prefix, coalesced=coalesced),
                    user=Rate.per_minute(s.bot_rate_user_per_min, s.bot_rate_user_burst)
                    if s.bot_rate_user_per_min > 0 else None,
                    conversation=Rate.per_minute(s.bot_rate_conversation_per_min,

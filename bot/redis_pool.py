@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, NoScriptError
 
 from bot.batching import Batched
 
@@ -141,3 +142,40 @@ def raise_first(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+async def run_script(script: AsyncScript, keys: Sequence[Any], args: Sequence[Any],
+                     via: Coalesced | None = None) -> Any:
+    """EVALSHA of a registered `script` (loaded and run again on NOSCRIPT: a server that
+    restarted empty), in `via`'s shared round trip when given. redis-py's `script(...)` does
+    the same with two `isinstance` checks against a Protocol-derived class per call, which
+    cost as much as building the command.
+
+    Raises: the script's error reply, or the connection's error.
+    """
+    if via is None:
+        client: Redis = script.registered_client  # type: ignore[assignment]
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
+    [reply] = await via.execute(
+        lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args))
+    if isinstance(reply, NoScriptError):
+        return await script(keys=keys, args=args)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+async def call(redis: Redis, via: Coalesced | None, queue: Callable[[Pipeline], object]
+               ) -> Any:
+    """The reply of the one command `queue(pipe)` queues: in `via`'s shared round trip, else
+    on its own pipeline. Raises its error reply, or the connection's error."""
+    if via is not None:
+        [reply] = raise_first(await via.execute(queue))
+        return reply
+    async with redis.pipeline(transaction=False) as pipe:
+        queue(pipe)
+        [reply] = await pipe.execute()
+    return reply

@@ -312,7 +312,7 @@ class Runtime:
         s = self.settings
         self._stop_workers.clear()
         # the workers' round trips that fall together go together (bot/redis_pool.Coalesced)
-        coalesced = Coalesced(self.order.redis)
+        coalesced = self.state.coalesced
         finishing = Coalesced(self.order.redis, transaction=True)
         for index in range(count):
             worker = Worker(self.inbox, self.pipeline, self.order, index=index,

@@ -114,6 +114,15 @@ async def test_a_taken_port_is_one_line_and_exit_2(env_settings: dict[str, str])
     assert "Traceback" not in done.stdout + done.stderr
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _count(samples: Samples, name: str, **labels: str) -> float:
+    """The observations of histogram `name` over the series with `labels`."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == f"{name}_count" and labels.items() <= dict(ls).items())
+
+
 async def test_a_worker_process_exports_latency_histograms_after_traffic(
         env_settings: dict[str, str], fake_llm: FakeOpenAI, callback: CallbackRecorder,
         processes: list[BotProcess], tmp_path: Path) -> None:
@@ -130,24 +139,27 @@ async def test_a_worker_process_exports_latency_histograms_after_traffic(
         for i in range(3):
             assert await ingress.post(envelope(id=f"m-{i}", text=f"What is plan {i}?")) == 202
         await callback.wait_for(3, timeout_s=90)
-        status, text = await _get(f"http://127.0.0.1:{port}/metrics")
+        # a message's latency is observed once it is acknowledged, just after its callback
+        samples: Samples = {}
+        for _ in range(100):
+            status, text = await _get(f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in text_string_to_metric_families(text)
+                       for s in family.samples}
+            if _count(samples, "switchboard_message_latency_seconds", platform="webhook") >= 3:
+                break
+            await asyncio.sleep(0.1)
     finally:
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 30) == 0
-    assert status == 200
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
 
-    def count(name: str, **labels: str) -> float:
-        return sum(v for (n, ls), v in samples.items()
-                   if n == f"{name}_count" and labels.items() <= dict(ls).items())
-
-    assert count("switchboard_message_latency_seconds", platform="webhook") == 3
-    assert count("switchboard_queue_wait_seconds", platform="webhook") == 3
-    assert count("switchboard_stage_latency_seconds", stage="Generate") == 3
-    assert count("switchboard_stage_latency_seconds", stage="SendReply") == 3
-    assert count("switchboard_llm_request_seconds", provider="default") == 3
-    assert count("switchboard_llm_token_usage", type="input") == 3
-    assert count("switchboard_llm_token_usage", type="output") == 3
+    assert _count(samples, "switchboard_message_latency_seconds", platform="webhook") == 3
+    assert _count(samples, "switchboard_queue_wait_seconds", platform="webhook") == 3
+    assert _count(samples, "switchboard_stage_latency_seconds", stage="Generate") == 3
+    assert _count(samples, "switchboard_stage_latency_seconds", stage="SendReply") == 3
+    assert _count(samples, "switchboard_llm_request_seconds", provider="default") == 3
+    assert _count(samples, "switchboard_llm_token_usage", type="input") == 3
+    assert _count(samples, "switchboard_llm_token_usage", type="output") == 3
     assert ("switchboard_inbox_pending", ()) in samples
     assert ("switchboard_inbox_lag", ()) in samples
