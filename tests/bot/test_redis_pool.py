@@ -14,7 +14,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bot.redis_pool import Coalesced, WaitingConnectionPool, raise_first
+from bot.redis_pool import Coalesced, WaitingConnectionPool, call, raise_first, run_script
 from tests.conftest import Services
 
 
@@ -134,4 +134,28 @@ async def test_coalesced_transaction_and_a_broken_connection_fail_every_caller(
         await gone.aclose()
     finally:
         await redis.delete("coalesced-list")
+        await redis.aclose()
+
+
+async def test_scripts_and_single_commands_run_alone_or_shared_and_survive_a_flush(
+        services: Services) -> None:
+    redis = _client(services, max_connections=4, timeout=10)
+    try:
+        script = redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        shared = Coalesced(redis)
+        await redis.script_flush()  # a Valkey that restarted empty: NOSCRIPT, then loaded
+        assert await run_script(script, ["script-counter"], [2]) == 2
+        await redis.script_flush()
+        assert await run_script(script, ["script-counter"], [3], shared) == 5
+        results = await asyncio.gather(*[run_script(script, ["script-counter"], [1], shared)
+                                         for _ in range(10)])
+        assert sorted(results) == list(range(6, 16))
+        with pytest.raises(ResponseError):  # an error reply is raised for its caller
+            await run_script(script, ["script-counter"], ["not a number"], shared)
+        assert await call(redis, None, lambda pipe: pipe.get("script-counter")) == b"15"
+        assert await call(redis, shared, lambda pipe: pipe.get("script-counter")) == b"15"
+        with pytest.raises(ResponseError):
+            await call(redis, shared, lambda pipe: pipe.lpush("script-counter", "x"))
+    finally:
+        await redis.delete("script-counter")
         await redis.aclose()
