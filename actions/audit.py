@@ -20,6 +20,7 @@ import asyncpg
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from actions.arguments import unwrap_optional
+from bot.batching import Batched
 from bot.guardrails.pii import PIIRedactor
 from bot.messages import Message
 
@@ -128,11 +129,42 @@ def _redacted(reply: str, result: str) -> tuple[str, str | None]:
     return shown, kept[:RESULT_MAX_CHARS] or None
 
 
+#: Rows as parallel arrays (one per column, in `begin`'s order), inserted in their order;
+#: returns the call ids inserted.
+_INSERT = """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace, channel,
+                         thread, user_id, args, status, reply, result, error, trace_id,
+                         attempts, duration_ms, finished_at)
+SELECT r.call_id, r.message_id, r.action, r.via, r.platform, r.workspace, r.channel,
+       r.thread, r.user_id, r.args::jsonb, r.status, r.reply, r.result, r.error, r.trace_id,
+       r.attempts, r.duration_ms, CASE WHEN r.status = 'running' THEN NULL ELSE now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+            $13::text[], $14::text[], $15::text[], $16::integer[], $17::integer[])
+     WITH ORDINALITY AS r (call_id, message_id, action, via, platform, workspace, channel,
+                           thread, user_id, args, status, reply, result, error, trace_id,
+                           attempts, duration_ms, n)
+ORDER BY r.n
+ON CONFLICT (call_id) DO NOTHING RETURNING call_id
+"""
+
+
 class AuditLog:
     """Writes and reads `action_runs`."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._batched: Batched[tuple[Any, ...], bool] = Batched(self._insert)
+
+    async def _insert(self, rows: list[tuple[Any, ...]]) -> list[bool]:
+        """Insert a batch of rows in one statement; for each, whether it was inserted (False:
+        its `call_id` had a row already, or came earlier in the batch)."""
+        columns = list(zip(*rows, strict=True))
+        inserted = {r["call_id"] for r in await self._pool.fetch(_INSERT, *columns)}
+        out = []
+        for row in rows:
+            out.append(row[0] in inserted)
+            inserted.discard(row[0])  # a repeat of a call id in the batch: a prior run
+        return out
 
     async def begin(self, call_id: str, action: str, via: str, message: Message,
                     args: dict[str, Any], trace_id: str, status: str = "running",
@@ -144,20 +176,14 @@ class AuditLog:
 
         Two statements, so that the lookup sees a row another worker committed while our
         insert waited on it (a single statement's snapshot would not, and both would run).
+        Rows inserted concurrently go in one statement and one commit (bot/batching.py).
         """
         conv = message.conversation
-        inserted = await self._pool.fetchval(
-            """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace,
-                                        channel, thread, user_id, args, status, reply,
-                                        result, error, trace_id, attempts, duration_ms,
-                                        finished_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14,
-                       $15, $16, $17, CASE WHEN $11 = 'running' THEN NULL ELSE now() END)
-               ON CONFLICT (call_id) DO NOTHING RETURNING id""",
+        inserted = await self._batched((
             call_id, message.id, action, via, conv.platform, conv.workspace, conv.channel,
             conv.thread, message.user, json.dumps(args), status, *_redacted(reply, result),
-            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id, attempts, duration_ms)
-        if inserted is not None:
+            redact_text(error)[:RESULT_MAX_CHARS] or None, trace_id, attempts, duration_ms))
+        if inserted:
             return None
         prior = await self.find(call_id)
         if prior is None:  # deleted between the two statements: let the message be retried

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actions.audit import AuditLog
+from actions.audit import AuditLog, PriorRun
 from bot.messages import Conversation, Message
 from bot.runtime import Runtime
 
@@ -57,3 +57,33 @@ async def test_record_leaves_an_existing_row_alone(runtime: Runtime) -> None:
                      "denied", "Sorry.", error="you may not run `whoami`")
     assert await runtime.pool.fetchval(
         "SELECT error FROM action_runs WHERE call_id = $1", fresh) == "you may not run `whoami`"
+
+
+async def test_concurrent_begins_share_a_statement_and_each_learns_its_own_outcome(
+        runtime: Runtime) -> None:
+    """Rows begun at the same time go in one statement; a call id that has a row already,
+    or that comes twice in the batch, gets the prior run; a row Postgres refuses fails only
+    its own caller."""
+    log = AuditLog(runtime.pool)
+    await runtime.pool.execute(INSERT, "webhook:support:b-old")
+    ids = [f"webhook:support:b-{n}" for n in range(8)] + ["webhook:support:b-old",
+                                                          "webhook:support:b-3"]
+
+    async def begin(call_id: str) -> PriorRun | None:
+        # Postgres refuses a NUL character in text: this row fails in any batch
+        user_text = "bad\x00" if call_id.endswith("b-5") else "fine"
+        return await log.begin(call_id, "whoami", "command", message(call_id),
+                               {"note": user_text}, "tr4ce0batch0", status="ok",
+                               reply="You are webhook:bob")
+
+    outcomes = await asyncio.gather(*[begin(i) for i in ids], return_exceptions=True)
+    assert [o is None for o in outcomes[:8]] == [True] * 5 + [False] + [True] * 2
+    assert isinstance(outcomes[5], Exception)
+    for prior in outcomes[8:]:  # the old row, and the second b-3 (the first one's row)
+        assert isinstance(prior, PriorRun) and prior.status == "ok"
+    assert log._batched.batches < len(ids)
+    rows = await runtime.pool.fetch(
+        "SELECT call_id FROM action_runs WHERE call_id LIKE 'webhook:support:b-%' "
+        "ORDER BY id")
+    assert [r["call_id"] for r in rows] == ["webhook:support:b-old"] + [
+        f"webhook:support:b-{n}" for n in range(8) if n != 5]
