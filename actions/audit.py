@@ -131,9 +131,9 @@ def _redacted(reply: str, result: str) -> tuple[str, str | None]:
 
 #: Rows as parallel arrays (one per column, in `begin`'s order), inserted in their order;
 #: returns the call ids inserted.
-_INSERT = """INSERT INTO action_runs (call_id, message_id, action, via, platform, workspace, channel,
-                         thread, user_id, args, status, reply, result, error, trace_id,
-                         attempts, duration_ms, finished_at)
+_INSERT = """INSERT INTO action_runs (
+    call_id, message_id, action, via, platform, workspace, channel, thread, user_id, args,
+    status, reply, result, error, trace_id, attempts, duration_ms, finished_at)
 SELECT r.call_id, r.message_id, r.action, r.via, r.platform, r.workspace, r.channel,
        r.thread, r.user_id, r.args::jsonb, r.status, r.reply, r.result, r.error, r.trace_id,
        r.attempts, r.duration_ms, CASE WHEN r.status = 'running' THEN NULL ELSE now() END
