@@ -408,7 +408,8 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--conversations", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=4, help="worker tasks of bot run")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="worker tasks of bot run (default: the bot's default)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--tree", nargs="+", type=Path, default=None)
     parser.add_argument("--repeat", type=int, default=1,

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     ingest_fetch_timeout_s: PositiveFloat = 30.0
 
     # engine
-    bot_workers: Annotated[int, Field(ge=0, le=256)] = 2
+    bot_workers: Annotated[int, Field(ge=0, le=256)] = 16
     bot_concurrency: Annotated[int, Field(ge=0, le=256)] | None = None
     bot_claim_idle_s: PositiveFloat = 30.0
     bot_max_deliveries: PositiveInt = 5

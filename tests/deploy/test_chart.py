@@ -420,7 +420,7 @@ def test_tiers_run_their_commands_with_probes(chart: helm.Chart) -> None:
         # the embedding model loads at start: minutes before liveness applies
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
     worker_env = env_of(tiers["worker"]["spec"]["template"]["spec"]["containers"][0])
-    assert worker_env["BOT_CONCURRENCY"] == "2"
+    assert worker_env["BOT_CONCURRENCY"] == "16"
 
 
 @pytest.mark.parametrize("grace", [None, "120", "7.5"])
