@@ -87,7 +87,8 @@ class AnswerStore:
     Args:
         ttl_s: how long a kept answer lives, seconds (longer than any retry).
         answered_ttl_s: how long the answered mark lives, seconds (the dedupe window).
-        coalesced: the process's shared round trips (bot/redis_pool.py), for `keep`.
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `lookup` and
+            `keep`.
     """
 
     def __init__(self, redis: Redis, prefix: str, *, ttl_s: int, answered_ttl_s: int,
@@ -109,8 +110,9 @@ class AnswerStore:
         """Both keys of a message in one round trip (MGET).
 
         Raises: redis.exceptions.RedisError, OSError: Redis cannot be asked."""
-        return self.lookup_reply(await self._redis.mget(self._answered_key(message_id),
-                                                        self._answer_key(message_id)))
+        keys = self._answered_key(message_id), self._answer_key(message_id)
+        return self.lookup_reply(await call(self._redis, self._coalesced,
+                                            lambda pipe: pipe.mget(*keys)))
 
     def queue_lookup(self, pipe: Pipeline, message_id: str) -> None:
         """Queue `lookup` on `pipe`; pass its reply to `lookup_reply`."""

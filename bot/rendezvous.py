@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from bot.keys import Keys
 from bot.messages import Reply
+from bot.redis_pool import Coalesced, run_script
 
 # KEYS: result, marker, box, taken, abandoned; ARGV: reply JSON, result ttl s, box ttl s,
 # "1" to replace a kept reply -> 1 handed to a waiter
@@ -95,12 +96,14 @@ class ReplyRendezvous:
         lease_s: lifetime of a waiter's marker without renewal.
         step_s: longest single blocking call; must stay below the client's socket timeout.
         pickup_timeout_s: how long `deliver` gives a waiter to take a handed-over reply.
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `deliver`.
     """
 
     def __init__(self, redis: Redis, prefix: str, *, result_ttl_s: int = 24 * 3600,
                  lease_s: float = 10.0, step_s: float = 1.0,
-                 pickup_timeout_s: float = 3.0) -> None:
+                 pickup_timeout_s: float = 3.0, coalesced: Coalesced | None = None) -> None:
         self._redis = redis
+        self._coalesced = coalesced
         self._prefix = prefix
         self._keys = Keys(prefix)
         self.result_ttl_s = result_ttl_s
@@ -204,9 +207,11 @@ class ReplyRendezvous:
         message_id = reply.message_id
         box, taken = self._box(message_id), self._taken(message_id)
         abandoned = self._abandoned(message_id)
-        handed = await self._deliver(
-            keys=[self._result(message_id), self.marker_key(message_id), box, taken, abandoned],
-            args=[reply.to_json(), self.result_ttl_s, _HANDOFF_TTL_S, "1" if replace else "0"])
+        handed = await run_script(
+            self._deliver,
+            [self._result(message_id), self.marker_key(message_id), box, taken, abandoned],
+            [reply.to_json(), self.result_ttl_s, _HANDOFF_TTL_S, "1" if replace else "0"],
+            self._coalesced)
         if not int(handed):
             return False
         # BLPOP's timeout stays below the client's socket timeout (pickup_timeout_s: 3 s)
