@@ -77,24 +77,23 @@ class ChatTransport:
         Raises:
             openai.APIError: see the module docstring.
         """
-        request = httpx.Request("POST", self.url)
         try:
             async with self._http().post(self.url, data=json.dumps(body),
                                          headers=self._headers) as response:
                 raw = await response.read()
                 if not 200 <= response.status < 300:  # (a 3xx aiohttp did not follow)
-                    raise _status_error(request, response, raw)
+                    raise _status_error(self._request(), response, raw)
         except TimeoutError:
-            raise openai.APITimeoutError(request) from None
+            raise openai.APITimeoutError(self._request()) from None
         except aiohttp.ClientError as exc:
-            raise openai.APIConnectionError(request=request) from exc
+            raise openai.APIConnectionError(request=self._request()) from exc
         try:
             data = json.loads(raw)
         except ValueError:
             data = None
         if not isinstance(data, dict):
             raise openai.APIResponseValidationError(
-                _response(request, response, raw), raw.decode(errors="replace")[:200],
+                _response(self._request(), response, raw), raw.decode(errors="replace")[:200],
                 message="the completion is not a JSON object")
         return data
 
@@ -106,12 +105,12 @@ class ChatTransport:
             openai.APIError: see the module docstring; a chunk holding `error` raises
                 `openai.APIError` with it.
         """
-        request = httpx.Request("POST", self.url)
+        request = self._request
         try:
             async with self._http().post(self.url, data=json.dumps(body),
                                          headers=self._headers) as response:
                 if not 200 <= response.status < 300:
-                    raise _status_error(request, response, await response.read())
+                    raise _status_error(request(), response, await response.read())
                 async for data in _events(response.content):
                     if data == "[DONE]":
                         return
@@ -120,21 +119,26 @@ class ChatTransport:
                     try:
                         chunk = json.loads(data)
                     except ValueError:
-                        raise openai.APIError("a stream event is not JSON", request,
+                        raise openai.APIError("a stream event is not JSON", request(),
                                               body=None) from None
                     if not isinstance(chunk, dict):
-                        raise openai.APIError("a stream event is not a JSON object", request,
-                                              body=None)
+                        raise openai.APIError("a stream event is not a JSON object",
+                                              request(), body=None)
                     if error := chunk.get("error"):  # (as the SDK: a null error is none)
                         message = error.get("message") if isinstance(error, dict) else None
                         raise openai.APIError(
                             message if isinstance(message, str) and message
-                            else "error in the stream", request, body=error)
+                            else "error in the stream", request(), body=error)
                     yield chunk
         except TimeoutError:
-            raise openai.APITimeoutError(request) from None
+            raise openai.APITimeoutError(request()) from None
         except aiohttp.ClientError as exc:
-            raise openai.APIConnectionError(request=request) from exc
+            raise openai.APIConnectionError(request=request()) from exc
+
+    def _request(self) -> httpx.Request:
+        """The request an SDK error names (built only for an error: it costs as much as the
+        rest of a call's client-side bookkeeping)."""
+        return httpx.Request("POST", self.url)
 
     async def aclose(self) -> None:
         if self._session is not None:
