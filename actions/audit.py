@@ -23,6 +23,7 @@ from actions.arguments import unwrap_optional
 from bot.batching import Batched
 from bot.guardrails.pii import PIIRedactor
 from bot.messages import Message
+from bot.transient import row_error
 
 SECRET_NAME = re.compile(r"secret|token|passw|api_?key|authorization|credential|private_?key",
                          re.IGNORECASE)
@@ -153,7 +154,8 @@ class AuditLog:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._batched: Batched[tuple[Any, ...], bool] = Batched(self._insert)
+        self._batched: Batched[tuple[Any, ...], bool] = Batched(self._insert,
+                                                                rerun_if=row_error)
 
     async def _insert(self, rows: list[tuple[Any, ...]]) -> list[bool]:
         """Insert a batch of rows in one statement; for each, whether it was inserted (False:

@@ -7,11 +7,12 @@ one embedding call for every text to score. Nothing waits for a batch to fill: a
 finds nothing running starts at once, so an idle process pays no latency, and a busy one gets
 batches as large as its concurrency (the items that came in during one run).
 
-A batch that fails is run again item by item (`rerun_failed`, for an atomic `run` that a
-failure undoes: a Postgres transaction), so one item's bad data fails that item's caller only;
-every caller gets its own result or its own exception. Without `rerun_failed` (a Redis
-pipeline, whose commands may have run before the connection broke) every caller of the batch
-gets the batch's exception, as it would have had its own call failed the same way.
+A batch that fails with an error one item can cause (`rerun_if`: Postgres refused a row, for
+an atomic `run` that the failure undid) is run again item by item, skipping the callers that
+gave up meanwhile, so one item's bad data fails that item's caller only. Any other failure (the
+connection broke; a Redis pipeline, whose commands may have run) is every caller's: each gets
+the batch's exception, as it would have had its own call failed the same way. `run` may also
+return an exception in an item's place: that item's caller alone raises it.
 """
 
 from __future__ import annotations
@@ -29,20 +30,22 @@ class Batched(Generic[T, R]):
 
     Args:
         run: takes a batch (a list of 1 to `max_items` items, in arrival order) and returns
-            one result per item, in the same order; raises to fail the batch.
+            one result per item, in the same order (an exception instance: that item failed);
+            raises to fail the batch.
         max_items: the largest batch; more items wait for the next one.
-        rerun_failed: when a batch of several items raises, run each item alone (only for a
-            `run` that has no effect when it raises).
+        rerun_if: when a batch of several items raises an exception this accepts, run each
+            item alone (only for a `run` that has no effect when it raises); None: never.
 
     Raises from `__call__`: the exception of the item's own run (its batch's, when the item
     was alone in it), or `CancelledError` when the batching task is cancelled (shutdown).
     """
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], *,
-                 max_items: int = 256, rerun_failed: bool = True) -> None:
+    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], *,
+                 max_items: int = 256,
+                 rerun_if: Callable[[Exception], bool] | None = None) -> None:
         self._run = run
         self._max_items = max_items
-        self._rerun_failed = rerun_failed
+        self._rerun_if = rerun_if
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
         #: batches run, and items in them (for tests and benchmarks)
@@ -78,15 +81,17 @@ class Batched(Generic[T, R]):
         try:
             results = await self._run([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) == 1 or not self._rerun_failed:
+            if len(batch) == 1 or self._rerun_if is None or not self._rerun_if(exc):
                 for _, f in batch:
                     _resolve(f, exc)
                 return
             # one item may be what failed: each alone, so that the others still succeed
             for item, f in batch:
+                if f.done():  # its caller gave up meanwhile: nothing of it was written
+                    continue
                 try:
-                    [result] = await self._run([item])
-                    _resolve(f, result)
+                    [one] = await self._run([item])
+                    _resolve(f, one)
                 except Exception as one:
                     _resolve(f, one)
             return

@@ -28,7 +28,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, NoScriptError
+from redis.exceptions import ExecAbortError, MaxConnectionsError, NoScriptError, ResponseError
 
 from bot.batching import Batched
 
@@ -106,34 +106,75 @@ class Coalesced:
     caller raises or handles it. With `transaction`, the pipeline is one MULTI/EXEC, so every
     caller's commands run atomically (with the others').
 
-    Raises (from `execute`): what the pipeline's `execute` raises (the connection broke,
-    a queued command was refused before EXEC): for every caller in that round trip, since
-    some of their commands may have run.
+    One caller's commands cannot fail the others': an argument that cannot be encoded (a lone
+    surrogate in a text) or a `queue` that raises fails that caller before anything is sent,
+    and a transaction that the server aborted (EXECABORT: a command refused when queued, as
+    any write is under `maxmemory`; nothing ran) is run again caller by caller.
+
+    Raises (from `execute`): the caller's own error (see above), or what the shared round
+    trip raised (the connection broke), for every caller in it, since some of their commands
+    may have run: no caller's commands are sent twice.
     """
 
     def __init__(self, redis: Redis, *, transaction: bool = False) -> None:
         self._redis = redis
         self._transaction = transaction
-        self.batched: Batched[Callable[[Pipeline], object], list[Any]] = Batched(
-            self._run, rerun_failed=False)
+        self.batched: Batched[Callable[[Pipeline], object], list[Any]] = Batched(self._run)
 
     async def execute(self, queue: Callable[[Pipeline], object]) -> list[Any]:
         """The replies of the commands `queue(pipe)` queued (its return value is ignored)."""
         return await self.batched(queue)
 
-    async def _run(self, queues: list[Callable[[Pipeline], object]]) -> list[list[Any]]:
+    async def _run(self, queues: list[Callable[[Pipeline], object]]
+                   ) -> list[list[Any] | Exception]:
+        encode = self._redis.get_encoder().encode  # type: ignore[no-untyped-call]
+        out: list[list[Any] | Exception] = []
+        sizes: list[int] = []
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
-            sizes = []
+            stack = pipe.command_stack
             for queue in queues:
-                before = len(pipe.command_stack)
-                queue(pipe)
-                sizes.append(len(pipe.command_stack) - before)
-            replies = await pipe.execute(raise_on_error=False)
-        out, start = [], 0
-        for size in sizes:
-            out.append(replies[start:start + size])
-            start += size
+                before = len(stack)
+                try:
+                    queue(pipe)
+                    # encoded here, caller by caller (the command name stays as it is: the
+                    # reply's parser is looked up by it); packing the bytes costs nothing
+                    for i in range(before, len(stack)):
+                        args, options = stack[i]
+                        stack[i] = ((args[0], *[encode(a) for a in args[1:]]), options)
+                except Exception as exc:
+                    del stack[before:]
+                    out.append(exc)
+                    sizes.append(0)
+                    continue
+                out.append([])
+                sizes.append(len(stack) - before)
+            if not stack:
+                return out
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except (ExecAbortError, ResponseError) as exc:
+                if not self._transaction or not (isinstance(exc, ExecAbortError)
+                                                 or isinstance(exc.__cause__, ExecAbortError)):
+                    raise
+                return [one if isinstance(one, Exception) else await self._alone(queue)
+                        for queue, one in zip(queues, out, strict=True)]
+        start = 0
+        for k, size in enumerate(sizes):
+            if not isinstance(out[k], Exception):
+                out[k] = replies[start:start + size]
+                start += size
         return out
+
+    async def _alone(self, queue: Callable[[Pipeline], object]) -> list[Any] | Exception:
+        """One caller's commands in a round trip of their own (after an aborted shared
+        transaction); its error, if any, as the result."""
+        try:
+            async with self._redis.pipeline(transaction=self._transaction) as pipe:
+                queue(pipe)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+                return replies
+        except Exception as exc:
+            return exc
 
 
 def raise_first(replies: list[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ import asyncpg
 from bot.batching import Batched
 from bot.messages import Filtered, Message, Reply, jsonable
 from bot.protocols import Generated
+from bot.transient import row_error
 
 #: One exchange: the conversation row is upserted in a CTE that the two message rows join.
 _RECORD = """
@@ -44,7 +45,8 @@ class Transcript:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._batched: Batched[tuple[Any, ...], None] = Batched(self._write)
+        self._batched: Batched[tuple[Any, ...], None] = Batched(self._write,
+                                                                 rerun_if=row_error)
 
     async def record(self, message: Message, reply: Reply, generated: Generated | None,
                      latency_ms: int, verdicts: list[dict[str, object]],

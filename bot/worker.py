@@ -33,21 +33,15 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
 
-import aiohttp
-import asyncpg
-import openai
 from redis.asyncio.client import Pipeline as RedisPipeline
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import tracing
 from bot.answers import AnswerStore, Lookup
-from bot.errors import TransientError
+from bot.finishing import Finisher
 from bot.inbox import GROUP, Delivery, Inbox
 from bot.log import get_logger
 from bot.messages import Message
@@ -60,33 +54,10 @@ from bot.metrics import (
 )
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
-from bot.protocols import AfterSend
 from bot.redis_pool import Coalesced, raise_first
-from bot.retrying import retried, retry_on
+from bot.transient import is_transient
 
 log = get_logger("bot.worker")
-
-#: How long the finishing transaction of a message whose reply went out is retried while
-#: Redis does not answer, seconds.
-FINISH_RETRY_S = 10.0
-
-#: Failures of a service, not of the message: they do not count against max_deliveries.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    TransientError, OSError, TimeoutError, RedisConnectionError, RedisTimeoutError,
-    asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # admin/crash shutdown, cannot connect now
-    openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
-    aiohttp.ClientError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures of an outside service (connection, timeout, 429, 5xx)."""
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
-    return isinstance(status, int) and (status == 429 or status >= 500)
-
 
 class Worker:
     """One inbox consumer.
@@ -123,7 +94,7 @@ class Worker:
         self._redis = order.redis
         self._answers = answers
         self._coalesced = coalesced or Coalesced(self._redis)
-        self._finishing = finishing or Coalesced(self._redis, transaction=True)
+        self._finisher = Finisher(inbox, finishing or Coalesced(self._redis, transaction=True))
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{index}"
         self._claim_idle_ms = int(claim_idle_s * 1000)
         self._claim_every_s = max(claim_idle_s / 2, 0.2)
@@ -171,9 +142,10 @@ class Worker:
                         continue
                 log.warning("redis unavailable; backing off", error=type(exc).__name__,
                             delay_s=round(backoff_s, 2))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
-                backoff_s = min(backoff_s * 2, 30.0)
+                backoff_s = await _back_off(stop, backoff_s)
+            except Exception:  # a defect must not end the worker: its entry stays pending
+                log.exception("worker loop failed; backing off", delay_s=round(backoff_s, 2))
+                backoff_s = await _back_off(stop, backoff_s)
 
     def _queue_ready_and_read(self, pipe: RedisPipeline) -> None:
         self._order.queue_next_ready(pipe)
@@ -363,7 +335,7 @@ class Worker:
         finally:
             finished.set()
             await keeper
-        await self._finish(delivery.entry_id, lease, pop, ctx.after_send)
+        await self._finisher.finish(delivery.entry_id, lease, pop, ctx.after_send)
         self.processed += 1
         MESSAGES_PROCESSED.labels(platform).inc()
         MESSAGE_LATENCY.labels(platform).observe(_age_s(delivery.entry_id))
@@ -373,56 +345,6 @@ class Worker:
                  model=ctx.generated.model if ctx.generated else None,
                  skipped=ctx.skipped_reason or None, attempt=delivery.attempt)
         return True
-
-    async def _finish(self, entry_id: str, lease: ConversationLease,
-                      pop: tuple[str, bool] | None, after_send: Sequence[AfterSend] = ()
-                      ) -> None:
-        """Acknowledge a processed entry and pop it from its FIFO, with the writes that follow
-        its sent reply (the answered mark, memory) first: one round trip (a transaction: the
-        writes, XACK, XDEL, HDEL and the pop script; shared with the workers finishing at the
-        same time, `finishing`).
-
-        The reply is out, so this rides out a short Redis blip (up to 10 s, as the answered
-        mark always did): a redelivery without the mark would send the reply again. Running it
-        twice is harmless: the writes and the acknowledgement are idempotent, and a second pop
-        finds the head moved on (or the lease released, which `_drain` takes as lost)."""
-        tries = 0
-
-        def queue(pipe: RedisPipeline) -> None:
-            for write in after_send:
-                write.queue(pipe)
-            self._inbox.queue_ack(pipe, entry_id)
-            if pop is not None:
-                lease.queue_pop(pipe, pop[0], release_when_empty=pop[1])
-
-        async def execute() -> list[Any]:
-            nonlocal tries
-            tries += 1
-            return await self._finishing.execute(queue)
-
-        replies = await retried(execute, retry_if=retry_on(RedisError, OSError),
-                                within_s=FINISH_RETRY_S, initial_s=0.1, max_s=2)
-        retried_exec = tries > 1
-        for write, reply in zip(after_send, replies, strict=False):
-            try:
-                await write.settle(reply)
-            except (RedisError, OSError) as exc:  # acknowledged already: not worth a retry
-                log.error("a write after the reply failed", error=type(exc).__name__,
-                          entry_id=entry_id)
-        rest = replies[len(after_send):]
-        for reply in rest[:-1] if pop is not None else rest:
-            if isinstance(reply, Exception):
-                raise reply
-        if pop is not None:
-            try:
-                await lease.popped(rest[-1], pop[0], release_when_empty=pop[1])
-            except LeaseLost:
-                if not retried_exec:
-                    raise
-                # an earlier EXEC was applied and its reply lost: it popped the entry and
-                # released the lease (or the lease expired meanwhile): either way this entry
-                # is finished and the conversation is no longer ours
-                lease.released = True
 
     async def _give_up(self, delivery: Delivery, message: Message, error: str,
                        reason: str) -> None:
@@ -434,6 +356,13 @@ class Worker:
             except Exception as exc:  # the platform may be the very thing that is down
                 log.warning("could not tell the user about a dead letter",
                             message_id=message.id, error=type(exc).__name__)
+
+
+async def _back_off(stop: asyncio.Event, backoff_s: float) -> float:
+    """Wait about `backoff_s` (jittered; less if `stop` is set); return the next wait."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
+    return min(backoff_s * 2, 30.0)
 
 
 async def _pop(lease: ConversationLease, pop: tuple[str, bool] | None) -> None:

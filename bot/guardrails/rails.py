@@ -159,7 +159,8 @@ class InjectionRail:
         self.drop_share = drop_share
         self.message = message
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rails")
-        self._batched: Batched[list[str], list[float]] = Batched(self._score_batch)
+        self._batched: Batched[list[str], list[float]] = Batched(
+            self._score_batch, rerun_if=lambda exc: True)  # (one text may be what failed)
 
     async def scores(self, texts: list[str]) -> list[float]:
         """The scorer's scores of `texts`. Concurrent calls are scored together: texts that

@@ -49,19 +49,60 @@ async def test_calls_arriving_during_a_batch_go_in_the_next_one_in_order() -> No
 
 
 async def test_a_failing_item_fails_only_its_caller() -> None:
-    recorder = Recorder()
-    recorder.gate.clear()
-    batched: Batched[int, int] = Batched(recorder.run)
+    batches: list[list[int]] = []
+    held = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        if len(batches) == 2:  # the batch with the bad item: held until released
+            await held.wait()
+        if any(i < 0 for i in items):
+            raise ValueError(f"negative in {items}")
+        return [2 * i for i in items]
+
+    batched: Batched[int, int] = Batched(run, rerun_if=lambda exc: isinstance(exc, ValueError))
     first = asyncio.ensure_future(batched(1))
     await asyncio.sleep(0)
-    rest = [asyncio.ensure_future(batched(i)) for i in (2, -3, 4)]
-    await asyncio.sleep(0)
-    recorder.gate.set()
-    outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
-    assert outcomes[:2] == [2, 4] and outcomes[3] == 8
-    assert isinstance(outcomes[2], ValueError) and "[-3]" in str(outcomes[2])
-    # the failed batch, then each of its items alone
-    assert recorder.batches == [[1], [2, -3, 4], [2], [-3], [4]]
+    rest = [asyncio.ensure_future(batched(i)) for i in (2, -3, 4, 5)]
+    assert await first == 2
+    while len(batches) < 2:
+        await asyncio.sleep(0)
+    rest[3].cancel()  # its caller gives up while its batch runs: not run again alone
+    held.set()
+    outcomes = await asyncio.gather(*rest, return_exceptions=True)
+    assert outcomes[0] == 4 and outcomes[2] == 8
+    assert isinstance(outcomes[1], ValueError) and "[-3]" in str(outcomes[1])
+    assert isinstance(outcomes[3], asyncio.CancelledError)
+    # the failed batch, then each of its items alone but the one given up
+    assert batches == [[1], [2, -3, 4, 5], [2], [-3], [4]]
+
+
+async def test_a_failure_not_of_one_item_is_every_callers_and_not_run_again() -> None:
+    calls: list[list[int]] = []
+
+    async def down(items: list[int]) -> list[int]:
+        calls.append(items)
+        await asyncio.sleep(0)
+        raise ConnectionError("the server went away")
+
+    for rerun_if in (None, lambda exc: isinstance(exc, ValueError)):
+        calls.clear()
+        batched: Batched[int, int] = Batched(down, rerun_if=rerun_if)
+        outcomes = await asyncio.gather(*[batched(i) for i in range(4)],
+                                        return_exceptions=True)
+        assert all(isinstance(o, ConnectionError) for o in outcomes)
+        assert calls == [[0, 1, 2, 3]]
+
+
+async def test_an_exception_in_an_items_place_is_raised_by_its_caller_alone() -> None:
+    async def run(items: list[int]) -> list[int | Exception]:
+        return [ValueError(f"no {i}") if i < 0 else i for i in items]
+
+    batched: Batched[int, int] = Batched(run)
+    outcomes = await asyncio.gather(batched(1), batched(-2), batched(3),
+                                    return_exceptions=True)
+    assert outcomes[0] == 1 and outcomes[2] == 3
+    assert isinstance(outcomes[1], ValueError)
 
 
 async def test_a_caller_that_gives_up_does_not_stop_the_others() -> None:

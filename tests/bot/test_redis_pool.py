@@ -159,3 +159,53 @@ async def test_scripts_and_single_commands_run_alone_or_shared_and_survive_a_flu
     finally:
         await redis.delete("script-counter")
         await redis.aclose()
+
+
+async def test_one_callers_bad_argument_or_failing_queue_fails_only_that_caller(
+        services: Services) -> None:
+    redis = _client(services, max_connections=4, timeout=10)
+    try:
+        await redis.delete("coalesced-good")
+        shared = Coalesced(redis)
+
+        def broken(pipe: Pipeline) -> None:
+            pipe.set("coalesced-half", "queued before the failure")
+            raise RuntimeError("a caller's own bug")
+
+        outcomes = await asyncio.gather(
+            shared.execute(lambda pipe: pipe.set("coalesced-good", "ok")),
+            # a lone surrogate (a platform's JSON can carry one) cannot be encoded
+            shared.execute(lambda pipe: pipe.set("coalesced-bad", "hi \ud800")),
+            shared.execute(broken),
+            shared.execute(lambda pipe: pipe.get("coalesced-good")),
+            return_exceptions=True)
+        assert outcomes[0] == [True] and outcomes[3] == [b"ok"]
+        assert isinstance(outcomes[1], UnicodeEncodeError)
+        assert isinstance(outcomes[2], RuntimeError)
+        assert await redis.exists("coalesced-bad", "coalesced-half") == 0
+        assert shared.batched.batches < 4  # they did share round trips
+    finally:
+        await redis.delete("coalesced-good")
+        await redis.aclose()
+
+
+async def test_an_aborted_shared_transaction_is_run_again_caller_by_caller(
+        services: Services) -> None:
+    """A command refused when queued (here: wrong arity; in production, any write under
+    `maxmemory`) aborts the whole MULTI/EXEC and nothing runs: each caller then runs alone,
+    so the others' acknowledgements still happen."""
+    redis = _client(services, max_connections=4, timeout=10)
+    try:
+        await redis.delete("tx-a", "tx-b")
+        finishing = Coalesced(redis, transaction=True)
+        outcomes = await asyncio.gather(
+            finishing.execute(lambda pipe: pipe.rpush("tx-a", "1")),
+            finishing.execute(lambda pipe: pipe.execute_command("SET", "tx-refused")),
+            finishing.execute(lambda pipe: pipe.rpush("tx-b", "1")),
+            return_exceptions=True)
+        assert outcomes[0] == [1] and outcomes[2] == [1]
+        assert isinstance(outcomes[1], ResponseError)
+        assert await redis.llen("tx-a") == 1 and await redis.llen("tx-b") == 1
+    finally:
+        await redis.delete("tx-a", "tx-b")
+        await redis.aclose()

@@ -141,3 +141,37 @@ async def test_memory_lands_with_the_acknowledgement_after_redis_lost_its_script
     assert alone == []  # no standalone append after the transaction
     assert await runtime.memory.load(msg.conversation.key) == [
         Turn("user", "q"), Turn("assistant", "answer to q")]
+
+
+async def test_a_defect_in_the_loop_does_not_end_the_worker(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unexpected exception outside a message's run (here: reading the inbox's reply) is
+    logged and waited out; the worker goes on, and answers the message it had read once the
+    entry's claim time has passed."""
+    prefix = runtime.settings.bot_key_prefix
+    answers = AnswerStore(runtime.redis, prefix, ttl_s=60, answered_ttl_s=60)
+    send = Send(answers)
+    worker = Worker(runtime.inbox, Pipeline([send]), runtime.order, index=0, claim_idle_s=0.5,
+                    max_deliveries=3, block_ms=20, answers=answers)
+    read_reply = runtime.inbox.read_reply
+    failures = {"left": 2}
+
+    def flaky(response: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ValueError("a defect (test)")
+        return read_reply(response)
+
+    monkeypatch.setattr(runtime.inbox, "read_reply", flaky)
+    msg = Message(id="webhook:w:after-defect", user="u", text="q",
+                  conversation=Conversation("webhook", "c-defect", "w"))
+    assert await runtime.inbox.enqueue(msg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(200):
+        if send.sent:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert failures["left"] == 0 and send.sent == [msg.id]
