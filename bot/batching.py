@@ -86,14 +86,18 @@ class Batched(Generic[T, R]):
                     _resolve(f, exc)
                 return
             # one item may be what failed: each alone, so that the others still succeed
-            for item, f in batch:
+            for k, (item, f) in enumerate(batch):
                 if f.done():  # its caller gave up meanwhile: nothing of it was written
                     continue
                 try:
                     [one] = await self._run([item])
                     _resolve(f, one)
-                except Exception as one:
-                    _resolve(f, one)
+                except Exception as failure:
+                    _resolve(f, failure)
+                    if not self._rerun_if(failure):  # not this item's: every one's now
+                        for _, rest in batch[k + 1:]:
+                            _resolve(rest, failure)
+                        return
             return
         if len(results) != len(batch):
             error = RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")

@@ -28,7 +28,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ExecAbortError, MaxConnectionsError, NoScriptError, ResponseError
+from redis.exceptions import ExecAbortError, MaxConnectionsError, NoScriptError
 
 from bot.batching import Batched
 
@@ -152,9 +152,12 @@ class Coalesced:
                 return out
             try:
                 replies = await pipe.execute(raise_on_error=False)
-            except (ExecAbortError, ResponseError) as exc:
-                if not self._transaction or not (isinstance(exc, ExecAbortError)
-                                                 or isinstance(exc.__cause__, ExecAbortError)):
+            except Exception as exc:
+                # redis-py raises a queued command's error (or, for some, a TypeError) from
+                # or while handling the ExecAbortError
+                if not self._transaction or not any(
+                        isinstance(e, ExecAbortError)
+                        for e in (exc, exc.__cause__, exc.__context__)):
                     raise
                 return [one if isinstance(one, Exception) else await self._alone(queue)
                         for queue, one in zip(queues, out, strict=True)]

@@ -30,11 +30,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(status, int) and (status == 429 or status >= 500)
 
 
+#: Postgres errors one row can cause: its data (SQLSTATE class 22; asyncpg raises these for an
+#: argument it cannot encode too), a constraint (23), a serialization failure or deadlock (40).
+ROW_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.DataError, asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.TransactionRollbackError, ValueError, TypeError)
+
+
 def row_error(exc: Exception) -> bool:
-    """True for a failure one row of a batch can cause (Postgres refused its data, a
-    constraint, a deadlock; asyncpg could not encode an argument): the batch is then written
-    again row by row. False for the connection, the server's state or its resources, which
-    every row would meet again."""
-    return isinstance(exc, (asyncpg.PostgresError, ValueError, TypeError)) and not isinstance(
-        exc, (asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-              asyncpg.exceptions.InsufficientResourcesError))
+    """True for a failure one row of a batch can cause (`ROW_ERRORS`): the batch is then
+    written again row by row. False for anything else (the connection, a read-only server
+    after a failover, a missing table, a lack of privilege or resources), which every row
+    would meet again."""
+    return isinstance(exc, ROW_ERRORS)

@@ -131,3 +131,25 @@ async def test_a_wrong_number_of_results_fails_every_caller_of_the_batch() -> No
     outcomes = await asyncio.gather(*[batched(i) for i in range(3)], return_exceptions=True)
     assert all(isinstance(o, RuntimeError) for o in outcomes), outcomes
     assert await batched(5) == 5  # alone, one result for one item
+
+
+async def test_reruns_stop_at_the_first_failure_that_is_not_an_items() -> None:
+    """A batch fails on one item's data, then the server goes away during the reruns: the
+    callers left get that failure at once instead of each waiting for its own."""
+    calls: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        await asyncio.sleep(0)
+        if len(items) > 1:
+            raise ValueError("one item's data")
+        if items == [2]:
+            raise ConnectionError("the server went away")
+        return items
+
+    batched: Batched[int, int] = Batched(run, rerun_if=lambda exc: isinstance(exc, ValueError))
+    outcomes = await asyncio.gather(*[batched(i) for i in range(1, 6)],
+                                    return_exceptions=True)
+    assert outcomes[0] == 1
+    assert all(isinstance(o, ConnectionError) for o in outcomes[1:])
+    assert calls == [[1, 2, 3, 4, 5], [1], [2]]
