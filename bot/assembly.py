@@ -184,7 +184,8 @@ async def build_state(settings: Settings, connections: Connections) -> State:
     return State(
         store=ChunkStore(connections.pool),
         inbox=inbox,
-        order=ConversationOrder(redis, prefix, ttl_ms=int(s.bot_claim_idle_s * 1000)),
+        order=ConversationOrder(redis, prefix, ttl_ms=int(s.bot_claim_idle_s * 1000),
+                                coalesced=shared),
         rendezvous=ReplyRendezvous(redis, prefix, result_ttl_s=s.webhook_reply_ttl_s,
                                    coalesced=shared),
         memory=RedisMemory(redis, prefix, turns=s.memory_turns, ttl_s=s.memory_ttl_s,

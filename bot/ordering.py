@@ -26,6 +26,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
 from bot.keys import Keys
+from bot.redis_pool import Coalesced, run_script
 
 # KEYS: lock, fifo; ARGV: token, ttl ms -> {1, head id or ''} if the caller now holds the
 # lock, else {0}
@@ -214,10 +215,13 @@ class ConversationOrder:
     Args:
         ttl_ms: lock lifetime without refresh; a dead holder blocks its conversation at most
             this long.
+        coalesced: the process's shared round trips (bot/redis_pool.py), for `acquire`.
     """
 
-    def __init__(self, redis: Redis, prefix: str, *, ttl_ms: int) -> None:
+    def __init__(self, redis: Redis, prefix: str, *, ttl_ms: int,
+                 coalesced: Coalesced | None = None) -> None:
         self.redis = redis
+        self._coalesced = coalesced
         self._prefix = prefix
         self.ttl_ms = ttl_ms
         self.acquire_script = redis.register_script(_ACQUIRE)
@@ -249,33 +253,10 @@ class ConversationOrder:
     async def acquire(self, conversation_key: str) -> ConversationLease | None:
         """The conversation's lease, or None while another worker holds it."""
         token = uuid.uuid4().hex
-        got = await self.acquire_script(
-            keys=[self.lock_key(conversation_key), self.fifo_key(conversation_key)],
-            args=[token, self.ttl_ms])
-        return self._lease(conversation_key, token, got)
-
-    def queue_acquire(self, pipe: Pipeline, conversation_key: str) -> str:
-        """Queue `acquire` on `pipe`; returns the lease's token, to pass with the reply to
-        `acquired`."""
-        token = uuid.uuid4().hex
-        pipe.evalsha(self.acquire_script.sha, 2, self.lock_key(conversation_key),
-                     self.fifo_key(conversation_key), token, self.ttl_ms)
-        return token
-
-    async def acquired(self, reply: Any, conversation_key: str, token: str
-                       ) -> ConversationLease | None:
-        """The result of a queued `acquire`, from its reply (a pipeline's, run with
-        `raise_on_error=False`); a script the server does not have (NOSCRIPT) is run again
-        on its own. Raises the reply's error."""
-        if isinstance(reply, NoScriptError):
-            reply = await self.acquire_script(
-                keys=[self.lock_key(conversation_key), self.fifo_key(conversation_key)],
-                args=[token, self.ttl_ms])
-        if isinstance(reply, Exception):
-            raise reply
-        return self._lease(conversation_key, token, reply)
-
-    def _lease(self, conversation_key: str, token: str, got: Any) -> ConversationLease | None:
+        got = await run_script(
+            self.acquire_script,
+            [self.lock_key(conversation_key), self.fifo_key(conversation_key)],
+            [token, self.ttl_ms], self._coalesced)
         if not int(got[0]):
             return None
         return ConversationLease(self, conversation_key, token, _text(got[1]) or None)

@@ -76,7 +76,7 @@ class Transcript:
         and takes one round trip): the concurrent messages' rows share one commit. Rows go in
         conversation order (stable: a conversation's own rows keep theirs), so that two
         processes' batches lock conversation rows in the same order and cannot deadlock."""
-        await self._pool.executemany(_RECORD, sorted(rows, key=lambda row: str(row[0])))
+        await self._pool.executemany(_RECORD, sorted(rows, key=lambda row: row[0]))
         return [None] * len(rows)
 
     async def last_answer_sources(self, conversation_key: str) -> list[dict[str, Any]] | None:

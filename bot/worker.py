@@ -192,14 +192,7 @@ class Worker:
     async def _turn(self, conversation: str, trigger: Delivery | None) -> bool | None:
         """One turn of `conversation`: None if another worker holds it, else whether `trigger`
         was run in it (True without a trigger)."""
-        token = ""
-
-        def queue(pipe: RedisPipeline) -> None:
-            nonlocal token
-            token = self._order.queue_acquire(pipe, conversation)
-
-        [reply] = await self._coalesced.execute(queue)
-        lease = await self._order.acquired(reply, conversation, token)
+        lease = await self._order.acquire(conversation)
         if lease is None:
             return None
         try:

@@ -7,13 +7,12 @@ import asyncio
 import random
 from collections import defaultdict
 
-import pytest
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
 
 from bot.messages import Conversation, Message
 from bot.ordering import ConversationOrder
 from bot.pipeline import Context, Pipeline
+from bot.redis_pool import Coalesced
 from bot.runtime import Runtime
 from bot.worker import Worker
 
@@ -147,24 +146,15 @@ async def test_an_entry_arriving_after_an_empty_head_is_seen(redis: Redis, prefi
     assert not await lease.release_if_done()
 
 
-async def test_a_queued_acquire_learns_the_head_and_survives_a_script_flush(
+async def test_a_shared_acquire_learns_the_head_and_survives_a_script_flush(
         redis: Redis, prefix: str) -> None:
-    """`queue_acquire` + `acquired` (the workers' shared round trip) give the lease `acquire`
-    gives; after SCRIPT FLUSH (a Valkey that restarted empty) the NOSCRIPT reply is retried
-    with the script itself."""
-    order = ConversationOrder(redis, prefix, ttl_ms=30_000)
+    """`acquire` in the process's shared round trips (as the workers make it) gives the lease
+    a lone `acquire` gives; after SCRIPT FLUSH (a Valkey that restarted empty) the NOSCRIPT
+    reply is retried with the script itself."""
+    order = ConversationOrder(redis, prefix, ttl_ms=30_000, coalesced=Coalesced(redis))
     await redis.rpush(order.fifo_key("c"), "1-0")
     await redis.script_flush()
-    async with redis.pipeline(transaction=False) as pipe:
-        token = order.queue_acquire(pipe, "c")
-        [reply] = await pipe.execute(raise_on_error=False)
-    assert isinstance(reply, NoScriptError)
-    lease = await order.acquired(reply, "c", token)
-    assert lease is not None and lease.token == token
+    lease = await order.acquire("c")
+    assert lease is not None and await redis.get(order.lock_key("c")) == lease.token.encode()
     assert await lease.head() == "1-0"
-    async with redis.pipeline(transaction=False) as pipe:
-        other = order.queue_acquire(pipe, "c")
-        [reply] = await pipe.execute(raise_on_error=False)
-    assert await order.acquired(reply, "c", other) is None  # held by the first
-    with pytest.raises(ResponseError):
-        await order.acquired(ResponseError("WRONGTYPE"), "c", other)
+    assert await order.acquire("c") is None  # held by the first

@@ -6,7 +6,7 @@ share round trips and each gets its own replies and errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
@@ -78,138 +78,125 @@ async def test_a_waiter_cancelled_after_its_wake_passes_it_on(services: Services
         await pool.disconnect()
 
 
+@pytest.fixture
+async def redis(services: Services) -> AsyncIterator[Redis]:
+    """A client of 4 connections; the keys the tests below write are deleted afterwards."""
+    client = _client(services, max_connections=4, timeout=10)
+    yield client
+    for pattern in ("coalesced-*", "script-*", "tx-*"):
+        keys = [key async for key in client.scan_iter(match=pattern)]
+        if keys:
+            await client.delete(*keys)
+    await client.aclose()
+
+
 async def test_coalesced_callers_share_round_trips_and_keep_their_own_replies(
-        services: Services) -> None:
-    redis = _client(services, max_connections=4, timeout=10)
-    try:
-        await redis.set("coalesced-text", "not a number")
-        coalesced = Coalesced(redis)
+        redis: Redis) -> None:
+    await redis.set("coalesced-text", "not a number")
+    coalesced = Coalesced(redis)
 
-        def incr(n: int) -> Callable[[Pipeline], object]:
-            def queue(pipe: Pipeline) -> None:
-                pipe.incrby("coalesced-counter", n)
-                pipe.get("coalesced-counter")
-            return queue
+    def incr(n: int) -> Callable[[Pipeline], object]:
+        def queue(pipe: Pipeline) -> None:
+            pipe.incrby("coalesced-counter", n)
+            pipe.get("coalesced-counter")
+        return queue
 
-        def bad(pipe: Pipeline) -> None:
-            pipe.incr("coalesced-text")  # an error reply, for this caller only
-            pipe.exists("coalesced-text")
+    def bad(pipe: Pipeline) -> None:
+        pipe.incr("coalesced-text")  # an error reply, for this caller only
+        pipe.exists("coalesced-text")
 
-        outcomes = await asyncio.gather(*[coalesced.execute(incr(1)) for _ in range(20)],
-                                        coalesced.execute(bad))
-        # 21 callers, fewer round trips: the first went alone, the rest together
-        assert coalesced.batched.batches < 21 and coalesced.batched.items == 21
-        totals = sorted(int(replies[0]) for replies in outcomes[:20])
-        assert totals == list(range(1, 21))
-        error, exists = outcomes[20]
-        assert isinstance(error, ResponseError) and exists == 1
-        with pytest.raises(ResponseError):
-            raise_first(outcomes[20])
-        assert raise_first(outcomes[0]) == outcomes[0]
-    finally:
-        await redis.delete("coalesced-counter", "coalesced-text")
-        await redis.aclose()
+    outcomes = await asyncio.gather(*[coalesced.execute(incr(1)) for _ in range(20)],
+                                    coalesced.execute(bad))
+    # 21 callers, fewer round trips: the first went alone, the rest together
+    assert coalesced.batched.batches < 21 and coalesced.batched.items == 21
+    totals = sorted(int(replies[0]) for replies in outcomes[:20])
+    assert totals == list(range(1, 21))
+    error, exists = outcomes[20]
+    assert isinstance(error, ResponseError) and exists == 1
+    with pytest.raises(ResponseError):
+        raise_first(outcomes[20])
+    assert raise_first(outcomes[0]) == outcomes[0]
 
 
 async def test_coalesced_transaction_and_a_broken_connection_fail_every_caller(
-        services: Services) -> None:
-    redis = _client(services, max_connections=4, timeout=10)
-    try:
-        finishing = Coalesced(redis, transaction=True)
+        redis: Redis) -> None:
+    finishing = Coalesced(redis, transaction=True)
 
-        def push(value: str) -> Callable[[Pipeline], object]:
-            return lambda pipe: pipe.rpush("coalesced-list", value)
+    def push(value: str) -> Callable[[Pipeline], object]:
+        return lambda pipe: pipe.rpush("coalesced-list", value)
 
-        replies = await asyncio.gather(*[finishing.execute(push(str(i))) for i in range(5)])
-        assert sorted(r[0] for r in replies) == [1, 2, 3, 4, 5]
-        assert await redis.llen("coalesced-list") == 5
-        # a server that is gone: every caller of the round trip gets the error, none is
-        # run again on its own (its commands may have run)
-        gone = Redis.from_url("unix:///nonexistent/valkey.sock")
-        lost = Coalesced(gone)
-        outcomes = await asyncio.gather(*[lost.execute(push("x")) for _ in range(3)],
-                                        return_exceptions=True)
-        assert all(isinstance(o, RedisConnectionError) for o in outcomes)
-        assert lost.batched.items == 3
-        await gone.aclose()
-    finally:
-        await redis.delete("coalesced-list")
-        await redis.aclose()
+    replies = await asyncio.gather(*[finishing.execute(push(str(i))) for i in range(5)])
+    assert sorted(r[0] for r in replies) == [1, 2, 3, 4, 5]
+    assert await redis.llen("coalesced-list") == 5
+    # a server that is gone: every caller of the round trip gets the error, none is
+    # run again on its own (its commands may have run)
+    gone = Redis.from_url("unix:///nonexistent/valkey.sock")
+    lost = Coalesced(gone)
+    outcomes = await asyncio.gather(*[lost.execute(push("x")) for _ in range(3)],
+                                    return_exceptions=True)
+    assert all(isinstance(o, RedisConnectionError) for o in outcomes)
+    assert lost.batched.items == 3
+    await gone.aclose()
 
 
 async def test_scripts_and_single_commands_run_alone_or_shared_and_survive_a_flush(
-        services: Services) -> None:
-    redis = _client(services, max_connections=4, timeout=10)
-    try:
-        script = redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
-        shared = Coalesced(redis)
-        await redis.script_flush()  # a Valkey that restarted empty: NOSCRIPT, then loaded
-        assert await run_script(script, ["script-counter"], [2]) == 2
-        await redis.script_flush()
-        assert await run_script(script, ["script-counter"], [3], shared) == 5
-        results = await asyncio.gather(*[run_script(script, ["script-counter"], [1], shared)
-                                         for _ in range(10)])
-        assert sorted(results) == list(range(6, 16))
-        with pytest.raises(ResponseError):  # an error reply is raised for its caller
-            await run_script(script, ["script-counter"], ["not a number"], shared)
-        assert await call(redis, None, lambda pipe: pipe.get("script-counter")) == b"15"
-        assert await call(redis, shared, lambda pipe: pipe.get("script-counter")) == b"15"
-        with pytest.raises(ResponseError):
-            await call(redis, shared, lambda pipe: pipe.lpush("script-counter", "x"))
-    finally:
-        await redis.delete("script-counter")
-        await redis.aclose()
+        redis: Redis) -> None:
+    script = redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    shared = Coalesced(redis)
+    await redis.script_flush()  # a Valkey that restarted empty: NOSCRIPT, then loaded
+    assert await run_script(script, ["script-counter"], [2]) == 2
+    await redis.script_flush()
+    assert await run_script(script, ["script-counter"], [3], shared) == 5
+    results = await asyncio.gather(*[run_script(script, ["script-counter"], [1], shared)
+                                     for _ in range(10)])
+    assert sorted(results) == list(range(6, 16))
+    with pytest.raises(ResponseError):  # an error reply is raised for its caller
+        await run_script(script, ["script-counter"], ["not a number"], shared)
+    assert await call(redis, None, lambda pipe: pipe.get("script-counter")) == b"15"
+    assert await call(redis, shared, lambda pipe: pipe.get("script-counter")) == b"15"
+    with pytest.raises(ResponseError):
+        await call(redis, shared, lambda pipe: pipe.lpush("script-counter", "x"))
 
 
 async def test_one_callers_bad_argument_or_failing_queue_fails_only_that_caller(
-        services: Services) -> None:
-    redis = _client(services, max_connections=4, timeout=10)
-    try:
-        await redis.delete("coalesced-good")
-        shared = Coalesced(redis)
+        redis: Redis) -> None:
+    await redis.delete("coalesced-good")
+    shared = Coalesced(redis)
 
-        def broken(pipe: Pipeline) -> None:
-            pipe.set("coalesced-half", "queued before the failure")
-            raise RuntimeError("a caller's own bug")
+    def broken(pipe: Pipeline) -> None:
+        pipe.set("coalesced-half", "queued before the failure")
+        raise RuntimeError("a caller's own bug")
 
-        outcomes = await asyncio.gather(
-            shared.execute(lambda pipe: pipe.set("coalesced-good", "ok")),
-            # a lone surrogate (a platform's JSON can carry one) cannot be encoded
-            shared.execute(lambda pipe: pipe.set("coalesced-bad", "hi \ud800")),
-            shared.execute(broken),
-            shared.execute(lambda pipe: pipe.get("coalesced-good")),
-            return_exceptions=True)
-        assert outcomes[0] == [True] and outcomes[3] == [b"ok"]
-        assert isinstance(outcomes[1], UnicodeEncodeError)
-        assert isinstance(outcomes[2], RuntimeError)
-        assert await redis.exists("coalesced-bad", "coalesced-half") == 0
-        assert shared.batched.batches < 4  # they did share round trips
-    finally:
-        await redis.delete("coalesced-good")
-        await redis.aclose()
+    outcomes = await asyncio.gather(
+        shared.execute(lambda pipe: pipe.set("coalesced-good", "ok")),
+        # a lone surrogate (a platform's JSON can carry one) cannot be encoded
+        shared.execute(lambda pipe: pipe.set("coalesced-bad", "hi \ud800")),
+        shared.execute(broken),
+        shared.execute(lambda pipe: pipe.get("coalesced-good")),
+        return_exceptions=True)
+    assert outcomes[0] == [True] and outcomes[3] == [b"ok"]
+    assert isinstance(outcomes[1], UnicodeEncodeError)
+    assert isinstance(outcomes[2], RuntimeError)
+    assert await redis.exists("coalesced-bad", "coalesced-half") == 0
+    assert shared.batched.batches < 4  # they did share round trips
 
 
 async def test_an_aborted_shared_transaction_is_run_again_caller_by_caller(
-        services: Services) -> None:
+        redis: Redis) -> None:
     """A command refused when queued (here: wrong arity; in production, any write under
     `maxmemory`) aborts the whole MULTI/EXEC and nothing runs: each caller then runs alone,
     so the others' acknowledgements still happen."""
-    redis = _client(services, max_connections=4, timeout=10)
-    try:
-        await redis.delete("tx-a", "tx-b")
-        finishing = Coalesced(redis, transaction=True)
-        outcomes = await asyncio.gather(
-            # a command redis-py does not send (no keys): first in an aborted EXEC, redis-py
-            # raises a TypeError for it, which must not fail the others either
-            finishing.execute(lambda pipe: pipe.mget([])),
-            finishing.execute(lambda pipe: pipe.rpush("tx-a", "1")),
-            finishing.execute(lambda pipe: pipe.execute_command("SET", "tx-refused")),
-            finishing.execute(lambda pipe: pipe.rpush("tx-b", "1")),
-            return_exceptions=True)
-        assert outcomes[0] == [[]]  # run alone: redis-py's reply for an MGET of no keys
-        assert outcomes[1] == [1] and outcomes[3] == [1]
-        assert isinstance(outcomes[2], ResponseError)
-        assert await redis.llen("tx-a") == 1 and await redis.llen("tx-b") == 1
-    finally:
-        await redis.delete("tx-a", "tx-b")
-        await redis.aclose()
+    await redis.delete("tx-a", "tx-b")
+    finishing = Coalesced(redis, transaction=True)
+    outcomes = await asyncio.gather(
+        # a command redis-py does not send (no keys): first in an aborted EXEC, redis-py
+        # raises a TypeError for it, which must not fail the others either
+        finishing.execute(lambda pipe: pipe.mget([])),
+        finishing.execute(lambda pipe: pipe.rpush("tx-a", "1")),
+        finishing.execute(lambda pipe: pipe.execute_command("SET", "tx-refused")),
+        finishing.execute(lambda pipe: pipe.rpush("tx-b", "1")),
+        return_exceptions=True)
+    assert outcomes[0] == [[]]  # run alone: redis-py's reply for an MGET of no keys
+    assert outcomes[1] == [1] and outcomes[3] == [1]
+    assert isinstance(outcomes[2], ResponseError)
+    assert await redis.llen("tx-a") == 1 and await redis.llen("tx-b") == 1
