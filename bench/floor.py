@@ -23,6 +23,14 @@ per-conversation order, no retries (a failed batch stays pending in the group, n
 reclaimed), no rate limits, no payload validation but the JSON's `id`.
 Its row goes to a table of its own with two indexes, where the transcript's `messages` has ten
 and a stored tsvector (the admin console's search): the floor's Postgres share is low.
+
+`--rows bot` writes the bot's own rows instead, on the migrated schema, with the bot's own
+writers: for each message the transcript's exchange (`bot.transcript.Transcript.record`: the
+conversation upserted, the message and its reply, the reply being the bot's `!help` answer)
+and one finished audit row
+(`actions.audit.AuditLog.begin`, as a read-only action like `!help` writes it), the batch's
+rows in one statement each and one commit (their group commit). What the bot's data model
+costs, and the floor below which no engine with that model gets on this machine.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ import json
 import logging
 import os
 import signal
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
@@ -42,7 +51,14 @@ from aiohttp import web
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ResponseError
 
+from actions import builtin
+from actions.audit import AuditLog
+from actions.registry import specs_in
+from actions.spec import ActionContext, ActionSpec
 from adapters.verification import sha256_signature, verify_sha256_signature
+from bot.messages import Conversation, Message, Reply
+from bot.transcript import Transcript
+from migrations.runner import migrate
 
 STREAM, GROUP = "floor:inbox", "floor"
 BATCH, BLOCK_MS = 16, 250
@@ -50,8 +66,10 @@ log = logging.getLogger("bench.floor")
 
 
 async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
-                      callback_url: str, stop: asyncio.Event, workers: int = 4) -> None:
-    """Serve the floor path on 127.0.0.1:`port` until `stop` is set."""
+                      callback_url: str, stop: asyncio.Event, workers: int = 4,
+                      rows: str = "floor") -> None:
+    """Serve the floor path on 127.0.0.1:`port` until `stop` is set; `rows`: "floor" (its own
+    table) or "bot" (the bot's transcript and audit rows)."""
     # the socket timeout must exceed XREADGROUP's block (redis-py 8 defaults to 5 s)
     redis = Redis.from_pool(ConnectionPool.from_url(redis_url, socket_timeout=10))
     pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
@@ -60,6 +78,11 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
         "CREATE TABLE IF NOT EXISTS floor_messages (id bigserial PRIMARY KEY, message_id text"
         " UNIQUE, conversation text, text text, reply text, created_at timestamptz"
         " DEFAULT now())")
+    transcript, audit = Transcript(pool), AuditLog(pool)
+    help_text = await _help_text()
+    if rows == "bot":
+        async with pool.acquire() as conn:
+            await migrate(conn, embedding_dim=384)
     with contextlib.suppress(ResponseError):  # BUSYGROUP: made by an earlier run
         await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
 
@@ -95,12 +118,17 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
                     continue
                 ids = [entry_id for entry_id, _ in read[0][1]]
                 messages = [json.loads(fields[b"m"]) for _, fields in read[0][1]]
-                replies = [f"ok: {m.get('text', '')}" for m in messages]
-                await pool.executemany(
-                    "INSERT INTO floor_messages (message_id, conversation, text, reply) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
-                    [(str(m["id"]), str(m.get("conversation", "")), str(m.get("text", "")), r)
-                     for m, r in zip(messages, replies, strict=True)])
+                replies = [help_text if rows == "bot" else f"ok: {m.get('text', '')}"
+                           for m in messages]
+                if rows == "bot":
+                    await asyncio.gather(*[_bot_rows(transcript, audit, m, r)
+                                           for m, r in zip(messages, replies, strict=True)])
+                else:
+                    await pool.executemany(
+                        "INSERT INTO floor_messages (message_id, conversation, text, reply) "
+                        "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                        [(str(m["id"]), str(m.get("conversation", "")), str(m.get("text", "")),
+                          r) for m, r in zip(messages, replies, strict=True)])
                 await asyncio.gather(*[callback(m, r)
                                        for m, r in zip(messages, replies, strict=True)])
                 async with redis.pipeline(transaction=False) as pipe:
@@ -129,13 +157,42 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
         await redis.aclose()
 
 
+async def _help_text() -> str:
+    """The bot's `!help` answer with every built-in action listed (`--rows bot` writes it as
+    the reply: the transcript's full-text column and index cost by the text's length)."""
+    async def available() -> list[ActionSpec]:
+        return specs_in(builtin)
+
+    caller = cast(ActionContext, SimpleNamespace(available=available))
+    text: str = await builtin.show_help(caller, builtin.HelpArgs())
+    return text
+
+
+async def _bot_rows(transcript: Transcript, audit: AuditLog, payload: dict[str, Any],
+                    reply_text: str) -> None:
+    """The bot's rows for one answered `!help`: the exchange and the finished audit row."""
+    public_id = str(payload["id"])
+    conversation = Conversation("webhook", str(payload.get("conversation", "")),
+                                workspace="load")
+    message = Message(id=f"webhook:load:{public_id}", conversation=conversation,
+                      user=str(payload.get("user", "")), text=str(payload.get("text", "")))
+    reply = Reply(message_id=message.id, conversation=conversation, text=reply_text)
+    await asyncio.gather(
+        transcript.record(message, reply, None, 1, [], action="help",
+                          stage_ms={"RouteAction": 0, "SendReply": 0}),
+        audit.begin(message.id, "help", "command", message, {}, "floor",
+                    status="ok", reply=reply_text, result=reply_text, attempts=1,
+                    duration_ms=0))
+
+
 async def _main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await serve_floor(args.port, args.redis_url, args.database_url,
-                      os.environ["WEBHOOK_SECRET"], args.callback_url, stop, args.workers)
+                      os.environ["WEBHOOK_SECRET"], args.callback_url, stop, args.workers,
+                      args.rows)
 
 
 if __name__ == "__main__":
@@ -147,4 +204,6 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--callback-url", required=True)
     parser.add_argument("--workers", type=int, default=4, help="consumer tasks")
+    parser.add_argument("--rows", choices=("floor", "bot"), default="floor",
+                        help="its own table, or the bot's transcript and audit rows")
     asyncio.run(_main(parser.parse_args()))

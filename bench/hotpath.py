@@ -29,6 +29,9 @@ Paths:
 - `floor`: not the bot but bench/floor.py, the same parts and nothing else (verify, XADD,
   202; XREADGROUP of up to 16, one transcript row each in one `executemany`, one callback
   each, XACK): what the minimal durable path costs on this machine, this checkout's only.
+- `floor-rows`: the floor writing the bot's own rows (`bench/floor.py --rows bot`: the
+  transcript's exchange and a finished audit row per message, with the bot's writers, on the
+  migrated schema): the floor of any engine that keeps the bot's data model.
 Retrieval is off (`RETRIEVAL_TOP_K=0`) on every path: the query embedding is the knowledge
 base's cost, measured by bench/ask.py. Texts: `--texts questions` (default) cycles 16 user
 questions; `--texts numbered` sends "question N?".
@@ -38,9 +41,10 @@ Printed per row: msg/s, latency p50/p99 (POST sent -> callback or 202), server C
 its live children and its reaped ones), Redis commands per message (`INFO commandstats`, the
 calls of every command but INFO, commands run inside scripts included), Redis round trips per
 message (counted by a proxy in this process between the bot and Valkey: `RoundTrips`), SQL
-statements per
-message (`pg_stat_statements` calls, utility statements included, this bench's own excluded),
-and the ratio of CPU per message to the first tree's `ingress` row.
+statements per message (`pg_stat_statements` calls, utility statements included, this bench's
+own excluded; an `executemany` counts once per row), commits per message (`pg_stat_database`
+`xact_commit`, this bench's two snapshot queries included), and the ratio of CPU per message
+to the first tree's `ingress` row.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ from tests.fakes.processes import free_port
 
 SECRET = "bench-hotpath-secret"
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("ingress", "command", "answer", "answer-rails", "floor")
+PATHS = ("ingress", "command", "answer", "answer-rails", "floor", "floor-rows")
 #: `--texts questions`: what users of a team's bot ask (written for this bench), in turn
 QUESTIONS = (
     "How do I reset my password?", "Where do I find the deployment runbook?",
@@ -91,7 +95,7 @@ QUESTIONS = (
 def _text(path: str, seq: int, texts: str) -> str:
     """The message text of `path` for message `seq`: `!help` for the command path; else
     "question N?" (`--texts numbered`) or the user questions in turn."""
-    if path in ("command", "floor"):
+    if path in ("command", "floor", "floor-rows"):
         return "!help"
     return f"question {seq}?" if texts == "numbered" else QUESTIONS[seq % len(QUESTIONS)]
 
@@ -110,6 +114,9 @@ class Row:
     redis_round_trips: int = 0
     redis_by_command: Counter[str] = field(default_factory=Counter)
     sql_statements: int = 0
+    commits: int = 0
+    #: statement (its first 60 characters) -> (calls, total execution ms), for --breakdown
+    sql_by_statement: dict[str, tuple[int, float]] = field(default_factory=dict)
 
 
 class Cpu:
@@ -191,6 +198,29 @@ async def redis_calls(client: aioredis.Redis) -> Counter[str]:
                     if isinstance(v, dict) and k != "cmdstat_info"})
 
 
+async def commits(conn: asyncpg.Connection) -> int:
+    """Transactions committed in the database so far (`pg_stat_database`; this bench's own
+    snapshot queries are a few of them). Each commit flushes the WAL: with group commit
+    fewer commits per message is the point."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    value = await conn.fetchval("SELECT xact_commit FROM pg_stat_database "
+                                "WHERE datname = current_database()")
+    return int(value)
+
+
+async def sql_by_statement(conn: asyncpg.Connection) -> dict[str, tuple[int, float]]:
+    """Per statement (its first 60 characters, whitespace folded): calls and total execution
+    time in ms, from pg_stat_statements, but this bench's own."""
+    rows = await conn.fetch("SELECT query, calls, total_exec_time FROM pg_stat_statements "
+                            "WHERE query NOT ILIKE '%pg_stat_statements%'")
+    out: dict[str, tuple[int, float]] = {}
+    for row in rows:
+        key = " ".join(str(row["query"]).split())[:60]
+        calls, ms = out.get(key, (0, 0.0))
+        out[key] = (calls + int(row["calls"]), ms + float(row["total_exec_time"]))
+    return out
+
+
 async def sql_calls(conn: asyncpg.Connection) -> int:
     """Statements recorded by pg_stat_statements, but this bench's own."""
     value = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
@@ -251,11 +281,11 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
         proxy_url = await proxy.start()
         workers = "0" if path == "ingress" else str(args.workers)
         command = [sys.executable, "-m", "bot", "run", "--workers", workers, "--port", str(port)]
-        if path == "floor":  # this checkout's (bench/floor.py), whatever the tree
+        if path.startswith("floor"):  # this checkout's (bench/floor.py), whatever the tree
             tree = ROOT
             command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--redis-url",
                        proxy_url, "--database-url", pg_url, "--callback-url", callback.url,
-                       "--workers", workers]
+                       "--workers", workers, "--rows", "bot" if path == "floor-rows" else "floor"]
         proc = subprocess.Popen(
             command, cwd=tree, env=_env(tree, data_dir, path, llm.base_url, callback.url,
                                         proxy_url),
@@ -309,16 +339,23 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
                 await asyncio.sleep(1.0)  # settle: background flushes of the warm-up
                 cpu0, redis0, sql0 = cpu.snapshot(), await redis_calls(rclient), \
                     await sql_calls(conn)
-                trips0 = proxy.count
+                trips0, commits0 = proxy.count, await commits(conn)
+                statements0 = await sql_by_statement(conn)
                 latencies, wall_s = await send("run", args.messages)
-                trips1 = proxy.count
+                trips1, commits1 = proxy.count, await commits(conn)
+                statements1 = await sql_by_statement(conn)
                 cpu1, redis1, sql1 = cpu.snapshot(), await redis_calls(rclient), \
                     await sql_calls(conn)
             return Row(tree=str(tree), path=path, messages=len(latencies), wall_s=wall_s,
                        latencies_s=sorted(latencies.values()), cpu_s=Cpu.delta(cpu0, cpu1),
                        redis_commands=(redis1 - redis0).total(), redis_by_command=redis1 - redis0,
                        redis_round_trips=trips1 - trips0,
-                       sql_statements=sql1 - sql0)
+                       sql_statements=sql1 - sql0, commits=commits1 - commits0,
+                       sql_by_statement={
+                           k: (calls - statements0.get(k, (0, 0.0))[0],
+                               ms - statements0.get(k, (0, 0.0))[1])
+                           for k, (calls, ms) in statements1.items()
+                           if calls > statements0.get(k, (0, 0.0))[0]})
         finally:
             await conn.close()
             await rclient.aclose()
@@ -343,8 +380,9 @@ def table(rows: list[Row]) -> str:
     base = next((r for r in rows if r.path == "ingress"), rows[0])
     base_cpu = sum(base.cpu_s.values()) / max(base.messages, 1)
     lines = ["| tree | path | msg/s | p50 ms | p99 ms | CPU ms/msg (bot + valkey + postgres) "
-             "| Redis cmds/msg | Redis round trips/msg | SQL stmts/msg | CPU ratio to baseline |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| Redis cmds/msg | Redis round trips/msg | SQL stmts/msg | commits/msg "
+             "| CPU ratio to baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         n = max(r.messages, 1)
         per = {g: r.cpu_s.get(g, 0.0) * 1000 / n for g in ("bot", "valkey", "postgres")}
@@ -354,7 +392,7 @@ def table(rows: list[Row]) -> str:
             f"{_pct(r.latencies_s, 0.5) * 1000:.1f} | {_pct(r.latencies_s, 0.99) * 1000:.1f} | "
             f"{total:.2f} ({per['bot']:.2f} + {per['valkey']:.2f} + {per['postgres']:.2f}) | "
             f"{r.redis_commands / n:.1f} | {r.redis_round_trips / n:.1f} | "
-            f"{r.sql_statements / n:.1f} | "
+            f"{r.sql_statements / n:.1f} | {r.commits / n:.2f} | "
             f"{total / (base_cpu * 1000) if base_cpu else 0:.2f} |")
     return "\n".join(lines)
 
@@ -366,7 +404,7 @@ async def main(args: argparse.Namespace) -> None:
     # minutes apart, not a whole run apart (a VM's CPU time per unit of work drifts)
     for _ in range(args.repeat):
         for path in args.paths:
-            for tree in trees[:1] if path == "floor" else trees:
+            for tree in trees[:1] if path.startswith("floor") else trees:
                 row = await run_path(tree, path, args)
                 rows.append(row)
                 print(table([row]).splitlines()[-1], flush=True)
@@ -383,6 +421,9 @@ async def main(args: argparse.Namespace) -> None:
             n = max(r.messages, 1)
             print(f"\n{r.tree} {r.path}: Redis commands per message: " + ", ".join(
                 f"{name} {calls / n:.2f}" for name, calls in r.redis_by_command.most_common()))
+            print(f"{r.tree} {r.path}: SQL per message (calls, execution ms): " + "; ".join(
+                f"{stmt!r} {calls / n:.2f}, {ms / n:.3f}" for stmt, (calls, ms) in sorted(
+                    r.sql_by_statement.items(), key=lambda kv: -kv[1][1])[:8]))
 
 
 def spread(rows: list[Row]) -> str:

@@ -78,6 +78,10 @@ REDIS_CONNECTIONS = 512
 #: Blocking commands stay well below it: XREADGROUP blocks 0.25 s, a reply wait 1 s per step.
 REDIS_SOCKET_TIMEOUT_S = 10.0
 
+#: Connections of the shared round trips' client (`Connections.round_trips`): each set of
+#: shared round trips has one round trip out at a time, and a process has two such sets.
+ROUND_TRIP_CONNECTIONS = 8
+
 #: How long a generated answer is kept for retries of its message, seconds.
 ANSWER_TTL_S = 24 * 3600
 
@@ -111,6 +115,9 @@ class Connections:
     pool: asyncpg.Pool
     redis: Redis
     http: aiohttp.ClientSession
+    #: the shared round trips' client (`State.coalesced`): its connections have no socket
+    #: timeout, `Coalesced` bounds each round trip as a whole (bot/redis_pool.py)
+    round_trips: Redis
 
 
 @dataclass(frozen=True)
@@ -165,19 +172,23 @@ async def connect(database_url: str, redis_url: str, resources: AsyncExitStack
         redis = Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
         resources.push_async_callback(redis.aclose)
         await redis.ping()
+        round_trips = Redis.from_pool(WaitingConnectionPool.from_url(
+            redis_url, max_connections=ROUND_TRIP_CONNECTIONS, timeout=10,
+            socket_connect_timeout=5, socket_timeout=None, health_check_interval=30))
+        resources.push_async_callback(round_trips.aclose)
     except (RedisError, OSError, ValueError) as exc:
         raise ServiceUnavailable(f"REDIS_URL: cannot connect ({type(exc).__name__})"
                                  ) from None
     http = aiohttp.ClientSession()
     resources.push_async_callback(http.close)
-    return Connections(pool, redis, http)
+    return Connections(pool, redis, http, round_trips)
 
 
 async def build_state(settings: Settings, connections: Connections) -> State:
     """The state owners over `connections`; creates the inbox's consumer group if missing."""
     s, redis, prefix = settings, connections.redis, settings.bot_key_prefix
     # one set of shared round trips for the process's hot commands (bot/redis_pool.py)
-    shared = Coalesced(redis)
+    shared = Coalesced(connections.round_trips, timeout_s=REDIS_SOCKET_TIMEOUT_S)
     inbox = Inbox(redis, prefix, dedupe_ttl_s=s.bot_dedupe_ttl_s, max_backlog=s.bot_max_backlog,
                   coalesced=shared)
     await inbox.ensure_group()

@@ -45,7 +45,6 @@ from bot.ordering import ConversationOrder
 from bot.pipeline import Pipeline
 from bot.protocols import Generator, Retriever, Sender
 from bot.ratelimit_inbound import InboundLimiter
-from bot.redis_pool import Coalesced
 from bot.rendezvous import ReplyRendezvous
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from bot.transcript import Transcript
@@ -313,7 +312,7 @@ class Runtime:
         self._stop_workers.clear()
         # the workers' round trips that fall together go together (bot/redis_pool.Coalesced)
         coalesced = self.state.coalesced
-        finishing = Coalesced(self.order.redis, transaction=True)
+        finishing = coalesced.sibling(transaction=True)
         for index in range(count):
             worker = Worker(self.inbox, self.pipeline, self.order, index=index,
                             claim_idle_s=s.bot_claim_idle_s, max_deliveries=s.bot_max_deliveries,

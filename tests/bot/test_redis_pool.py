@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.redis_pool import Coalesced, WaitingConnectionPool, call, raise_first, run_script
 from tests.conftest import Services
@@ -137,6 +138,37 @@ async def test_coalesced_transaction_and_a_broken_connection_fail_every_caller(
     assert all(isinstance(o, RedisConnectionError) for o in outcomes)
     assert lost.batched.items == 3
     await gone.aclose()
+
+
+async def test_a_round_trip_past_its_timeout_fails_its_callers_and_leaves_no_reply_behind(
+        services: Services) -> None:
+    # connections without a socket timeout, as the process's shared round trips have: the
+    # round trip as a whole is bounded; a BLPOP of 2 s stands for a server that stalls
+    untimed = Redis.from_pool(WaitingConnectionPool.from_url(
+        services.redis_url, max_connections=1, timeout=10, socket_timeout=None))
+    try:
+        coalesced = Coalesced(untimed, timeout_s=0.3)
+        sibling = coalesced.sibling(transaction=True)
+        assert sibling.timeout_s == 0.3
+        stalled = await asyncio.gather(
+            coalesced.execute(lambda pipe: pipe.blpop(["coalesced-empty"], timeout=2)),
+            coalesced.execute(lambda pipe: pipe.set("coalesced-after", "1")),
+            return_exceptions=True)
+        assert all(isinstance(o, RedisTimeoutError) for o in stalled), stalled
+        # the one connection was closed, not handed on with the BLPOP's reply still due:
+        # the next round trip gets its own replies
+        await untimed.rpush("coalesced-list", "a")
+        assert raise_first(await coalesced.execute(
+            lambda pipe: pipe.lrange("coalesced-list", 0, -1))) == [[b"a"]]
+        assert raise_first(await sibling.execute(
+            lambda pipe: pipe.incr("coalesced-counter"))) == [1]
+        # an untimed set of round trips keeps waiting as its connections say (here: forever)
+        waiting = Coalesced(untimed).execute(
+            lambda pipe: pipe.blpop(["coalesced-empty"], timeout=0.5))
+        assert raise_first(await waiting) == [None]
+    finally:
+        await untimed.delete("coalesced-list", "coalesced-counter", "coalesced-after")
+        await untimed.aclose()
 
 
 async def test_scripts_and_single_commands_run_alone_or_shared_and_survive_a_flush(
