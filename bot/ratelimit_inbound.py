@@ -1,14 +1,16 @@
 """Inbound rate limits: per user and per conversation, shared by every worker
 (docs/rate-limits.md).
 
-Every message takes one token from its author's bucket (`<p>:rl:in:user:<platform>:<user>`)
-and one from its conversation's (`<p>:rl:in:conv:<conversation key>`), both or neither, as of
-the moment it arrived (`Message.received_at`, capped at Redis' clock), so a flood queued
-behind a slow model is still a flood when its messages are processed. A message that was
-let through is remembered for a day (`<p>:rl:in:msg:<message id>`), so a retried message (a
-crash, a failed send) and a message the webhook ingress already let through are never
-charged twice; the webhook ingress also marks the messages it let through
-(`Message.rate_checked`), so the stage does not ask Redis about them at all.
+Every message takes one token from its author's bucket (`<p>:rl:in:user:<platform>:<user>`;
+`<p>:rl:in:user:webhook:<webhook name>:<user>` for a webhook, whose user ids are each
+integration's own, so that two integrations' "alice" are two people) and one from its
+conversation's (`<p>:rl:in:conv:<conversation key>`), both or neither, as of the moment it
+arrived (`Message.received_at`, capped at Redis' clock), so a flood queued behind a slow model
+is still a flood when its messages are processed. A message that was let through is remembered
+for a day (`<p>:rl:in:msg:<message id>`), so a retried message (a crash, a failed send) and a
+message the webhook ingress already let through are never charged twice; the webhook ingress
+also marks the messages it let through (`Message.rate_checked`), so the stage does not ask
+Redis about them at all.
 
 Over the limit, `InboundRateLimit` (a pipeline stage) answers once with `SLOW_DOWN` ("please
 wait N s"), and skips every further message of that user (or conversation) silently while N
@@ -109,8 +111,9 @@ class InboundLimiter:
         conv = message.conversation
         buckets: list[tuple[str, Bucket]] = []
         if self._user is not None:
-            buckets.append(("user", Bucket(f"in:user:{conv.platform}:{message.user}",
-                                           self._user)))
+            author = f"{conv.platform}:{message.user}" if conv.platform != "webhook" \
+                else f"webhook:{conv.workspace}:{message.user}"
+            buckets.append(("user", Bucket(f"in:user:{author}", self._user)))
         if self._conversation is not None:
             buckets.append(("conversation", Bucket(f"in:conv:{conv.key}", self._conversation)))
         return buckets

@@ -211,6 +211,26 @@ async def test_ingress_gets_a_retry_after_and_is_never_charged_twice(
     assert sender.sent == []
 
 
+async def test_two_webhooks_users_of_one_name_have_buckets_of_their_own(
+        redis: Redis, prefix: str) -> None:
+    # a webhook's user ids are its integration's own: "alice" of one is not "alice" of another
+    inbound = InboundLimiter(RateLimiter(redis, prefix), user=SLOW, conversation=None)
+
+    def hook(name: str, n: int) -> Message:
+        return Message(id=f"webhook:{name}:{n}",
+                       conversation=Conversation("webhook", f"c{n}", name), user="alice",
+                       text="question")
+
+    assert [await inbound.check_inbound(hook("support", n)) for n in range(2)] == [None, None]
+    assert await inbound.check_inbound(hook("support", 2)) is not None
+    assert await inbound.check_inbound(hook("billing", 3)) is None
+    # a Slack user keeps one bucket across the workspaces of a grid (its id is global)
+    slack = [message(n, user="W1") for n in range(4, 6)]
+    slack.append(Message(id="slack:T2:6", conversation=Conversation("slack", "D1", "T2"),
+                         user="W1", text="question"))
+    assert [await inbound.check_inbound(m) is None for m in slack] == [True, True, False]
+
+
 async def test_zero_per_minute_disables_a_limit(redis: Redis, prefix: str) -> None:
     settings = load_settings(_env_file=None, bot_key_prefix=prefix, bot_rate_user_per_min=0,
                              bot_rate_conversation_per_min=0)
