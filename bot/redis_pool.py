@@ -122,8 +122,9 @@ class Coalesced:
     Args:
         redis: the client of the round trips; give one whose connections have no socket
             timeout (`socket_timeout=None`) together with `timeout_s`.
-        timeout_s: the longest one round trip may take, waiting for a connection included,
-            seconds (None: only the connections' own timeouts apply).
+        timeout_s: the longest one round trip may take, waiting for a connection and the
+            reruns after an aborted transaction included, seconds (None: only the
+            connections' own timeouts apply).
 
     Raises (from `execute`): the caller's own error (see above), or what the shared round
     trip raised (the connection broke, `redis.exceptions.TimeoutError` past `timeout_s`),
@@ -143,10 +144,10 @@ class Coalesced:
         transactions beside the pipelines)."""
         return Coalesced(self._redis, transaction=transaction, timeout_s=self.timeout_s)
 
-    async def _execute(self, pipe: Pipeline) -> list[Any]:
-        """`pipe.execute(raise_on_error=False)` within `timeout_s`."""
+    async def _execute(self, pipe: Pipeline, ends_at: float | None) -> list[Any]:
+        """`pipe.execute(raise_on_error=False)` by `ends_at` (the event loop's clock)."""
         try:
-            async with asyncio.timeout(self.timeout_s) as deadline:
+            async with asyncio.timeout_at(ends_at) as deadline:
                 replies: list[Any] = await pipe.execute(raise_on_error=False)
                 return replies
         except TimeoutError:
@@ -162,6 +163,9 @@ class Coalesced:
     async def _run(self, queues: list[Callable[[Pipeline], object]]
                    ) -> list[list[Any] | Exception]:
         encode = self._redis.get_encoder().encode  # type: ignore[no-untyped-call]
+        # one deadline for the round trip and the reruns after an aborted transaction
+        ends_at = None if self.timeout_s is None \
+            else asyncio.get_running_loop().time() + self.timeout_s
         out: list[list[Any] | Exception] = []
         sizes: list[int] = []
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
@@ -185,7 +189,7 @@ class Coalesced:
             if not stack:
                 return out
             try:
-                replies = await self._execute(pipe)
+                replies = await self._execute(pipe, ends_at)
             except Exception as exc:
                 # redis-py raises a queued command's error (or, for some, a TypeError) from
                 # or while handling the ExecAbortError
@@ -193,7 +197,7 @@ class Coalesced:
                         isinstance(e, ExecAbortError)
                         for e in (exc, exc.__cause__, exc.__context__)):
                     raise
-                return [one if isinstance(one, Exception) else await self._alone(queue)
+                return [one if isinstance(one, Exception) else await self._alone(queue, ends_at)
                         for queue, one in zip(queues, out, strict=True)]
         start = 0
         for k, size in enumerate(sizes):
@@ -202,13 +206,14 @@ class Coalesced:
                 start += size
         return out
 
-    async def _alone(self, queue: Callable[[Pipeline], object]) -> list[Any] | Exception:
+    async def _alone(self, queue: Callable[[Pipeline], object], ends_at: float | None
+                     ) -> list[Any] | Exception:
         """One caller's commands in a round trip of their own (after an aborted shared
         transaction); its error, if any, as the result."""
         try:
             async with self._redis.pipeline(transaction=self._transaction) as pipe:
                 queue(pipe)
-                return await self._execute(pipe)
+                return await self._execute(pipe, ends_at)
         except Exception as exc:
             return exc
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import unquote
 
 import pytest
 from redis.asyncio import Redis
@@ -169,6 +170,73 @@ async def test_a_round_trip_past_its_timeout_fails_its_callers_and_leaves_no_rep
     finally:
         await untimed.delete("coalesced-list", "coalesced-counter", "coalesced-after")
         await untimed.aclose()
+
+
+class StallAfterExec:
+    """A Unix-socket proxy in front of Valkey that forwards everything until the first EXEC
+    has gone through, then holds every later request (counted in `held`): a server that
+    stalls right after answering an aborted transaction."""
+
+    def __init__(self, upstream: str, path: str) -> None:
+        self.upstream, self.path = upstream, path
+        self.exec_seen = False
+        self.held = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_unix_server(self._serve, self.path)
+        return "unix://" + self.path
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.upstream)
+
+        async def replies() -> None:
+            while data := await up_reader.read(65536):
+                writer.write(data)
+
+        pump = asyncio.create_task(replies())
+        try:
+            while data := await reader.read(65536):
+                if self.exec_seen:
+                    self.held += 1
+                    continue
+                self.exec_seen = b"EXEC" in data
+                up_writer.write(data)
+        except ConnectionError:
+            pass
+        finally:
+            pump.cancel()
+            up_writer.close()
+            writer.close()
+
+
+async def test_the_reruns_after_an_aborted_transaction_share_its_deadline(
+        services: Services, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """An aborted transaction's callers are run again one by one within the round trip's one
+    deadline, not each within a deadline of its own: with the server stalled after the
+    abort, the first rerun uses up the deadline and the later ones fail without reaching
+    the server (each would have waited a full timeout of its own)."""
+    upstream = services.redis_url.removeprefix("unix://")
+    proxy = StallAfterExec(unquote(upstream), str(tmp_path_factory.mktemp("stall") / "r.sock"))
+    untimed = Redis.from_pool(WaitingConnectionPool.from_url(
+        await proxy.start(), max_connections=4, timeout=10, socket_timeout=None))
+    try:
+        finishing = Coalesced(untimed, transaction=True, timeout_s=0.3)
+        outcomes = await asyncio.gather(
+            finishing.execute(lambda pipe: pipe.execute_command("SET", "tx-refused")),
+            *[finishing.execute(lambda pipe: pipe.rpush("tx-late", "1")) for _ in range(5)],
+            return_exceptions=True)
+        # the refused command aborted the EXEC (held: the reruns that followed), and the
+        # stalled server left every caller, the refused one too, to the deadline
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        assert 1 <= proxy.held < 6  # not every rerun was sent: the deadline had passed
+    finally:
+        await untimed.aclose()
+        await proxy.stop()
 
 
 async def test_scripts_and_single_commands_run_alone_or_shared_and_survive_a_flush(
