@@ -86,6 +86,12 @@ def _min_national_digits(region: str) -> int:
     return min(lengths) if lengths else 1
 
 
+def _digit_run(digits: int) -> re.Pattern[str]:
+    """`digits` digits with at most four other characters between each two of them (a
+    superset of the digits of a phone-number candidate: its punctuation is among them)."""
+    return re.compile(r"\d" + (r"(?:\D{0,4}\d)" + f"{{{digits - 1}}}" if digits > 1 else ""))
+
+
 def _secret_format_matches(text: str) -> list[re.Match[str]]:
     """`_SECRET_FORMATS.finditer(text)`, skipped where no alternative can match."""
     if any(marker in text for marker in _SECRET_MARKERS):
@@ -133,6 +139,11 @@ class PIIRedactor:
         self._phone_min_digits: dict[str | None, int] = {
             None: _INTERNATIONAL_MIN_DIGITS,
             **{r: _min_national_digits(r) for r in self.phone_regions}}
+        # libphonenumber's matcher only tries candidates that are digit blocks with at most
+        # four punctuation characters between them (phonenumbermatcher.py, PATTERN): a text
+        # without that many digits so close together holds no number of the region, and the
+        # matcher (about 0.6 ms for 1,500 characters of prose with numbers in it) is skipped
+        self._phone_runs = {region: _digit_run(n) for region, n in self._phone_min_digits.items()}
 
     def find(self, text: str) -> list[Finding]:
         """Non-overlapping findings, in text order (earlier kinds in KINDS win overlaps,
@@ -168,7 +179,8 @@ class PIIRedactor:
     def _phones(self, text: str, digits: int) -> list[Finding]:
         spans: dict[tuple[int, int], Finding] = {}
         for region in [None, *self.phone_regions]:
-            if digits < self._phone_min_digits[region]:
+            if digits < self._phone_min_digits[region] \
+                    or not self._phone_runs[region].search(text):
                 continue
             if region is None and not any(plus in text for plus in _PLUS_SIGNS):
                 continue  # without a region only +<country code> numbers parse

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.guardrails.pii import PIIRedactor, shannon_bits
@@ -128,6 +130,45 @@ def test_the_phone_prefilter_never_skips_a_valid_number_of_any_region() -> None:
         assert {(f.start, f.end) for f in PIIRedactor(kinds=["phone"]).find(text)} == \
             _matcher_spans(text, [None, "US"]), text
     assert checked > 400  # the examples are real numbers the matcher finds
+
+
+def test_the_digit_run_prefilter_keeps_every_number_the_matcher_finds() -> None:
+    """The redactor asks libphonenumber's matcher only about texts with enough digits close
+    together (`_digit_run`): every region's example number in each of libphonenumber's formats
+    (RFC 3966 `tel:` included) and with the widest punctuation the matcher accepts between
+    digits, and the project's own documentation, give exactly the matcher's findings."""
+    import phonenumbers
+
+    from bot.guardrails.pii import _digit_run
+
+    run = _digit_run(7)
+    assert run.search("call (555) 123-4567") and run.search("5 . 5 - 5 ( 1 ) 2 3 4")
+    assert not run.search("port 8080, then wait 30 s") and not run.search("123456")
+    formats = [phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.RFC3966,
+               phonenumbers.PhoneNumberFormat.NATIONAL]
+    found_any = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        number = phonenumbers.example_number(region)
+        if number is None:
+            continue
+        redactor = PIIRedactor(kinds=["phone"], phone_regions=[region])
+        national = phonenumbers.national_significant_number(number)
+        wide = " - ".join(national)  # three punctuation characters between the digits
+        texts = [f"reach us at {phonenumbers.format_number(number, f)}." for f in formats]
+        texts.append(f"reach us at {wide} today")
+        for text in texts:
+            found = {(f.start, f.end) for f in redactor.find(text)}
+            assert found == _matcher_spans(text, [None, region]), (region, text)
+            found_any += bool(found)
+    assert found_any > 600
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    redactor = PIIRedactor(kinds=["phone"], phone_regions=["US", "GB", "DE", "IN"])
+    paragraphs = [p for path in sorted(docs.rglob("*.md"))
+                  for p in path.read_text(encoding="utf-8").split("\n\n")]
+    assert len(paragraphs) > 300
+    for paragraph in paragraphs:
+        assert {(f.start, f.end) for f in redactor.find(paragraph)} == _matcher_spans(
+            paragraph, [None, "US", "GB", "DE", "IN"]), paragraph[:200]
 
 
 @pytest.mark.parametrize(("regions", "text"), [
