@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -74,15 +75,16 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
     redis = Redis.from_pool(ConnectionPool.from_url(redis_url, socket_timeout=10))
     pool: asyncpg.Pool = await asyncpg.create_pool(database_url, min_size=1, max_size=10)
     session = aiohttp.ClientSession()
-    await pool.execute(
-        "CREATE TABLE IF NOT EXISTS floor_messages (id bigserial PRIMARY KEY, message_id text"
-        " UNIQUE, conversation text, text text, reply text, created_at timestamptz"
-        " DEFAULT now())")
-    transcript, audit = Transcript(pool), AuditLog(pool)
-    help_text = await _help_text()
     if rows == "bot":
         async with pool.acquire() as conn:
             await migrate(conn, embedding_dim=384)
+        write_rows = _bot_writer(Transcript(pool), AuditLog(pool), await _help_text())
+    else:
+        await pool.execute(
+            "CREATE TABLE IF NOT EXISTS floor_messages (id bigserial PRIMARY KEY, message_id"
+            " text UNIQUE, conversation text, text text, reply text, created_at timestamptz"
+            " DEFAULT now())")
+        write_rows = _floor_writer(pool)
     with contextlib.suppress(ResponseError):  # BUSYGROUP: made by an earlier run
         await redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
 
@@ -118,17 +120,7 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
                     continue
                 ids = [entry_id for entry_id, _ in read[0][1]]
                 messages = [json.loads(fields[b"m"]) for _, fields in read[0][1]]
-                replies = [help_text if rows == "bot" else f"ok: {m.get('text', '')}"
-                           for m in messages]
-                if rows == "bot":
-                    await asyncio.gather(*[_bot_rows(transcript, audit, m, r)
-                                           for m, r in zip(messages, replies, strict=True)])
-                else:
-                    await pool.executemany(
-                        "INSERT INTO floor_messages (message_id, conversation, text, reply) "
-                        "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
-                        [(str(m["id"]), str(m.get("conversation", "")), str(m.get("text", "")),
-                          r) for m, r in zip(messages, replies, strict=True)])
+                replies = await write_rows(messages)
                 await asyncio.gather(*[callback(m, r)
                                        for m, r in zip(messages, replies, strict=True)])
                 async with redis.pipeline(transaction=False) as pipe:
@@ -155,6 +147,34 @@ async def serve_floor(port: int, redis_url: str, database_url: str, secret: str,
         await session.close()
         await pool.close()
         await redis.aclose()
+
+
+#: Writes a batch's rows and returns each message's reply text.
+RowWriter = Callable[[list[dict[str, Any]]], Awaitable[list[str]]]
+
+
+def _floor_writer(pool: asyncpg.Pool) -> RowWriter:
+    """The floor's own rows: one per message in `floor_messages`, one `executemany`."""
+    async def write(messages: list[dict[str, Any]]) -> list[str]:
+        replies = [f"ok: {m.get('text', '')}" for m in messages]
+        await pool.executemany(
+            "INSERT INTO floor_messages (message_id, conversation, text, reply) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+            [(str(m["id"]), str(m.get("conversation", "")), str(m.get("text", "")), r)
+             for m, r in zip(messages, replies, strict=True)])
+        return replies
+
+    return write
+
+
+def _bot_writer(transcript: Transcript, audit: AuditLog, help_text: str) -> RowWriter:
+    """The bot's rows for each message, answered with `help_text`: the transcript's exchange
+    and a finished audit row (the writers' group commits batch them)."""
+    async def write(messages: list[dict[str, Any]]) -> list[str]:
+        await asyncio.gather(*[_bot_rows(transcript, audit, m, help_text) for m in messages])
+        return [help_text] * len(messages)
+
+    return write
 
 
 async def _help_text() -> str:

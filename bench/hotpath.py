@@ -42,8 +42,8 @@ its live children and its reaped ones), Redis commands per message (`INFO comman
 calls of every command but INFO, commands run inside scripts included), Redis round trips per
 message (counted by a proxy in this process between the bot and Valkey: `RoundTrips`), SQL
 statements per message (`pg_stat_statements` calls, utility statements included, this bench's
-own excluded; an `executemany` counts once per row), commits per message (`pg_stat_database`
-`xact_commit`, this bench's two snapshot queries included), and the ratio of CPU per message
+own excluded; an `executemany` counts once per row), write transactions per message (the
+transaction ids Postgres assigned: each commit that wrote), and the ratio of CPU per message
 to the first tree's `ingress` row.
 """
 
@@ -114,7 +114,7 @@ class Row:
     redis_round_trips: int = 0
     redis_by_command: Counter[str] = field(default_factory=Counter)
     sql_statements: int = 0
-    commits: int = 0
+    commits: int = 0  # write transactions
     #: statement (its first 60 characters) -> (calls, total execution ms), for --breakdown
     sql_by_statement: dict[str, tuple[int, float]] = field(default_factory=dict)
 
@@ -198,13 +198,12 @@ async def redis_calls(client: aioredis.Redis) -> Counter[str]:
                     if isinstance(v, dict) and k != "cmdstat_info"})
 
 
-async def commits(conn: asyncpg.Connection) -> int:
-    """Transactions committed in the database so far (`pg_stat_database`; this bench's own
-    snapshot queries are a few of them). Each commit flushes the WAL: with group commit
-    fewer commits per message is the point."""
-    await conn.execute("SELECT pg_stat_clear_snapshot()")
-    value = await conn.fetchval("SELECT xact_commit FROM pg_stat_database "
-                                "WHERE datname = current_database()")
+async def next_xid(conn: asyncpg.Connection) -> int:
+    """The next transaction id Postgres will assign, without assigning one: the difference
+    between two readings counts the write transactions in between (each commit that wrote,
+    or abort), at once (`pg_stat_database.xact_commit` lags until backends flush their
+    statistics, up to 10 s for an idle one)."""
+    value = await conn.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
     return int(value)
 
 
@@ -221,11 +220,16 @@ async def sql_by_statement(conn: asyncpg.Connection) -> dict[str, tuple[int, flo
     return out
 
 
-async def sql_calls(conn: asyncpg.Connection) -> int:
-    """Statements recorded by pg_stat_statements, but this bench's own."""
-    value = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
-                                "WHERE query NOT ILIKE '%pg_stat_statements%'")
-    return int(value)
+def statements_between(before: dict[str, tuple[int, float]],
+                       after: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
+    """The calls and execution ms of each statement between two `sql_by_statement`
+    snapshots (statements that ran in between only)."""
+    out: dict[str, tuple[int, float]] = {}
+    for key, (calls, ms) in after.items():
+        calls0, ms0 = before.get(key, (0, 0.0))
+        if calls > calls0:
+            out[key] = (calls - calls0, ms - ms0)
+    return out
 
 
 def start_services(data_dir: Path) -> tuple[EmbeddedValkey, EmbeddedPostgres, str, str]:
@@ -337,25 +341,20 @@ async def run_path(tree: Path, path: str, args: argparse.Namespace) -> Row:
 
                 await send("warm", args.warmup)
                 await asyncio.sleep(1.0)  # settle: background flushes of the warm-up
-                cpu0, redis0, sql0 = cpu.snapshot(), await redis_calls(rclient), \
-                    await sql_calls(conn)
-                trips0, commits0 = proxy.count, await commits(conn)
+                cpu0, redis0 = cpu.snapshot(), await redis_calls(rclient)
+                trips0, commits0 = proxy.count, await next_xid(conn)
                 statements0 = await sql_by_statement(conn)
                 latencies, wall_s = await send("run", args.messages)
-                trips1, commits1 = proxy.count, await commits(conn)
+                trips1, commits1 = proxy.count, await next_xid(conn)
                 statements1 = await sql_by_statement(conn)
-                cpu1, redis1, sql1 = cpu.snapshot(), await redis_calls(rclient), \
-                    await sql_calls(conn)
+                cpu1, redis1 = cpu.snapshot(), await redis_calls(rclient)
+            statements = statements_between(statements0, statements1)
             return Row(tree=str(tree), path=path, messages=len(latencies), wall_s=wall_s,
                        latencies_s=sorted(latencies.values()), cpu_s=Cpu.delta(cpu0, cpu1),
                        redis_commands=(redis1 - redis0).total(), redis_by_command=redis1 - redis0,
                        redis_round_trips=trips1 - trips0,
-                       sql_statements=sql1 - sql0, commits=commits1 - commits0,
-                       sql_by_statement={
-                           k: (calls - statements0.get(k, (0, 0.0))[0],
-                               ms - statements0.get(k, (0, 0.0))[1])
-                           for k, (calls, ms) in statements1.items()
-                           if calls > statements0.get(k, (0, 0.0))[0]})
+                       sql_statements=sum(calls for calls, _ in statements.values()),
+                       commits=commits1 - commits0, sql_by_statement=statements)
         finally:
             await conn.close()
             await rclient.aclose()
@@ -380,7 +379,7 @@ def table(rows: list[Row]) -> str:
     base = next((r for r in rows if r.path == "ingress"), rows[0])
     base_cpu = sum(base.cpu_s.values()) / max(base.messages, 1)
     lines = ["| tree | path | msg/s | p50 ms | p99 ms | CPU ms/msg (bot + valkey + postgres) "
-             "| Redis cmds/msg | Redis round trips/msg | SQL stmts/msg | commits/msg "
+             "| Redis cmds/msg | Redis round trips/msg | SQL stmts/msg | write commits/msg "
              "| CPU ratio to baseline |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

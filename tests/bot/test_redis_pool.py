@@ -6,6 +6,7 @@ share round trips and each gets its own replies and errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote
 
@@ -200,14 +201,14 @@ class StallAfterExec:
 
         pump = asyncio.create_task(replies())
         try:
-            while data := await reader.read(65536):
-                if self.exec_seen:
-                    self.held += 1
-                    continue
-                self.exec_seen = b"EXEC" in data
-                up_writer.write(data)
-        except ConnectionError:
-            pass
+            # (a client cut off by its deadline closes its connection: that ends the loop)
+            with contextlib.suppress(ConnectionError):
+                while data := await reader.read(65536):
+                    if self.exec_seen:
+                        self.held += 1
+                        continue
+                    self.exec_seen = b"EXEC" in data
+                    up_writer.write(data)
         finally:
             pump.cancel()
             up_writer.close()
