@@ -72,6 +72,7 @@ import redis.asyncio as aioredis
 
 from adapters.verification import sha256_signature
 from bench._common import wait_ready
+from bot.config import Settings
 from bot.services import EmbeddedPostgres, EmbeddedValkey
 from tests.fakes.openai_server import CallbackRecorder, FakeOpenAI
 from tests.fakes.processes import free_port
@@ -448,7 +449,8 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--conversations", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=16,
+    parser.add_argument("--workers", type=int,
+                        default=int(Settings.model_fields["bot_workers"].default),
                         help="worker tasks of bot run (default: the bot's default)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--tree", nargs="+", type=Path, default=None)

@@ -110,9 +110,8 @@ class AnswerStore:
         """Both keys of a message in one round trip (MGET).
 
         Raises: redis.exceptions.RedisError, OSError: Redis cannot be asked."""
-        keys = self._answered_key(message_id), self._answer_key(message_id)
         return self.lookup_reply(await call(self._redis, self._coalesced,
-                                            lambda pipe: pipe.mget(*keys)))
+                                            lambda pipe: self.queue_lookup(pipe, message_id)))
 
     def queue_lookup(self, pipe: Pipeline, message_id: str) -> None:
         """Queue `lookup` on `pipe`; pass its reply to `lookup_reply`."""

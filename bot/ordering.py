@@ -133,17 +133,17 @@ class ConversationLease:
 
     async def refresh(self) -> bool:
         """Extend the lease; False if it was lost (expired and possibly taken over)."""
-        return bool(await self._order.refresh_script(
-            keys=[self._order.lock_key(self.conversation_key)],
-            args=[self.token, self._order.ttl_ms]))
+        return bool(await run_script(self._order.refresh_script,
+                                     [self._order.lock_key(self.conversation_key)],
+                                     [self.token, self._order.ttl_ms]))
 
     async def pop(self, entry_id: str, *, release_when_empty: bool = False) -> bool:
         """Remove `entry_id` from the head once it is finished, and learn the next head in the
         same round trip. With `release_when_empty`, a FIFO left empty also releases the lease
         (`released` turns True): nothing is left to do. Raises LeaseLost if the lease is no
         longer ours; False if the head was already another entry."""
-        return self._popped(await self._order.pop_script(
-            keys=self._pop_keys(), args=self._pop_args(entry_id, release_when_empty)))
+        return self._popped(await run_script(self._order.pop_script, self._pop_keys(),
+                                             self._pop_args(entry_id, release_when_empty)))
 
     def queue_pop(self, pipe: Pipeline, entry_id: str, *, release_when_empty: bool) -> None:
         """Queue `pop` on `pipe`, to go in one round trip with the caller's other commands;
@@ -179,10 +179,10 @@ class ConversationLease:
     async def release_if_done(self) -> bool:
         """Release the lease if the conversation has nothing left; False if work remains.
         Raises LeaseLost if the lease is no longer ours."""
-        result = int(await self._order.release_if_empty_script(
-            keys=[self._order.lock_key(self.conversation_key),
-                  self._order.fifo_key(self.conversation_key)],
-            args=[self.token]))
+        result = int(await run_script(
+            self._order.release_if_empty_script,
+            [self._order.lock_key(self.conversation_key),
+             self._order.fifo_key(self.conversation_key)], [self.token]))
         if result == -1:
             raise LeaseLost(self.conversation_key)
         return result == 1
@@ -191,18 +191,19 @@ class ConversationLease:
         """Release the lease at the end of a turn; if work is left, queue the conversation on
         the ready list for the next free worker. True if nothing was left. Raises LeaseLost if
         the lease is no longer ours."""
-        result = int(await self._order.yield_script(
-            keys=[self._order.lock_key(self.conversation_key),
-                  self._order.fifo_key(self.conversation_key), self._order.ready_key],
-            args=[self.token, self.conversation_key]))
+        result = int(await run_script(
+            self._order.yield_script,
+            [self._order.lock_key(self.conversation_key),
+             self._order.fifo_key(self.conversation_key), self._order.ready_key],
+            [self.token, self.conversation_key]))
         if result == -1:
             raise LeaseLost(self.conversation_key)
         return result == 1
 
     async def release(self) -> None:
         """Give the conversation up (after a failure: the head stays for the next holder)."""
-        await self._order.release_script(keys=[self._order.lock_key(self.conversation_key)],
-                                         args=[self.token])
+        await run_script(self._order.release_script,
+                         [self._order.lock_key(self.conversation_key)], [self.token])
 
 
 class LeaseLost(Exception):

@@ -35,7 +35,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ExecAbortError, MaxConnectionsError, NoScriptError
+from redis.exceptions import DataError, ExecAbortError, MaxConnectionsError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.batching import Batched
@@ -114,17 +114,18 @@ class Coalesced:
     caller raises or handles it. With `transaction`, the pipeline is one MULTI/EXEC, so every
     caller's commands run atomically (with the others').
 
-    One caller's commands cannot fail the others': an argument that cannot be encoded (a lone
-    surrogate in a text) or a `queue` that raises fails that caller before anything is sent,
-    and a transaction that the server aborted (EXECABORT: a command refused when queued, as
-    any write is under `maxmemory`; nothing ran) is run again caller by caller.
+    One caller's commands cannot fail the others': a `queue` that raises fails that caller
+    before anything is sent, and a round trip in which nothing ran (an argument that cannot be
+    encoded, such as a lone surrogate in a text, fails the packing before the send; a
+    transaction the server aborted, EXECABORT: a command refused when queued, as any write is
+    under `maxmemory`) is run again caller by caller (`Batched`'s `rerun_if`, which skips the
+    callers that gave up and stops at the first failure that is not of this kind).
 
     Args:
         redis: the client of the round trips; give one whose connections have no socket
             timeout (`socket_timeout=None`) together with `timeout_s`.
-        timeout_s: the longest one round trip may take, waiting for a connection and the
-            reruns after an aborted transaction included, seconds (None: only the
-            connections' own timeouts apply).
+        timeout_s: the longest one round trip may take, waiting for a connection included,
+            seconds (None: only the connections' own timeouts apply).
 
     Raises (from `execute`): the caller's own error (see above), or what the shared round
     trip raised (the connection broke, `redis.exceptions.TimeoutError` past `timeout_s`),
@@ -137,35 +138,20 @@ class Coalesced:
         self._redis = redis
         self._transaction = transaction
         self.timeout_s = timeout_s
-        self.batched: Batched[Callable[[Pipeline], object], list[Any]] = Batched(self._run)
+        self.batched: Batched[Callable[[Pipeline], object], list[Any]] = Batched(
+            self._run, rerun_if=_nothing_ran)
+
+    async def execute(self, queue: Callable[[Pipeline], object]) -> list[Any]:
+        """The replies of the commands `queue(pipe)` queued (its return value is ignored)."""
+        return await self.batched(queue)
 
     def sibling(self, *, transaction: bool) -> Coalesced:
         """Another set of shared round trips on the same client and timeout (for example the
         transactions beside the pipelines)."""
         return Coalesced(self._redis, transaction=transaction, timeout_s=self.timeout_s)
 
-    async def _execute(self, pipe: Pipeline, ends_at: float | None) -> list[Any]:
-        """`pipe.execute(raise_on_error=False)` by `ends_at` (the event loop's clock)."""
-        try:
-            async with asyncio.timeout_at(ends_at) as deadline:
-                replies: list[Any] = await pipe.execute(raise_on_error=False)
-                return replies
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            raise RedisTimeoutError(
-                f"no reply from Redis within {self.timeout_s:g} s") from None
-
-    async def execute(self, queue: Callable[[Pipeline], object]) -> list[Any]:
-        """The replies of the commands `queue(pipe)` queued (its return value is ignored)."""
-        return await self.batched(queue)
-
     async def _run(self, queues: list[Callable[[Pipeline], object]]
                    ) -> list[list[Any] | Exception]:
-        encode = self._redis.get_encoder().encode  # type: ignore[no-untyped-call]
-        # one deadline for the round trip and the reruns after an aborted transaction
-        ends_at = None if self.timeout_s is None \
-            else asyncio.get_running_loop().time() + self.timeout_s
         out: list[list[Any] | Exception] = []
         sizes: list[int] = []
         async with self._redis.pipeline(transaction=self._transaction) as pipe:
@@ -174,11 +160,6 @@ class Coalesced:
                 before = len(stack)
                 try:
                     queue(pipe)
-                    # encoded here, caller by caller (the command name stays as it is: the
-                    # reply's parser is looked up by it); packing the bytes costs nothing
-                    for i in range(before, len(stack)):
-                        args, options = stack[i]
-                        stack[i] = ((args[0], *[encode(a) for a in args[1:]]), options)
                 except Exception as exc:
                     del stack[before:]
                     out.append(exc)
@@ -189,16 +170,13 @@ class Coalesced:
             if not stack:
                 return out
             try:
-                replies = await self._execute(pipe, ends_at)
-            except Exception as exc:
-                # redis-py raises a queued command's error (or, for some, a TypeError) from
-                # or while handling the ExecAbortError
-                if not self._transaction or not any(
-                        isinstance(e, ExecAbortError)
-                        for e in (exc, exc.__cause__, exc.__context__)):
+                async with asyncio.timeout(self.timeout_s) as deadline:
+                    replies: list[Any] = await pipe.execute(raise_on_error=False)
+            except TimeoutError:
+                if not deadline.expired():
                     raise
-                return [one if isinstance(one, Exception) else await self._alone(queue, ends_at)
-                        for queue, one in zip(queues, out, strict=True)]
+                raise RedisTimeoutError(
+                    f"no reply from Redis within {self.timeout_s:g} s") from None
         start = 0
         for k, size in enumerate(sizes):
             if not isinstance(out[k], Exception):
@@ -206,16 +184,14 @@ class Coalesced:
                 start += size
         return out
 
-    async def _alone(self, queue: Callable[[Pipeline], object], ends_at: float | None
-                     ) -> list[Any] | Exception:
-        """One caller's commands in a round trip of their own (after an aborted shared
-        transaction); its error, if any, as the result."""
-        try:
-            async with self._redis.pipeline(transaction=self._transaction) as pipe:
-                queue(pipe)
-                return await self._execute(pipe, ends_at)
-        except Exception as exc:
-            return exc
+
+def _nothing_ran(exc: Exception) -> bool:
+    """True for a failed round trip in which no command ran: an argument redis-py could not
+    encode (raised while packing, before the send) or a transaction the server aborted
+    (redis-py raises a queued command's error, or for some a TypeError, from or while
+    handling the ExecAbortError)."""
+    return isinstance(exc, (UnicodeEncodeError, DataError)) or any(
+        isinstance(e, ExecAbortError) for e in (exc, exc.__cause__, exc.__context__))
 
 
 def raise_first(replies: list[Any]) -> list[Any]:

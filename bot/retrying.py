@@ -17,6 +17,7 @@ included).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -81,3 +82,12 @@ async def retried(call: Callable[[], Awaitable[T]], *,
         with attempt:
             return await call()
     raise AssertionError("unreachable: tenacity returns or reraises")  # pragma: no cover
+
+
+async def back_off(stop: asyncio.Event, backoff_s: float, *, cap_s: float) -> float:
+    """Wait about `backoff_s` seconds (jittered between half and one and a half times it;
+    less if `stop` is set), for a loop that must outlive any failure; return the next wait,
+    doubled up to `cap_s`."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
+    return min(backoff_s * 2, cap_s)

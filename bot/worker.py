@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import socket
 import time
 import uuid
@@ -55,6 +54,7 @@ from bot.metrics import (
 from bot.ordering import ConversationLease, ConversationOrder, LeaseLost
 from bot.pipeline import Pipeline, StageTimeout
 from bot.redis_pool import Coalesced, raise_first
+from bot.retrying import back_off
 from bot.transient import is_transient
 
 log = get_logger("bot.worker")
@@ -142,10 +142,10 @@ class Worker:
                         continue
                 log.warning("redis unavailable; backing off", error=type(exc).__name__,
                             delay_s=round(backoff_s, 2))
-                backoff_s = await _back_off(stop, backoff_s)
+                backoff_s = await back_off(stop, backoff_s, cap_s=30.0)
             except Exception:  # a defect must not end the worker: its entry stays pending
                 log.exception("worker loop failed; backing off", delay_s=round(backoff_s, 2))
-                backoff_s = await _back_off(stop, backoff_s)
+                backoff_s = await back_off(stop, backoff_s, cap_s=30.0)
 
     def _queue_ready_and_read(self, pipe: RedisPipeline) -> None:
         self._order.queue_next_ready(pipe)
@@ -349,13 +349,6 @@ class Worker:
             except Exception as exc:  # the platform may be the very thing that is down
                 log.warning("could not tell the user about a dead letter",
                             message_id=message.id, error=type(exc).__name__)
-
-
-async def _back_off(stop: asyncio.Event, backoff_s: float) -> float:
-    """Wait about `backoff_s` (jittered; less if `stop` is set); return the next wait."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), backoff_s * (0.5 + random.random()))
-    return min(backoff_s * 2, 30.0)
 
 
 async def _pop(lease: ConversationLease, pop: tuple[str, bool] | None) -> None:

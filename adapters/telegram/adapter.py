@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import random
 import re
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -53,6 +52,7 @@ from bot.errors import BacklogFull
 from bot.keys import Keys
 from bot.log import get_logger
 from bot.protocols import CommandSpec
+from bot.retrying import back_off
 
 log = get_logger("adapters.telegram")
 ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
@@ -283,7 +283,4 @@ class TelegramAdapter:
             except Exception as exc:  # the poller must outlive any failure
                 log.warning("telegram polling failed; backing off", error=type(exc).__name__,
                             delay_s=round(backoff_s, 1))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(),
-                                           backoff_s * (0.5 + random.random()))
-                backoff_s = min(backoff_s * 2, 60.0)
+                backoff_s = await back_off(self._stopping, backoff_s, cap_s=60.0)

@@ -215,12 +215,12 @@ class StallAfterExec:
             writer.close()
 
 
-async def test_the_reruns_after_an_aborted_transaction_share_its_deadline(
+async def test_a_rerun_that_times_out_ends_the_reruns_of_an_aborted_transaction(
         services: Services, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """An aborted transaction's callers are run again one by one within the round trip's one
-    deadline, not each within a deadline of its own: with the server stalled after the
-    abort, the first rerun uses up the deadline and the later ones fail without reaching
-    the server (each would have waited a full timeout of its own)."""
+    """An aborted transaction's callers are run again one by one, and a rerun that fails
+    otherwise (here: the server stalled after the abort, past the deadline) ends the reruns:
+    the later callers get its error without reaching the server, instead of each waiting a
+    full timeout of its own."""
     upstream = services.redis_url.removeprefix("unix://")
     proxy = StallAfterExec(unquote(upstream), str(tmp_path_factory.mktemp("stall") / "r.sock"))
     untimed = Redis.from_pool(WaitingConnectionPool.from_url(
